@@ -1,0 +1,324 @@
+"""``engine``: the command line. A thin layer over library calls users can also make from Python."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from engine import __version__
+
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
+
+DESCRIPTION = """\
+Lineage: an event-sourced AutoML engine that searches neural network architectures.
+
+Every proposal, assignment and result is an immutable event in the run's LMDB log; the searcher's
+state (trials, beam/top-K, queue, leases) is rebuilt by replaying it. Typical use:
+
+  engine run --run runs/nb --config examples/nb201.toml --trainers 2   # all in one
+  engine serve --run runs/nb --config examples/nb201.toml              # or: the engine ...
+  engine trainer --connect tcp://127.0.0.1:5555                        # ... and trainers anywhere
+  engine status --run runs/nb                                          # while it runs, or after
+"""
+
+
+def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--run", type=Path, required=required, metavar="DIR",
+                        help="run directory (holds events.lmdb and artifacts/)")
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("--verbose", action="store_true", help="print debug messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="engine", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lineage {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help_: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_, description=description or help_,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    serve = command("serve", "serve a run to trainer daemons until its budget is spent",
+                    "Serve a run to trainer daemons. A new run needs --config; an existing one resumes from its "
+                    "log.\nThe engine binds to loopback unless given CurveZMQ keys (see `engine keys`).")
+    _add_run(serve)
+    serve.add_argument("--config", type=Path, metavar="TOML", help="search config (new runs only)")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key of a new run, e.g. search.seed=3 (repeatable)")
+    serve.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
+    serve.add_argument("--bind", default=DEFAULT_BIND, help=f"trainer endpoint (default {DEFAULT_BIND})")
+    serve.add_argument("--pub", default=DEFAULT_PUB, help=f"event publisher endpoint (default {DEFAULT_PUB})")
+    serve.add_argument("--keys", type=Path, metavar="DIR", help="CurveZMQ keys made by `engine keys`")
+    _add_quiet(serve)
+
+    trainer = command("trainer", "run a trainer daemon that evaluates candidates for an engine",
+                      "Connect to an engine, evaluate the candidates it hands out, report results. Reconnects "
+                      "with backoff\nwhen the engine goes away; exits when the search is finished.")
+    trainer.add_argument("--connect", default=DEFAULT_BIND, metavar="ENDPOINT",
+                         help=f"the engine's trainer endpoint (default {DEFAULT_BIND})")
+    trainer.add_argument("--name", help="trainer name, unique per engine (default host-pid)")
+    trainer.add_argument("--prefetch", type=int, default=1, metavar="N",
+                         help="candidates held at once, so the next is ready when one ends (default 1)")
+    trainer.add_argument("--max-trials", type=int, metavar="N", help="exit after evaluating N candidates")
+    trainer.add_argument("--server-key", type=Path, metavar="FILE", help="the engine's public key (server.key)")
+    trainer.add_argument("--key", type=Path, metavar="FILE", help="this trainer's secret key (trainer.key_secret)")
+    trainer.add_argument("--cache", type=Path, metavar="DIR", help="local blob cache (default ~/.cache/lineage)")
+    trainer.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
+    _add_quiet(trainer)
+
+    run = command("run", "serve a run with N local trainers until the budget is spent",
+                  "An engine and N local trainer processes in one command. A new run needs --config; an "
+                  "existing run\n(or a fork) resumes from its log. Prints progress, then the leaderboard.")
+    _add_run(run)
+    run.add_argument("--config", type=Path, metavar="TOML", help="search config (new runs only)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key of a new run, e.g. search.algorithm=random (repeatable)")
+    run.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
+    run.add_argument("--trainers", type=int, default=2, metavar="N", help="local trainer processes (default 2)")
+    run.add_argument("--prefetch", type=int, default=1, metavar="N", help="candidates each trainer holds (default 1)")
+    run.add_argument("--bind", default="tcp://127.0.0.1:0", help="trainer endpoint (default: a free loopback port)")
+    run.add_argument("--pub", default="tcp://127.0.0.1:0", help="event publisher endpoint (default: a free port)")
+    run.add_argument("--keys", type=Path, metavar="DIR", help="CurveZMQ keys made by `engine keys`")
+    run.add_argument("--json", action="store_true", help="print the final status as JSON")
+    _add_quiet(run)
+
+    status = command("status", "show a run's progress, leaderboard, beam, queue and leases")
+    _add_run(status)
+    status.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    events = command("log", "print a run's events, one per line",
+                     "Print the events of a run's log, one per line. --follow keeps printing new ones as the "
+                     "engine commits them.")
+    _add_run(events)
+    events.add_argument("--from", dest="start", type=int, default=1, metavar="SEQ", help="first event (default 1)")
+    events.add_argument("--follow", action="store_true", help="keep printing events as they are committed")
+    events.add_argument("--type", action="append", metavar="TYPE", help="only events of this type (repeatable)")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    replay = command("replay", "rebuild a run's state as it was right after an event",
+                     "Rebuild the state by folding the log (the searcher is not called). --verify re-runs the "
+                     "searcher at\nevery recorded proposal and fails at the first one it does not reproduce.")
+    _add_run(replay)
+    replay.add_argument("--at", type=int, metavar="SEQ", help="the event to stop after (default: the last)")
+    replay.add_argument("--json", action="store_true", help="print the whole state as JSON")
+    replay.add_argument("--verify", action="store_true", help="re-run the searcher at every recorded proposal")
+    replay.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
+
+    fork = command("fork", "start a new run from another run's events 1..SEQ, with overrides",
+                   "Copy a run's events 1..SEQ into a new run, append SearchForked with the overrides, and "
+                   "leave the\nparent untouched. Candidates in flight at SEQ go back to the queue. Continue the "
+                   "fork with\n`engine run --run INTO` (no --config).")
+    _add_run(fork)
+    fork.add_argument("--at", type=int, required=True, metavar="SEQ", help="the last event to keep")
+    fork.add_argument("--into", type=Path, required=True, metavar="DIR", help="the new run's directory")
+    fork.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config key, e.g. search.algorithm=evolution (repeatable)")
+
+    keys = command("keys", "make CurveZMQ keys for an engine and its trainers",
+                   "Write server.key (give it to trainers), server.key_secret (keep it with the engine),\n"
+                   "trainer.key/trainer.key_secret and authorized/ (public keys of accepted trainers).")
+    keys.add_argument("--dir", type=Path, required=True, metavar="DIR", help="where to write the keys")
+
+    command("blocks", "list the registered blocks and their properties")
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.INFO
+    if getattr(args, "quiet", False):
+        level = logging.WARNING
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _load(args: argparse.Namespace) -> dict | None:
+    """The resolved config of a new run (None to resume one); ``--set`` only applies to new runs."""
+    from engine.config import ConfigError, load_config
+    from engine.runs import is_run
+
+    if args.set and (args.config is None or is_run(args.run)):
+        raise ConfigError("--set applies to new runs (with --config); use `engine fork --set` to change a run")
+    return None if args.config is None else load_config(args.config, args.set)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.progress import Progress
+    from engine.runs import open_run
+    from engine.server import EngineServer, check_bind
+    from replay.report import render_status
+
+    check_bind([args.bind, args.pub], args.keys)
+    log, state = open_run(args.run, _load(args), trials=args.trials)
+    if state.finished is not None:
+        log.close()
+        print(render_status(state))
+        return 0
+    server = EngineServer(log, state, bind=args.bind, pub=args.pub, keys=args.keys)
+    progress = Progress(interval=10.0, enabled=not args.quiet)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.start()
+        print(f"engine serving {args.run}: trainers connect to {server.endpoint}; events on {server.pub_endpoint}",
+              file=sys.stderr, flush=True)
+        state = server.serve(on_turn=progress.update)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: engine serve --run {args.run}", file=sys.stderr)
+        return 130
+    finally:
+        server.close()
+        log.close()
+    progress.close(state)
+    print(render_status(state))
+    return 0
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    from engine.keys import trainer_keys
+    from trainers.daemon import TrainerDaemon
+
+    curve = None
+    if (args.server_key is None) != (args.key is None):
+        raise SystemExit("engine trainer: --server-key and --key go together")
+    if args.server_key is not None:
+        curve = trainer_keys(args.server_key, args.key)
+    daemon = TrainerDaemon(args.connect, name=args.name, prefetch=args.prefetch, curve=curve,
+                           cache_dir=args.cache, max_trials=args.max_trials, parent_pid=args.parent_pid)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    try:
+        return daemon.run()
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.progress import Progress
+    from engine.runner import run_local
+    from replay.report import render_status, status_dict
+
+    progress = Progress(interval=10.0, enabled=not args.quiet and not args.json)
+    try:
+        state = run_local(args.run, _load(args), trainers=args.trainers, trials=args.trials, prefetch=args.prefetch,
+                          bind=args.bind, pub=args.pub, keys=args.keys, progress=progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: engine run --run {args.run}", file=sys.stderr)
+        return 130
+    print(json.dumps(status_dict(state)) if args.json else render_status(state))
+    return 0 if state.finished is not None else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from replay.report import render_status, status_dict
+    from replay.state import state_at
+
+    state = state_at(args.run)
+    print(json.dumps(status_dict(state, args.top)) if args.json else render_status(state, args.top))
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from engine.follow import follow
+    from replay.report import event_dict, render_event
+
+    wanted = set(args.type or [])
+    for event in follow(args.run, start=args.start, forever=args.follow):
+        if wanted and event.type not in wanted:
+            continue
+        print(json.dumps(event_dict(event)) if args.json else render_event(event), flush=True)
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from replay.report import render_status, state_dict
+    from replay.state import state_at
+    from replay.verify import Mismatch, verify
+
+    if args.verify:
+        try:
+            result = verify(args.run)
+        except Mismatch as exc:
+            print(f"engine replay --verify: FAILED: {exc}", file=sys.stderr)
+            return 3
+        print(f"verified: {result.proposals} proposals in {result.events} events reproduce exactly "
+              f"({result.seconds:.2f}s)")
+        return 0
+    started = time.perf_counter()
+    state = state_at(args.run, args.at)
+    if args.json:
+        print(json.dumps(state_dict(state)))
+    else:
+        print(render_status(state, args.top))
+        print(f"(replayed {state.seq} events in {time.perf_counter() - started:.2f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from replay.fork import fork
+
+    state = fork(args.run, args.at, args.into, args.set)
+    print(f"forked {args.run} at event {args.at} into {args.into} (run {state.run_id}); "
+          f"{len(state.queue)} candidates queued. Continue it with: engine run --run {args.into}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from engine.keys import make_keys
+
+    paths = make_keys(args.dir)
+    print(f"engine:  engine serve ... --keys {args.dir}   (keep {paths['server_secret']} private)")
+    print(f"trainer: engine trainer ... --server-key {paths['server_public']} --key {paths['trainer_secret']}")
+    print(f"to accept more trainers, put their public .key files in {paths['authorized']}")
+    return 0
+
+
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from blocks import lookup, names
+
+    print(f"{'block':<24} {'family':<9} {'input order matters':<20} {'keeps order'}")
+    for name in names():
+        spec = lookup(name)
+        print(f"{name:<24} {spec.family:<9} {'yes' if spec.order_matters else 'no':<20} "
+              f"{'yes' if spec.keeps_order else 'no'}")
+    return 0
+
+
+COMMANDS = {
+    "serve": cmd_serve, "trainer": cmd_trainer, "run": cmd_run, "status": cmd_status, "log": cmd_log,
+    "replay": cmd_replay, "fork": cmd_fork, "keys": cmd_keys, "blocks": cmd_blocks,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.config import ConfigError
+    from engine.keys import KeysError
+    from engine.log import LogError
+    from engine.runs import RunError
+    from engine.server import ServerError
+    from engine.spaces import SpaceError
+    from replay.fork import ForkError
+    from replay.state import ReplayError
+
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, KeysError, LogError, RunError, ServerError, SpaceError, ForkError, ReplayError) as exc:
+        print(f"engine {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Search configuration: TOML in, one frozen, fully resolved dict out.
+
+Every key is declared in a schema with its default, type and help. Unknown keys and impossible
+values are refused with the key named (and the file, when there is one). The resolved dict is what
+``SearchStarted`` stores, so the log alone rebuilds the run.
+
+Example::
+
+    >>> config = load_config("examples/nb201.toml", overrides=["search.trials=50"])
+    >>> config["search"]["trials"]
+    50
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Check = Callable[[Any], str | None]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key (and the file)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration key: its default, accepted types, allowed choices and help text."""
+
+    default: Any
+    types: tuple[type, ...]
+    help: str
+    choices: tuple[Any, ...] | None = None
+    check: Check | None = None
+
+    def validate(self, key: str, value: Any) -> Any:
+        if isinstance(value, bool) and bool not in self.types:
+            raise ConfigError(f"{key} must be {_type_names(self.types)}, not a boolean")
+        if not isinstance(value, self.types):
+            raise ConfigError(f"{key} must be {_type_names(self.types)}, not {type(value).__name__} {value!r}")
+        if float in self.types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{key} must be one of {list(self.choices)}, not {value!r}")
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise ConfigError(f"{key}{'' if problem.startswith('[') else ' '}{problem}")
+        return copy.deepcopy(value)
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else f"must be greater than 0, not {value}"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, not {value}"
+
+
+def probability(value: float) -> str | None:
+    return None if 0 <= value <= 1 else f"must be between 0 and 1, not {value}"
+
+
+# A schema is a dict of Option or nested schema dicts; "space" is filled in by the chosen space kind.
+Schema = dict[str, Any]
+
+SEARCH_SCHEMA: Schema = {
+    "algorithm": Option("beam", (str,), "beam (default), random or evolution", ("beam", "random", "evolution")),
+    "trials": Option(100, (int,), "trial budget: candidates proposed and finished", check=positive),
+    "seed": Option(0, (int,), "run seed; every proposal's rng derives from it and the proposal's position"),
+    "metric": Option("", (str,), "metric the search optimises (default: the space's own)"),
+    "mode": Option("", (str,), "max or min (default: the space's own)", ("", "max", "min")),
+    "beam": {
+        "k": Option(8, (int,), "beam width: parents are drawn from the top-k completed trials", check=positive),
+        "initial": Option(6, (int,), "random candidates proposed before the beam starts mutating",
+                          check=non_negative),
+        "screen": Option("gp", (str,), "how to choose among the beam's mutations: gp (a Gaussian-process "
+                         "surrogate ranks them by expected improvement) or none (uniform)", ("gp", "none")),
+        "candidates": Option(256, (int,), "most mutations the surrogate ranks per proposal", check=positive),
+        "history": Option(256, (int,), "most completed trials the surrogate is fitted on", check=positive),
+        "depth_start": Option(2, (int,), "allowed tower depth at the start", check=positive),
+        "grow_every": Option(10, (int,), "completed trials per +1 of allowed depth", check=positive),
+    },
+    "evolution": {
+        "population": Option(10, (int,), "aging-evolution population (the last N completed trials)",
+                             check=positive),
+        "sample": Option(3, (int,), "tournament size drawn from the population", check=positive),
+    },
+    "mutations": {
+        "add": Option(0.3, (int, float), "weight of the add-a-block mutation", check=non_negative),
+        "replace": Option(0.4, (int, float), "weight of the replace-a-block mutation", check=non_negative),
+        "remove": Option(0.1, (int, float), "weight of the remove-a-block mutation", check=non_negative),
+        "hparam": Option(0.2, (int, float), "weight of the change-a-hyperparameter mutation",
+                         check=non_negative),
+    },
+}
+
+EVALUATOR_SCHEMA: Schema = {
+    "kind": Option("auto", (str,), "how trainers evaluate a candidate: auto (the space's default), "
+                   "table (look-up) or synthetic (a cheap stand-in for training)",
+                   ("auto", "table", "synthetic")),
+    "delay": Option(0.0, (int, float), "seconds a synthetic or table evaluation sleeps (demos, crash tests)",
+                    check=non_negative),
+}
+
+ENGINE_SCHEMA: Schema = {
+    "lease_timeout": Option(30.0, (int, float), "seconds without a heartbeat before a lease is lost",
+                            check=positive),
+    "heartbeat": Option(2.0, (int, float), "seconds between trainer heartbeats", check=positive),
+    "max_losses": Option(3, (int,), "leases a candidate may lose before it fails", check=positive),
+}
+
+
+def _space_schemas() -> dict[str, Schema]:
+    from engine.spaces import SPACES
+
+    return {kind: {"kind": Option(kind, (str,), "search space"), **cls.options} for kind, cls in SPACES.items()}
+
+
+def _resolve(schema: Schema, given: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"[{prefix}] must be a table, not {type(given).__name__}")
+    unknown = [k for k in given if k not in schema]
+    if unknown:
+        key = unknown[0]
+        hint = difflib.get_close_matches(key, list(schema), n=1)
+        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(
+            f"unknown key {_join(prefix, key)!r}{suggestion}; known keys in [{prefix}]: {sorted(schema)}"
+        )
+    resolved: dict[str, Any] = {}
+    for key, spec in schema.items():
+        path = _join(prefix, key)
+        if isinstance(spec, Option):
+            resolved[key] = spec.validate(path, given[key]) if key in given else copy.deepcopy(spec.default)
+        else:
+            resolved[key] = _resolve(spec, given.get(key, {}), path)
+    return resolved
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a raw config dict against the schema and fill in every default.
+
+    Raises :class:`ConfigError` naming the first bad key.
+    """
+    sections = {"search", "space", "evaluator", "engine"}
+    unknown = [k for k in raw if k not in sections]
+    if unknown:
+        hint = difflib.get_close_matches(unknown[0], sections, n=1)
+        suggestion = f" (did you mean [{hint[0]}]?)" if hint else ""
+        raise ConfigError(f"unknown section [{unknown[0]}]{suggestion}; sections are {sorted(sections)}")
+    space_raw = raw.get("space")
+    if not isinstance(space_raw, Mapping) or "kind" not in space_raw:
+        raise ConfigError("space.kind is required: one of " + str(sorted(_space_schemas())))
+    schemas = _space_schemas()
+    kind = space_raw["kind"]
+    if kind not in schemas:
+        raise ConfigError(f"space.kind must be one of {sorted(schemas)}, not {kind!r}")
+    config = {
+        "search": _resolve(SEARCH_SCHEMA, raw.get("search", {}), "search"),
+        "space": _resolve(schemas[kind], space_raw, "space"),
+        "evaluator": _resolve(EVALUATOR_SCHEMA, raw.get("evaluator", {}), "evaluator"),
+        "engine": _resolve(ENGINE_SCHEMA, raw.get("engine", {}), "engine"),
+    }
+    from engine.spaces import make_space
+
+    space = make_space(config["space"])  # the space checks its own cross-key rules (depth range, blocks)
+    search = config["search"]
+    search["metric"] = search["metric"] or space.default_metric
+    search["mode"] = search["mode"] or space.default_mode
+    if config["evaluator"]["kind"] == "auto":
+        config["evaluator"]["kind"] = space.default_evaluator
+    if config["engine"]["heartbeat"] >= config["engine"]["lease_timeout"]:
+        raise ConfigError(
+            f"engine.heartbeat ({config['engine']['heartbeat']}) must be shorter than "
+            f"engine.lease_timeout ({config['engine']['lease_timeout']})"
+        )
+    if sum(search["mutations"].values()) <= 0:
+        raise ConfigError("search.mutations: at least one mutation weight must be greater than 0")
+    return config
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"search.beam.k=4"`` -> (["search", "beam", "k"], 4). Values are read as TOML, else as text."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.split("."), parsed
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a (raw or resolved) config with dotted-key overrides applied.
+
+    ``overrides`` is either ``["a.b=1", ...]`` or ``{"a.b": 1, ...}``. The result is not resolved.
+    """
+    result = copy.deepcopy(dict(config))
+    items = overrides.items() if isinstance(overrides, Mapping) else (
+        (".".join(path), value) for path, value in map(parse_override, overrides)
+    )
+    for dotted, value in items:
+        path = dotted.split(".")
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {dotted!r}: {part!r} is not a table")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def overrides_dict(overrides: Iterable[str]) -> dict[str, Any]:
+    """``["search.seed=3"]`` -> ``{"search.seed": 3}``, the form stored in events."""
+    return {".".join(path): value for path, value in map(parse_override, overrides)}
+
+
+def read_toml(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_config(path: Path | str, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Read, override and resolve a TOML search config; errors name the file and the key."""
+    raw = read_toml(path)
+    try:
+        return resolve_config(apply_overrides(raw, list(overrides)))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,174 @@
+"""Event types: the only facts Lineage records.
+
+An event is an immutable record ``{seq, type, v, at, payload}``. ``seq`` is dense and starts at 1,
+``v`` is the schema version of the event type, ``at`` is wall time (shown to people, never read by
+the fold) and ``payload`` a msgpack-native dict. Every type is declared once, here, with its current
+version, its required payload fields and the upcasters that lift older versions on read.
+
+Example::
+
+    >>> from engine.events import TYPES
+    >>> TYPES.upcast("CandidateProposed", TYPES.version("CandidateProposed"), {...})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+unpack_record = msgpack.unpackb
+_new_event = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
+
+
+class Event(NamedTuple):
+    """One committed (or about to be committed) record of the log."""
+
+    seq: int
+    type: str
+    v: int
+    at: float
+    payload: dict[str, Any]
+
+
+class EventError(ValueError):
+    """An event that cannot be read or written: unknown type, future version, missing field."""
+
+
+@dataclass(frozen=True)
+class EventType:
+    """The schema of one event type.
+
+    ``upcasters[n]`` turns a version-``n`` payload into a version-``n+1`` payload; reading a stored
+    version-1 event of a version-3 type applies ``upcasters[1]`` then ``upcasters[2]``.
+    """
+
+    name: str
+    version: int
+    fields: tuple[str, ...]
+    doc: str
+    upcasters: dict[int, Upcaster] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [n for n in range(1, self.version) if n not in self.upcasters]
+        if missing:
+            raise EventError(f"{self.name} v{self.version} has no upcaster from version(s) {missing}")
+
+
+class EventTypes:
+    """A registry of event types: validates drafts and upcasts stored payloads."""
+
+    def __init__(self, types: Iterable[EventType]) -> None:
+        self._types = {t.name: t for t in types}
+        self.current_versions = {t.name: t.version for t in self._types.values()}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._types
+
+    def __getitem__(self, name: str) -> EventType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise EventError(f"unknown event type {name!r}") from None
+
+    def names(self) -> list[str]:
+        return list(self._types)
+
+    def version(self, name: str) -> int:
+        return self[name].version
+
+    def check(self, name: str, payload: dict[str, Any]) -> None:
+        """Refuse a draft whose payload lacks a field its type requires."""
+        missing = [f for f in self[name].fields if f not in payload]
+        if missing:
+            raise EventError(f"{name} payload is missing field(s) {missing}")
+
+    def upcast(self, name: str, v: int, payload: dict[str, Any]) -> dict[str, Any]:
+        """Lift a stored payload to the current version of its type (stored bytes stay as they are)."""
+        kind = self[name]
+        if v > kind.version:
+            raise EventError(
+                f"{name} v{v} is newer than this Lineage knows (v{kind.version}); upgrade Lineage to read it"
+            )
+        while v < kind.version:
+            payload = kind.upcasters[v](dict(payload))
+            v += 1
+        return payload
+
+    def encode(self, name: str, payload: dict[str, Any], at: float) -> bytes:
+        """The stored bytes of a new event at the current version of its type."""
+        self.check(name, payload)
+        return msgpack.packb({"type": name, "v": self[name].version, "at": at, "payload": payload})
+
+    def decode(self, seq: int, raw: bytes) -> Event:
+        """An event read from storage, upcast to the current version of its type."""
+        try:
+            record = unpack_record(raw)
+            name, v, at, payload = record["type"], record["v"], record["at"], record["payload"]
+        except (ValueError, KeyError, TypeError, msgpack.ExtraData) as exc:
+            raise EventError(f"event {seq} is not a valid record: {exc}") from None
+        if self.current_versions.get(name) == v:  # the common case, kept cheap: replay decodes every event
+            return _new_event(Event, (seq, name, v, at, payload))
+        kind = self._types.get(name)
+        if kind is None:
+            raise EventError(f"event {seq} has unknown type {name!r}")
+        if v != kind.version:
+            payload = self.upcast(name, v, payload)
+            v = kind.version
+        return Event(seq, name, v, at, payload)
+
+
+SEARCH_STARTED = "SearchStarted"
+SEARCH_FORKED = "SearchForked"
+SEARCH_RESUMED = "SearchResumed"
+CANDIDATE_PROPOSED = "CandidateProposed"
+TRIAL_ASSIGNED = "TrialAssigned"
+TRIAL_COMPLETED = "TrialCompleted"
+TRIAL_FAILED = "TrialFailed"
+TRIAL_LOST = "TrialLost"
+SEARCH_FINISHED = "SearchFinished"
+
+TYPES = EventTypes(
+    [
+        EventType(
+            SEARCH_STARTED, 1, ("run_id", "config", "lineage"),
+            "The first event of a run: the whole frozen configuration.",
+        ),
+        EventType(
+            SEARCH_FORKED, 1, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            "This run continues another one's log[:parent_seq] with configuration overrides.",
+        ),
+        EventType(
+            SEARCH_RESUMED, 1, ("overrides", "config"),
+            "An engine restarted on this run; overrides may only raise or lower the trial budget.",
+        ),
+        EventType(
+            CANDIDATE_PROPOSED, 1,
+            ("architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position"),
+            "The searcher proposed a candidate; its trial id is this event's seq.",
+        ),
+        EventType(
+            TRIAL_ASSIGNED, 1, ("trial", "trainer", "deadline"),
+            "A lease (id = this event's seq) hands a queued candidate to one trainer.",
+        ),
+        EventType(
+            TRIAL_COMPLETED, 1, ("trial", "lease", "metrics", "artifacts"),
+            "A trainer reported a result for a lease in flight.",
+        ),
+        EventType(
+            TRIAL_FAILED, 1, ("trial", "lease", "reason"),
+            "The candidate cannot be trained; it is never retried.",
+        ),
+        EventType(
+            TRIAL_LOST, 1, ("trial", "lease", "reason"),
+            "A lease ended without a result (silent trainer); the candidate goes back to the queue.",
+        ),
+        EventType(
+            SEARCH_FINISHED, 1, ("reason",),
+            "The budget is spent (or the space exhausted) and nothing is queued or in flight.",
+        ),
+    ]
+)

@@ -1,0 +1,308 @@
+"""The fold: the search's state, rebuilt from events and from nothing else.
+
+``fold(state, event)`` applies one event and returns the state. For speed it updates ``state`` in
+place (the caller owns it); it reads nothing but its two arguments, never the clock or any global.
+The live engine and replay call the same function on the same decoded events, which is why
+``fold(log[:n])`` equals the engine's state after event ``n``.
+
+Example::
+
+    >>> state = State()
+    >>> for event in log.read():
+    ...     fold(state, event)
+    >>> state.best_trial().key
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import events as ev
+
+_NUMBERS = (int, float)
+
+QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+
+
+class FoldError(ValueError):
+    """An event that does not follow from the state before it (a corrupt or foreign log)."""
+
+
+@dataclass(slots=True)
+class Trial:
+    """One candidate and what became of it. Its id is the seq of its CandidateProposed event."""
+
+    id: int
+    architecture: Any
+    hyperparameters: dict[str, Any]
+    key: str
+    parent: int | None
+    mutation: str | None
+    position: int
+    seed: int
+    status: str = QUEUED
+    lease: int | None = None
+    losses: int = 0
+    metrics: dict[str, float] | None = None
+    score: float | None = None
+    artifacts: dict[str, str] | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class Lease:
+    """One assignment of a trial to a trainer. Its id is the seq of its TrialAssigned event."""
+
+    id: int
+    trial: int
+    trainer: str
+    deadline: float
+
+
+@dataclass
+class State:
+    """Everything derived from a run's log: trials, queue, leases, the beam (top-K) and progress."""
+
+    seq: int = 0
+    run_id: str | None = None
+    config: dict[str, Any] | None = None
+    trials: dict[int, Trial] = field(default_factory=dict)
+    queue: deque[int] = field(default_factory=deque)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    completed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    top: list[int] = field(default_factory=list)
+    keys: dict[str, int] = field(default_factory=dict)
+    proposals: int = 0
+    finished: str | None = None
+    forked_from: dict[str, Any] | None = None
+    resumes: int = 0
+
+    @property
+    def budget(self) -> int:
+        return self.config["search"]["trials"] if self.config else 0
+
+    def best_trial(self) -> Trial | None:
+        return self.trials[self.top[0]] if self.top else None
+
+    def leaderboard(self) -> list[Trial]:
+        """Completed trials with a score, best first (ties: the earlier trial first)."""
+        scored = [self.trials[t] for t in self.completed if self.trials[t].score is not None]
+        return sorted(scored, key=lambda trial: (-trial.score, trial.id))
+
+
+def fold(state: State, event: ev.Event) -> State:
+    """Apply one event to the state (in place) and return it."""
+    _apply(state, event[0], event[1], event[4])
+    return state
+
+
+def _apply(state: State, seq: int, kind: str, payload: dict[str, Any]) -> None:
+    if seq != state.seq + 1:
+        raise FoldError(f"event {seq} does not follow event {state.seq}: the log has a gap")
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        raise FoldError(f"event {seq} has a type the fold does not know: {kind}")
+    if state.config is None and kind != ev.SEARCH_STARTED:
+        raise FoldError(f"event {seq} ({kind}) comes before SearchStarted")
+    try:
+        handler(state, payload, seq)
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise FoldError(f"event {seq} ({kind}) does not follow from the state: {exc!r}") from None
+    state.seq = seq
+
+
+class _Paused:
+    """Pauses the cyclic garbage collector: rebuilding a state allocates many small, long-lived
+    objects without reference cycles, which the collector would rescan over and over for nothing."""
+
+    def __enter__(self) -> None:
+        self.collecting = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.collecting:
+            gc.enable()
+
+
+def fold_all(events: Iterable[ev.Event], state: State | None = None) -> State:
+    """The state after a sequence of events (from an empty state unless one is given)."""
+    state = State() if state is None else state
+    with _Paused():
+        for event in events:
+            _apply(state, event[0], event[1], event[4])
+    return state
+
+
+def fold_records(records: Iterable[tuple[int, bytes]], state: State | None = None,
+                 types: ev.EventTypes = ev.TYPES) -> State:
+    """``fold_all`` over stored ``(seq, bytes)`` records, as ``EventLog.read_raw`` yields them.
+
+    The same checks and handlers as :func:`fold`; it only skips building an Event per record, which
+    is most of what replaying a long log costs beyond decoding it. Old versions are upcast as usual.
+    """
+    state = State() if state is None else state
+    current, unpack = types.current_versions, ev.unpack_record
+    with _Paused():
+        for seq, raw in records:
+            try:
+                record = unpack(raw)
+                kind, payload = record["type"], record["payload"]
+                fast = current.get(kind) == record["v"]
+            except Exception:  # decode() below names what is wrong with the record
+                fast = False
+            if fast:
+                _apply(state, seq, kind, payload)
+            else:
+                event = types.decode(seq, raw)
+                _apply(state, seq, event.type, event.payload)
+    return state
+
+
+# -- handlers ---------------------------------------------------------------------------------------
+
+
+def _started(state: State, p: dict[str, Any], seq: int) -> None:
+    if seq != 1:
+        raise ValueError("SearchStarted must be the first event")
+    state.run_id = p["run_id"]
+    state.config = p["config"]
+
+
+def _forked(state: State, p: dict[str, Any], seq: int) -> None:
+    state.forked_from = {"run": p["parent_run"], "path": p["parent_path"], "seq": p["parent_seq"],
+                         "overrides": p["overrides"]}
+    state.run_id = p["run_id"]
+    # Candidates in flight at the fork point go back to the queue, front first, in trial order.
+    for lease in sorted(state.leases.values(), key=lambda lease: lease.trial, reverse=True):
+        trial = state.trials[lease.trial]
+        trial.status, trial.lease = QUEUED, None
+        state.queue.appendleft(trial.id)
+    state.leases.clear()
+    _reconfigure(state, p["config"])
+
+
+def _resumed(state: State, p: dict[str, Any], seq: int) -> None:
+    state.resumes += 1
+    _reconfigure(state, p["config"])
+
+
+def _reconfigure(state: State, config: dict[str, Any]) -> None:
+    old = state.config
+    state.config = config
+    state.finished = None
+    if old is None or (old["search"]["metric"], old["search"]["mode"]) != (
+        config["search"]["metric"], config["search"]["mode"]
+    ):
+        for trial_id in state.completed:
+            trial = state.trials[trial_id]
+            trial.score = _score(config, trial.metrics)
+    scored = [state.trials[t] for t in state.completed if state.trials[t].score is not None]
+    scored.sort(key=lambda trial: (-trial.score, trial.id))
+    state.top = [trial.id for trial in scored[: config["search"]["beam"]["k"]]]
+
+
+def _proposed(state: State, p: dict[str, Any], seq: int) -> None:
+    state.trials[seq] = Trial(seq, p["architecture"], p["hyperparameters"], p["key"], p["parent"], p["mutation"],
+                              p["position"], p["seed"])
+    state.keys.setdefault(p["key"], seq)
+    state.queue.append(seq)
+    state.proposals += 1
+
+
+def _assigned(state: State, p: dict[str, Any], seq: int) -> None:
+    trial = state.trials[p["trial"]]
+    if trial.status != QUEUED:
+        raise ValueError(f"trial {trial.id} is {trial.status}, not queued")
+    queue = state.queue
+    if queue[0] == trial.id:  # the scheduler assigns from the front
+        queue.popleft()
+    else:
+        queue.remove(trial.id)
+    trial.status, trial.lease = RUNNING, seq
+    state.leases[seq] = Lease(seq, trial.id, p["trainer"], p["deadline"])
+
+
+def _release(state: State, p: dict[str, Any]) -> Trial:
+    trial = state.trials[p["trial"]]
+    lease = p["lease"]
+    if lease is not None:
+        if state.leases.pop(lease).trial != trial.id:
+            raise ValueError(f"lease {lease} is not trial {trial.id}'s")
+    elif trial.status == QUEUED:
+        state.queue.remove(trial.id)
+    trial.lease = None
+    return trial
+
+
+def _completed(state: State, p: dict[str, Any], seq: int) -> None:
+    trial = _release(state, p)
+    trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
+    score = trial.score = _score(state.config, p["metrics"])
+    state.completed.append(trial.id)
+    if score is not None:
+        top = state.top
+        k = state.config["search"]["beam"]["k"]
+        # Most trials do not enter the top-k: one comparison with its last member says so.
+        if len(top) < k or score > state.trials[top[-1]].score:
+            _enter_top(state, trial, k)
+
+
+def _failed(state: State, p: dict[str, Any], seq: int) -> None:
+    trial = _release(state, p)
+    trial.status, trial.reason = FAILED, p["reason"]
+    state.failed.append(trial.id)
+
+
+def _lost(state: State, p: dict[str, Any], seq: int) -> None:
+    trial = _release(state, p)
+    trial.status, trial.reason = QUEUED, p["reason"]
+    trial.losses += 1
+    state.queue.appendleft(trial.id)
+
+
+def _finished(state: State, p: dict[str, Any], seq: int) -> None:
+    state.finished = p["reason"]
+
+
+def _score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
+    """The search metric as a number where larger is better (None when absent or not finite)."""
+    value = (metrics or {}).get(config["search"]["metric"])
+    # Decoded msgpack numbers are exactly int or float (a bool is neither, and is no score).
+    if type(value) not in _NUMBERS or not math.isfinite(value):
+        return None
+    return float(value) if config["search"]["mode"] == "max" else -float(value)
+
+
+def _enter_top(state: State, trial: Trial, k: int) -> None:
+    top, trials = state.top, state.trials
+    rank = len(top)
+    while rank > 0:
+        other = trials[top[rank - 1]]
+        if (other.score, -other.id) >= (trial.score, -trial.id):
+            break
+        rank -= 1
+    if rank < k:
+        top.insert(rank, trial.id)
+        del top[k:]
+
+
+_HANDLERS = {
+    ev.SEARCH_STARTED: _started,
+    ev.SEARCH_FORKED: _forked,
+    ev.SEARCH_RESUMED: _resumed,
+    ev.CANDIDATE_PROPOSED: _proposed,
+    ev.TRIAL_ASSIGNED: _assigned,
+    ev.TRIAL_COMPLETED: _completed,
+    ev.TRIAL_FAILED: _failed,
+    ev.TRIAL_LOST: _lost,
+    ev.SEARCH_FINISHED: _finished,
+}

@@ -1,0 +1,231 @@
+"""The event log: an LMDB file of msgpack records under big-endian uint64 keys.
+
+One process writes (an exclusive ``flock`` on ``writer.lock`` guards it); any number of readers in
+other processes read while it writes. Appends are atomic groups guarded by the head the writer
+expects, and durable (``sync`` on) unless a test turns that off.
+
+Example::
+
+    >>> log = EventLog.create("runs/nb")              # or EventLog.open_writer / open_reader
+    >>> raw = TYPES.encode("SearchStarted", payload, at=time.time())
+    >>> log.append([raw], expected_head=0)
+    >>> [e.type for e in log.read()]
+    ['SearchStarted']
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lmdb
+
+from engine.events import TYPES, Event, EventTypes
+
+LOG_DIR = "events.lmdb"
+LOCK_FILE = "writer.lock"
+INITIAL_MAP_SIZE = 64 << 20
+
+
+class LogError(RuntimeError):
+    """The log cannot be opened or written as asked."""
+
+
+class StaleHeadError(LogError):
+    """An append expected a head that is no longer the log's head; nothing was written."""
+
+
+def _key(seq: int) -> bytes:
+    return seq.to_bytes(8, "big")
+
+
+class _Environments:
+    """LMDB allows one open environment per file per process: readers in the writer's process
+    share the writer's environment, counted so the last one to close really closes it."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, list] = {}  # path -> [environment, users, writable]
+
+    def acquire(self, path: Path, writable: bool, **options) -> lmdb.Environment:
+        key = str(path.resolve())
+        entry = self._open.get(key)
+        if entry is None:
+            if writable:
+                environment = lmdb.open(key, subdir=True, max_dbs=0, readahead=False, **options)
+            else:
+                environment = lmdb.open(key, readonly=True, subdir=True, max_dbs=0, readahead=False)
+            entry = self._open[key] = [environment, 0, writable]
+        elif writable and not entry[2]:
+            raise LogError(f"{path} is open read-only in this process; open the writer before any reader")
+        entry[1] += 1
+        return entry[0]
+
+    def release(self, environment: lmdb.Environment) -> None:
+        for key, entry in list(self._open.items()):
+            if entry[0] is environment:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._open[key]
+                    environment.close()
+                return
+
+
+_ENVIRONMENTS = _Environments()
+
+
+class EventLog:
+    """An append-only log of events in ``<run>/events.lmdb``.
+
+    Open it with :meth:`create` (a new run), :meth:`open_writer` (the engine) or :meth:`open_reader`
+    (status, log, replay; never blocks the writer).
+    """
+
+    def __init__(
+        self, run_dir: Path, *, writer: bool, sync: bool = True, map_size: int = INITIAL_MAP_SIZE,
+        types: EventTypes = TYPES,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.types = types
+        self.writer = writer
+        self._lock_fd: int | None = None
+        path = self.run_dir / LOG_DIR
+        if writer:
+            self._lock_fd = self._take_writer_lock()
+            try:
+                path.mkdir(exist_ok=True)
+                self._env = _ENVIRONMENTS.acquire(path, True, map_size=map_size, sync=sync, metasync=sync)
+            except (lmdb.Error, LogError) as exc:
+                self._release_lock()
+                raise LogError(f"cannot open {path}: {exc}") from None
+        else:
+            if not (path / "data.mdb").exists():
+                raise LogError(f"{self.run_dir} has no event log ({path} not found)")
+            self._env = _ENVIRONMENTS.acquire(path, False)
+        self._head = self._read_head()
+
+    @classmethod
+    def create(cls, run_dir: Path | str, **kwargs) -> EventLog:
+        """A new, empty log in a run directory that has none yet."""
+        run_dir = Path(run_dir)
+        if (run_dir / LOG_DIR).exists():
+            raise LogError(f"{run_dir} already holds a run")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return cls(run_dir, writer=True, **kwargs)
+
+    @classmethod
+    def open_writer(cls, run_dir: Path | str, **kwargs) -> EventLog:
+        run_dir = Path(run_dir)
+        if not (run_dir / LOG_DIR / "data.mdb").exists():
+            raise LogError(f"{run_dir} has no event log")
+        return cls(run_dir, writer=True, **kwargs)
+
+    @classmethod
+    def open_reader(cls, run_dir: Path | str, **kwargs) -> EventLog:
+        return cls(Path(run_dir), writer=False, **kwargs)
+
+    # -- writer -------------------------------------------------------------------------------
+
+    def _take_writer_lock(self) -> int:
+        fd = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LogError(
+                f"{self.run_dir} is already being written by another engine process; "
+                "one run has one writer (stop it, or fork the run)"
+            ) from None
+        return fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def head(self) -> int:
+        """The seq of the last committed event (0 for an empty log)."""
+        return self._head
+
+    def append(self, records: Sequence[bytes], expected_head: int) -> int:
+        """Commit encoded events as ``expected_head + 1, + 2, ...`` in one durable transaction.
+
+        Returns the new head. Raises :class:`StaleHeadError`, writing nothing, when the log's head is
+        not ``expected_head``. The memory map doubles by itself when it is full.
+        """
+        if not self.writer:
+            raise LogError("this log was opened read-only")
+        if not records:
+            return self._head
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    head = self._head_in(txn)
+                    if head != expected_head:
+                        raise StaleHeadError(
+                            f"append expected head {expected_head} but the log is at {head}; nothing written"
+                        )
+                    for offset, raw in enumerate(records, start=1):
+                        txn.put(_key(head + offset), raw, append=True)
+                break
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+        self._head = expected_head + len(records)
+        return self._head
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def _read_head(self) -> int:
+        with self._env.begin() as txn:
+            return self._head_in(txn)
+
+    @staticmethod
+    def _head_in(txn: lmdb.Transaction) -> int:
+        cursor = txn.cursor()
+        return int.from_bytes(cursor.key(), "big") if cursor.last() else 0
+
+    def _begin(self) -> lmdb.Transaction:
+        try:
+            return self._env.begin()
+        except lmdb.MapResizedError:
+            # The writer grew the map: adopt its size (LMDB's documented remedy) and retry.
+            self._env.set_mapsize(0)
+            return self._env.begin()
+
+    def refresh(self) -> int:
+        """Re-read the head (a reader's view of a log another process writes)."""
+        with self._begin() as txn:
+            self._head = self._head_in(txn)
+        return self._head
+
+    def read(self, start: int = 1, stop: int | None = None) -> Iterator[Event]:
+        """Events with ``start <= seq <= stop`` (to the head when ``stop`` is None), upcast."""
+        decode = self.types.decode
+        for seq, raw in self.read_raw(start, stop):
+            yield decode(seq, raw)
+
+    def read_raw(self, start: int = 1, stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Stored bytes with their seq, as committed (never rewritten)."""
+        with self._begin() as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(_key(max(start, 1))):
+                return
+            for key, raw in cursor:
+                seq = int.from_bytes(key, "big")
+                if stop is not None and seq > stop:
+                    break
+                yield seq, raw
+
+    def close(self) -> None:
+        if self._env is not None:
+            _ENVIRONMENTS.release(self._env)
+            self._env = None
+        self._release_lock()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

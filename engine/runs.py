@@ -1,0 +1,132 @@
+"""Run directories: create a run, resume one, and say where its engine listens.
+
+A run directory holds ``events.lmdb`` (the log: the only source of truth), ``artifacts/`` (the
+blob store) and, while an engine serves it, ``engine.json`` (its endpoints and pid; derived, thrown
+away when the engine stops).
+
+Example::
+
+    >>> log, state = create_run("runs/nb", load_config("examples/nb201.toml"))
+    >>> log, state = resume_run("runs/nb", trials=500)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from engine import __version__
+from engine import events as ev
+from engine.config import ConfigError, apply_overrides, resolve_config
+from engine.fold import State, fold_records
+from engine.log import LOCK_FILE, LOG_DIR, EventLog
+
+ENDPOINTS = "engine.json"
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked."""
+
+
+def is_run(run_dir: Path | str) -> bool:
+    return (Path(run_dir) / LOG_DIR / "data.mdb").exists()
+
+
+def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True) -> tuple[EventLog, State]:
+    """A new run whose first event holds the whole resolved config. Nothing is left on failure."""
+    run_dir = Path(run_dir)
+    if is_run(run_dir):
+        raise RunError(f"{run_dir} already holds a run; resume it without --config, or fork it")
+    existed = run_dir.exists()
+    try:
+        log = EventLog.create(run_dir, sync=sync)
+        payload = {"run_id": uuid.uuid4().hex, "config": config, "lineage": __version__}
+        log.append([ev.TYPES.encode(ev.SEARCH_STARTED, payload, at=time.time())], expected_head=0)
+    except BaseException:
+        if existed:
+            shutil.rmtree(run_dir / LOG_DIR, ignore_errors=True)
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return log, fold_records(log.read_raw())
+
+
+def resume_run(run_dir: Path | str, *, trials: int | None = None, sync: bool = True) -> tuple[EventLog, State]:
+    """Open a run to continue it. Appends SearchResumed unless it is finished and stays so."""
+    run_dir = Path(run_dir)
+    if not is_run(run_dir):
+        raise RunError(f"{run_dir} holds no run: start one with --config")
+    log = EventLog.open_writer(run_dir, sync=sync)
+    try:
+        state = fold_records(log.read_raw())
+        overrides = {} if trials is None or trials == state.budget else {"search.trials": trials}
+        if overrides and trials < state.proposals:
+            raise ConfigError(f"--trials {trials} is below the {state.proposals} candidates already proposed")
+        if overrides or state.finished is None:
+            config = resolve_config(apply_overrides(state.config, overrides))
+            payload = {"overrides": overrides, "config": config}
+            log.append([ev.TYPES.encode(ev.SEARCH_RESUMED, payload, at=time.time())], expected_head=log.head)
+            state = fold_records(log.read_raw(state.seq + 1), state)
+    except BaseException:
+        log.close()
+        raise
+    return log, state
+
+
+def open_run(run_dir: Path | str, config: dict[str, Any] | None, *, trials: int | None = None,
+             sync: bool = True) -> tuple[EventLog, State]:
+    """Create the run when it is new (a config is required), otherwise resume it.
+
+    Resuming with a config checks that it is the run's own: a different search is a fork.
+    """
+    if not is_run(run_dir):
+        if config is None:
+            raise RunError(f"{run_dir} holds no run yet: pass --config to start one")
+        if trials is not None:
+            config = resolve_config(apply_overrides(config, {"search.trials": trials}))
+        return create_run(run_dir, config, sync=sync)
+    log, state = resume_run(run_dir, trials=trials, sync=sync)
+    if config is not None:
+        own = dict(state.config)
+        given = resolve_config(apply_overrides(config, {"search.trials": state.budget}))
+        if given != own:
+            log.close()
+            raise RunError(
+                f"{run_dir} already holds a run with a different config; resume it without --config, "
+                "or use `engine fork --set ...` to change the search"
+            )
+    return log, state
+
+
+def write_endpoints(run_dir: Path | str, endpoints: dict[str, Any]) -> None:
+    """Record where this run's engine listens (atomically), for trainers and observers."""
+    path = Path(run_dir) / ENDPOINTS
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({**endpoints, "pid": os.getpid()}, indent=2))
+    os.replace(temporary, path)
+
+
+def read_endpoints(run_dir: Path | str) -> dict[str, Any] | None:
+    """Where this run's engine listens, if one is serving it now."""
+    path = Path(run_dir) / ENDPOINTS
+    try:
+        endpoints = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(endpoints["pid"], 0)
+    except (ProcessLookupError, KeyError, TypeError):
+        return None
+    except PermissionError:
+        pass
+    return endpoints
+
+
+def remove_endpoints(run_dir: Path | str) -> None:
+    (Path(run_dir) / ENDPOINTS).unlink(missing_ok=True)

@@ -1,0 +1,171 @@
+"""The scheduler: turns trainer commands into events. The only place that decides what happens next.
+
+Each decision is drafted as an event, encoded, decoded and folded into the live state at once (so
+the next decision in the same batch sees it, and the live state is exactly what replay rebuilds
+from the stored bytes). The caller commits the drafts with :meth:`take` in one transaction before
+it answers anyone.
+
+Lease deadlines for heartbeats live here, outside the state: they are wall-clock bookkeeping of
+this process, renewed by heartbeats and reset when an engine resumes a run.
+
+Example::
+
+    >>> scheduler = Scheduler(state)
+    >>> work = scheduler.assign("trainer-1", slots=1, now=time.monotonic())
+    >>> scheduler.complete(work[0]["lease"], {"val_acc": 91.2}, {})
+    >>> log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from engine import events as ev
+from engine.fold import State, fold
+from engine.searchers import Proposer, SpaceExhausted
+
+
+class Scheduler:
+    """Commands in, events out, state folded as it goes."""
+
+    def __init__(self, state: State, *, now: float | None = None, clock: Callable[[], float] = time.time,
+                 proposer: Proposer | None = None) -> None:
+        self.state = state
+        self._clock = clock
+        self._proposer = proposer or Proposer()
+        self._drafts: list[tuple[ev.Event, bytes]] = []
+        self._exhausted: str | None = None
+        start = time.monotonic() if now is None else now
+        # Leases in flight when an engine (re)starts get a whole timeout to report back.
+        self.deadlines: dict[int, float] = {lease: start + self.lease_timeout for lease in state.leases}
+
+    @property
+    def lease_timeout(self) -> float:
+        return self.state.config["engine"]["lease_timeout"]
+
+    # -- drafting ---------------------------------------------------------------------------------
+
+    def emit(self, kind: str, payload: dict[str, Any]) -> ev.Event:
+        """Draft one event and fold it into the live state."""
+        raw = ev.TYPES.encode(kind, payload, at=self._clock())
+        event = ev.TYPES.decode(self.state.seq + 1, raw)
+        fold(self.state, event)
+        self._drafts.append((event, raw))
+        return event
+
+    def take(self) -> list[tuple[ev.Event, bytes]]:
+        """The drafted events and their bytes, to be committed in order (they end at ``state.seq``)."""
+        drafts, self._drafts = self._drafts, []
+        return drafts
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def assign(self, trainer: str, slots: int, now: float) -> list[dict[str, Any]]:
+        """Lease up to ``slots`` candidates to ``trainer``: queued ones first, then new proposals."""
+        items = []
+        while len(items) < slots:
+            trial_id = self._next_trial()
+            if trial_id is None:
+                break
+            deadline = self._clock() + self.lease_timeout
+            lease = self.emit(ev.TRIAL_ASSIGNED, {"trial": trial_id, "trainer": trainer, "deadline": deadline}).seq
+            self.deadlines[lease] = now + self.lease_timeout
+            items.append(self.work_item(lease))
+        return items
+
+    def work_item(self, lease: int) -> dict[str, Any]:
+        """What a trainer needs to evaluate a lease's candidate."""
+        trial = self.state.trials[self.state.leases[lease].trial]
+        parent = self.state.trials.get(trial.parent) if trial.parent is not None else None
+        return {
+            "lease": lease, "trial": trial.id, "key": trial.key,
+            "architecture": trial.architecture, "hyperparameters": trial.hyperparameters,
+            "parent": trial.parent, "parent_artifacts": (parent.artifacts or {}) if parent else {},
+            "seed": trial.seed,
+        }
+
+    def _next_trial(self) -> int | None:
+        state = self.state
+        if state.queue:
+            return state.queue[0]
+        if state.finished is not None or self._exhausted or state.proposals >= state.budget:
+            return None
+        try:
+            payload = self._proposer.propose(state)
+        except SpaceExhausted as exc:
+            self._exhausted = str(exc)
+            return None
+        return self.emit(ev.CANDIDATE_PROPOSED, payload).seq
+
+    def complete(self, lease: int, metrics: dict[str, float], artifacts: dict[str, str]) -> tuple[bool, str]:
+        """Record a result. A repeated or late result (lease not in flight) changes nothing."""
+        held = self.state.leases.get(lease)
+        if held is None:
+            return False, "lease is not in flight (a repeated or late result)"
+        metric = self.state.config["search"]["metric"]
+        value = metrics.get(metric)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            self.fail(lease, f"result has no finite {metric!r} (got {value!r})")
+            return True, "recorded as failed"
+        self.deadlines.pop(lease, None)
+        self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
+                                        "artifacts": artifacts})
+        return True, "recorded"
+
+    def fail(self, lease: int, reason: str) -> tuple[bool, str]:
+        held = self.state.leases.get(lease)
+        if held is None:
+            return False, "lease is not in flight (a repeated or late report)"
+        self.deadlines.pop(lease, None)
+        self.emit(ev.TRIAL_FAILED, {"trial": held.trial, "lease": lease, "reason": reason})
+        return True, "recorded"
+
+    def lose(self, lease: int, reason: str) -> None:
+        """End a lease without a result: the candidate goes back to the queue (or fails when it keeps
+        getting lost, so one poisonous candidate cannot stall a search)."""
+        held = self.state.leases.get(lease)
+        self.deadlines.pop(lease, None)
+        if held is None:
+            return
+        self.emit(ev.TRIAL_LOST, {"trial": held.trial, "lease": lease, "reason": reason})
+        trial = self.state.trials[held.trial]
+        limit = self.state.config["engine"]["max_losses"]
+        if trial.losses >= limit:
+            self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None,
+                                         "reason": f"lost {trial.losses} times; last: {reason}"})
+
+    def heartbeat(self, trainer: str, leases: list[int], now: float) -> list[int]:
+        """Renew the deadlines of a trainer's leases; returns those it should give up."""
+        unknown = []
+        for lease in leases:
+            held = self.state.leases.get(lease)
+            if held is None or held.trainer != trainer:
+                unknown.append(lease)
+            else:
+                self.deadlines[lease] = now + self.lease_timeout
+        return unknown
+
+    def expire(self, now: float) -> None:
+        """Lose every lease whose trainer went silent past its deadline."""
+        for lease in [lease for lease, deadline in self.deadlines.items() if deadline < now]:
+            self.lose(lease, f"no heartbeat for {self.lease_timeout:g}s")
+
+    def forget_trainer(self, trainer: str, keep: set[int], reason: str) -> None:
+        """Lose the trainer's leases it no longer holds (it restarted, or said goodbye)."""
+        gone = [held.id for held in self.state.leases.values() if held.trainer == trainer and held.id not in keep]
+        for lease in gone:
+            self.lose(lease, reason)
+
+    def finish_if_done(self) -> bool:
+        """Append SearchFinished once the budget is spent and nothing is queued or in flight."""
+        state = self.state
+        if state.finished is not None or state.queue or state.leases:
+            return state.finished is not None
+        if state.proposals >= state.budget:
+            self.emit(ev.SEARCH_FINISHED, {"reason": f"budget of {state.budget} trials spent"})
+        elif self._exhausted:
+            self.emit(ev.SEARCH_FINISHED, {"reason": f"space exhausted: {self._exhausted}"})
+        return state.finished is not None

@@ -1,0 +1,136 @@
+"""Beam search, the default: mutate one of the top-K completed trials, never repeating a candidate.
+
+This is the adaptive greedy search of Google's Model Search: pick a parent among the best K trials
+so far and apply one mutation (add, replace or remove a block, change a hyperparameter), with the
+allowed tower depth growing as trials complete. Which (parent, mutation) pair is tried is chosen
+by ``search.beam.screen``:
+
+- ``gp`` (default): every new one-mutation child of the beam is scored by a Gaussian-process
+  surrogate fitted on the completed trials, and the child with the highest expected improvement
+  wins (ties broken by the proposal's rng);
+- ``none``: a uniformly random parent and a random mutation drawn by ``search.mutations`` weights.
+
+The first ``search.beam.initial`` proposals are random members, the beam's seeds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+
+import numpy as np
+
+from engine.fold import State, Trial
+from engine.searchers.base import Proposal, Searcher, SpaceExhausted
+from engine.searchers.surrogate import Features, GaussianProcess, Vectorizer, expected_improvement
+from engine.spaces import Neighbour
+
+TIE = 1e-9
+
+
+class BeamSearch(Searcher):
+    """Adaptive greedy search over the top-K, optionally screened by a GP surrogate."""
+
+    name = "beam"
+
+    def __init__(self, config, space) -> None:
+        super().__init__(config, space)
+        self.options = config["search"]["beam"]
+        self._neighbours: dict[tuple[int, int | None], list[tuple[str, Neighbour]]] = {}
+        self._features: dict[str, Features] = {}
+
+    def depth_limit(self, state: State) -> int | None:
+        """The deepest tower allowed now: grows by one every ``grow_every`` completed trials."""
+        if self.space.max_depth is None:
+            return None
+        grown = self.options["depth_start"] + len(state.completed) // self.options["grow_every"]
+        return min(self.space.max_depth, grown)
+
+    def propose(self, state: State, rng: random.Random) -> Proposal:
+        limit = self.depth_limit(state)
+        parents = [state.trials[t] for t in state.top]
+        if state.proposals < self.options["initial"] or not parents:
+            found = self.random_new(state, rng, limit)
+            if found is not None:
+                return found
+        if parents and self.options["screen"] == "none":
+            found = self.mutate_new(state, rng.choice(parents), rng, limit)
+            if found is not None:
+                return found
+        candidates = self._new_children(state, parents, limit)
+        if not candidates:
+            # The beam's neighbourhood is spent: widen to the whole leaderboard, best first.
+            candidates = self._new_children(state, state.leaderboard(), limit, enough=self.options["candidates"])
+        if not candidates:
+            found = self.random_new(state, rng, limit)
+            if found is not None:
+                return found
+            raise SpaceExhausted(f"no untried candidate found after {state.proposals} proposals")
+        if self.options["screen"] == "none" or len(state.completed) < 2:
+            parent, child = rng.choice(candidates)
+        else:
+            parent, child = self._screen(state, candidates, rng)
+        return Proposal(child.architecture, child.hyperparameters, parent.id, child.mutation)
+
+    def _children(self, parent: Trial, limit: int | None) -> list[tuple[str, Neighbour]]:
+        cached = self._neighbours.get((parent.id, limit))
+        if cached is None:
+            weights = self.config["search"]["mutations"]
+            children = self.space.neighbours(parent.architecture, parent.hyperparameters, limit, weights)
+            cached = [(self.space.describe(c.architecture, c.hyperparameters), c) for c in children]
+            self._neighbours[(parent.id, limit)] = cached
+        return cached
+
+    def _new_children(self, state: State, parents: Iterable[Trial], limit: int | None,
+                      enough: int | None = None) -> list[tuple[Trial, Neighbour]]:
+        """Untried children of ``parents``, each key once, in parent then neighbour order."""
+        found: dict[str, tuple[Trial, Neighbour]] = {}
+        for parent in parents:
+            for key, child in self._children(parent, limit):
+                if key not in state.keys and key not in found:
+                    found[key] = (parent, child)
+            if enough is not None and len(found) >= enough:
+                break
+        return list(found.values())
+
+    def _encode(self, key: str, architecture, hyperparameters) -> Features:
+        features = self._features.get(key)
+        if features is None:
+            features = self._features[key] = self.space.encode(architecture, hyperparameters)
+        return features
+
+    def _history(self, state: State) -> list[Trial]:
+        """The trials the surrogate learns from: all scored ones, or the best and the latest."""
+        scored = [state.trials[t] for t in state.completed if state.trials[t].score is not None]
+        cap = self.options["history"]
+        if len(scored) <= cap:
+            return scored
+        best = sorted(scored, key=lambda t: (-t.score, t.id))[: cap // 2]
+        chosen = {t.id for t in best}
+        latest = [t for t in reversed(scored) if t.id not in chosen][: cap - len(best)]
+        return sorted(best + latest, key=lambda t: t.id)
+
+    def _screen(self, state: State, candidates: list[tuple[Trial, Neighbour]],
+                rng: random.Random) -> tuple[Trial, Neighbour]:
+        if len(candidates) > self.options["candidates"]:
+            picked = sorted(rng.sample(range(len(candidates)), self.options["candidates"]))
+            candidates = [candidates[i] for i in picked]
+        history = self._history(state)
+        train = [self._encode(t.key, t.architecture, t.hyperparameters) for t in history]
+        rows = [
+            self._encode(self.space.describe(c.architecture, c.hyperparameters), c.architecture, c.hyperparameters)
+            for _, c in candidates
+        ]
+        vectorizer = Vectorizer(train + rows)
+        scores = np.array([t.score for t in history])
+        try:
+            gp = GaussianProcess().fit(vectorizer.transform(train), scores)
+        except np.linalg.LinAlgError:
+            return rng.choice(candidates)
+        mean, std = gp.predict(vectorizer.transform(rows))
+        ei = expected_improvement(mean, std, gp.best_mean)
+        top = float(ei.max())
+        # Scores within a hair of the best are ties, broken by the rng: this keeps the choice exact
+        # even where linear algebra differs in its last bits between machines.
+        ties = [i for i, value in enumerate(ei) if value >= top - TIE * max(1.0, abs(top))]
+        return candidates[rng.choice(ties)]

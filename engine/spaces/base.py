@@ -1,0 +1,102 @@
+"""The Space API: what can be proposed, and how one member becomes another.
+
+A candidate is a pair ``(architecture, hyperparameters)`` of msgpack-native values (lists, dicts,
+strings, numbers) so it can live in events unchanged. A space draws random members, applies one
+mutation, lists every one-mutation neighbour, validates a member with a clear message, describes it
+in one stable line (the key that tells whether an architecture was tried) and encodes it as
+features for the surrogate of the beam search.
+
+Example::
+
+    >>> space = make_space({"kind": "nb201", "dataset": "cifar10", "ops": [...]})
+    >>> arch, hp = space.random(random.Random(0))
+    >>> child, child_hp, mutation = space.mutate(arch, hp, random.Random(1), weights)
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from engine.config import Schema
+
+Architecture = Any
+Hyperparameters = dict[str, Any]
+
+
+class SpaceError(ValueError):
+    """A candidate (or a space configuration) that is not valid; the message says why."""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One mutation of a parent: the child and a short description of the change."""
+
+    architecture: Architecture
+    hyperparameters: Hyperparameters
+    mutation: str
+
+
+class Space(ABC):
+    """Base class of search spaces. Subclasses declare ``kind`` and ``options`` (their config schema)."""
+
+    kind: ClassVar[str]
+    options: ClassVar[Schema]
+    default_metric: ClassVar[str]
+    default_mode: ClassVar[str]
+    default_evaluator: ClassVar[str]
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+
+    @abstractmethod
+    def random(self, rng: random.Random, max_depth: int | None = None) -> tuple[Architecture, Hyperparameters]:
+        """A random valid member, no deeper than ``max_depth`` where depth applies."""
+
+    @abstractmethod
+    def neighbours(
+        self, architecture: Architecture, hyperparameters: Hyperparameters,
+        max_depth: int | None = None, weights: Mapping[str, float] | None = None,
+    ) -> list[Neighbour]:
+        """Every valid one-mutation child, in a stable order; kinds whose weight is 0 are left out."""
+
+    def mutate(
+        self, architecture: Architecture, hyperparameters: Hyperparameters, rng: random.Random,
+        weights: Mapping[str, float], max_depth: int | None = None,
+    ) -> Neighbour | None:
+        """One random mutation: its kind drawn by ``weights``, then a uniform child of that kind.
+
+        Returns None when the member has no valid neighbour at all.
+        """
+        children = self.neighbours(architecture, hyperparameters, max_depth, weights)
+        by_kind: dict[str, list[Neighbour]] = {}
+        for child in children:
+            by_kind.setdefault(child.mutation.split(" ", 1)[0], []).append(child)
+        kinds = [k for k in by_kind if weights.get(k, 0) > 0]
+        if not kinds:
+            return None
+        kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
+        return rng.choice(by_kind[kind])
+
+    @abstractmethod
+    def validate(self, architecture: Architecture, hyperparameters: Hyperparameters) -> None:
+        """Raise :class:`SpaceError` saying what is wrong with a member."""
+
+    @abstractmethod
+    def describe(self, architecture: Architecture, hyperparameters: Hyperparameters) -> str:
+        """One stable line naming the member; equal lines mean the same candidate."""
+
+    @abstractmethod
+    def encode(self, architecture: Architecture, hyperparameters: Hyperparameters) -> dict[str, float]:
+        """Sparse numeric features of a member, for surrogate models."""
+
+    def depth(self, architecture: Architecture) -> int | None:
+        """How many blocks deep a member is, for spaces whose depth grows (None otherwise)."""
+        return None
+
+    @property
+    def max_depth(self) -> int | None:
+        return None

@@ -1,0 +1,99 @@
+"""Forks: a new run that continues another one's ``log[:seq]`` with configuration overrides.
+
+The fork copies the parent's events 1..seq byte for byte, then appends ``SearchForked`` (parent run,
+seq, overrides and the resulting config). Candidates in flight at the fork point go back to the
+queue. The parent is only read, never written. Artifacts are hard-linked (they are immutable and
+content-addressed) so the fork's engine can serve its inherited weights.
+
+Example::
+
+    >>> fork("runs/nb", at=120, into="runs/nb-evo", overrides=["search.algorithm=evolution"])
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine import events as ev
+from engine.artifacts import ARTIFACTS_DIR
+from engine.config import apply_overrides, overrides_dict, resolve_config
+from engine.fold import State, fold_records
+from engine.log import EventLog, LogError
+from engine.runs import is_run
+
+FIXED = ("space.kind", "space.dataset")
+BATCH = 10_000
+
+
+class ForkError(ValueError):
+    """A fork that cannot be made as asked; nothing was written."""
+
+
+def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str] = ()) -> State:
+    """Create run ``into`` from ``run_dir``'s events 1..``at`` plus overrides; returns its state."""
+    run_dir, into = Path(run_dir), Path(into)
+    changes = overrides_dict(overrides)
+    fixed = [key for key in changes if key in FIXED]
+    if fixed:
+        raise ForkError(f"a fork cannot change {fixed[0]}: the trials it inherits would not belong to the new space")
+    if is_run(into) or (into.exists() and any(into.iterdir())):
+        raise ForkError(f"{into} already exists and is not empty; fork into a new directory")
+    try:
+        parent = EventLog.open_reader(run_dir)
+    except LogError as exc:
+        raise ForkError(str(exc)) from None
+    with parent:
+        if not 1 <= at <= parent.head:
+            raise ForkError(f"--at {at} is outside the log of {run_dir} (events 1..{parent.head})")
+        prefix = fold_records(parent.read_raw(1, at))
+        config = resolve_config(apply_overrides(prefix.config, changes))
+        if config["search"]["trials"] < prefix.proposals:
+            raise ForkError(
+                f"search.trials={config['search']['trials']} is below the {prefix.proposals} candidates "
+                f"proposed by event {at}"
+            )
+        existed = into.exists()
+        try:
+            child = EventLog.create(into)
+            with child:
+                batch: list[bytes] = []
+                for _, raw in parent.read_raw(1, at):
+                    batch.append(raw)
+                    if len(batch) == BATCH:
+                        child.append(batch, expected_head=child.head)
+                        batch = []
+                child.append(batch, expected_head=child.head)
+                payload = {
+                    "run_id": uuid.uuid4().hex, "parent_run": prefix.run_id, "parent_path": str(run_dir.resolve()),
+                    "parent_seq": at, "overrides": changes, "config": config,
+                }
+                child.append([ev.TYPES.encode(ev.SEARCH_FORKED, payload, at=time.time())], expected_head=at)
+                _link_artifacts(run_dir / ARTIFACTS_DIR, into / ARTIFACTS_DIR)
+                return fold_records(child.read_raw())
+        except BaseException:
+            if existed:
+                for name in os.listdir(into):
+                    path = into / name
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            else:
+                shutil.rmtree(into, ignore_errors=True)
+            raise
+
+
+def _link_artifacts(source: Path, target: Path) -> None:
+    if not source.is_dir():
+        return
+    for path in source.rglob("*"):
+        if path.is_file() and ".partial" not in path.parts:
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, destination)
+            except OSError:
+                shutil.copy2(path, destination)
+

@@ -1,0 +1,145 @@
+"""Reports on a state: the status page, the leaderboard, one line per event, and JSON forms of each.
+
+Example::
+
+    >>> print(render_status(state_at("runs/nb")))
+    >>> json.dumps(status_dict(state))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from engine import events as ev
+from engine.fold import State, Trial
+
+
+def _trial_dict(trial: Trial) -> dict[str, Any]:
+    return {
+        "trial": trial.id, "status": trial.status, "key": trial.key, "architecture": trial.architecture,
+        "hyperparameters": trial.hyperparameters, "parent": trial.parent, "mutation": trial.mutation,
+        "metrics": trial.metrics, "score": trial.score, "artifacts": trial.artifacts, "losses": trial.losses,
+        "reason": trial.reason,
+    }
+
+
+def status_dict(state: State, top: int = 10) -> dict[str, Any]:
+    """What ``engine status --json`` prints: progress, best, beam, leaderboard, queue and leases."""
+    config = state.config or {}
+    search = config.get("search", {})
+    best = state.best_trial()
+    return {
+        "run_id": state.run_id,
+        "seq": state.seq,
+        "space": config.get("space", {}).get("kind"),
+        "algorithm": search.get("algorithm"),
+        "metric": search.get("metric"),
+        "mode": search.get("mode"),
+        "budget": state.budget,
+        "proposed": state.proposals,
+        "completed": len(state.completed),
+        "failed": len(state.failed),
+        "queued": list(state.queue),
+        "running": len(state.leases),
+        "finished": state.finished,
+        "forked_from": state.forked_from,
+        "best": _trial_dict(best) if best else None,
+        "beam": [_trial_dict(state.trials[t]) for t in state.top],
+        "leaderboard": [_trial_dict(t) for t in state.leaderboard()[:top]],
+        "leases": [
+            {"lease": lease.id, "trial": lease.trial, "trainer": lease.trainer, "deadline": lease.deadline}
+            for lease in state.leases.values()
+        ],
+    }
+
+
+def state_dict(state: State) -> dict[str, Any]:
+    """The whole state (every trial) as JSON-ready data, for ``engine replay --json``."""
+    return {**status_dict(state, top=len(state.completed)),
+            "config": state.config,
+            "trials": [_trial_dict(t) for t in state.trials.values()]}
+
+
+def _metric(trial: Trial, name: str) -> str:
+    value = (trial.metrics or {}).get(name)
+    return f"{value:.4g}" if isinstance(value, int | float) else "-"
+
+
+def render_leaderboard(state: State, top: int = 10) -> str:
+    metric = state.config["search"]["metric"]
+    rows = state.leaderboard()[:top]
+    if not rows:
+        return "  (no completed trials yet)"
+    lines = [f"  {'rank':>4}  {'trial':>6}  {metric:>12}  {'parent':>6}  candidate"]
+    for rank, trial in enumerate(rows, start=1):
+        parent = str(trial.parent) if trial.parent is not None else "-"
+        lines.append(f"  {rank:>4}  {trial.id:>6}  {_metric(trial, metric):>12}  {parent:>6}  {trial.key}")
+    return "\n".join(lines)
+
+
+def render_status(state: State, top: int = 10) -> str:
+    """The human-readable status page of a run."""
+    config = state.config
+    search = config["search"]
+    space = config["space"]
+    where = space.get("dataset", "")
+    lines = [
+        f"run {state.run_id}  space {space['kind']}{'/' + where if where else ''}  search {search['algorithm']} "
+        f"(seed {search['seed']})  at event {state.seq}",
+    ]
+    if state.forked_from:
+        origin = state.forked_from
+        lines.append(f"forked from {origin['path']} at event {origin['seq']} with {origin['overrides']}")
+    done = len(state.completed) + len(state.failed)
+    lines.append(
+        f"trials: {done}/{state.budget} done ({len(state.completed)} completed, {len(state.failed)} failed), "
+        f"{len(state.queue)} queued, {len(state.leases)} running"
+        + (f"  finished: {state.finished}" if state.finished else "")
+    )
+    best = state.best_trial()
+    if best is not None:
+        lines.append(f"best: trial {best.id}  {search['metric']} {_metric(best, search['metric'])}  {best.key}")
+    lines.append(f"leaderboard ({search['metric']}, {search['mode']}):")
+    lines.append(render_leaderboard(state, top))
+    lines.append(f"beam (top-{search['beam']['k']}): {', '.join(map(str, state.top)) or '-'}")
+    if state.leases:
+        lines.append("leases in flight:")
+        now = time.time()
+        for lease in state.leases.values():
+            lines.append(
+                f"  lease {lease.id}  trial {lease.trial}  trainer {lease.trainer}  "
+                f"deadline {lease.deadline - now:+.0f}s"
+            )
+    return "\n".join(lines)
+
+
+def render_event(event: ev.Event) -> str:
+    """One line per event for ``engine log``: seq, time, type and the payload's gist."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+    p = event.payload
+    if event.type == ev.CANDIDATE_PROPOSED:
+        origin = f"parent {p['parent']} {p['mutation']}" if p["parent"] is not None else "random"
+        gist = f"trial {event.seq}: {p['key']}  ({origin})"
+    elif event.type == ev.TRIAL_ASSIGNED:
+        gist = f"lease {event.seq}: trial {p['trial']} -> {p['trainer']}"
+    elif event.type == ev.TRIAL_COMPLETED:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(p["metrics"].items()))
+        gist = f"trial {p['trial']} (lease {p['lease']}): {metrics}"
+    elif event.type in (ev.TRIAL_FAILED, ev.TRIAL_LOST):
+        gist = f"trial {p['trial']} (lease {p['lease']}): {p['reason']}"
+    elif event.type == ev.SEARCH_STARTED:
+        search = p["config"]["search"]
+        gist = f"run {p['run_id']}: {p['config']['space']['kind']}, {search['algorithm']}, {search['trials']} trials"
+    elif event.type == ev.SEARCH_FORKED:
+        gist = f"run {p['run_id']} forked from {p['parent_path']} at {p['parent_seq']}: {p['overrides']}"
+    elif event.type == ev.SEARCH_RESUMED:
+        gist = f"resumed {p['overrides'] or ''}".rstrip()
+    else:
+        gist = json.dumps(p, sort_keys=True)
+    return f"{event.seq:>8}  {stamp}  {event.type:<17} {gist}"
+
+
+def event_dict(event: ev.Event) -> dict[str, Any]:
+    return {"seq": event.seq, "type": event.type, "v": event.v, "at": event.at, "payload": event.payload}

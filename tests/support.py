@@ -1,0 +1,168 @@
+"""Helpers shared by the tests: configs, waiting, free ports, and an engine served in a thread."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hypothesis import strategies as st
+
+from engine import events as ev
+from engine.config import apply_overrides, resolve_config
+from engine.fold import COMPLETED, FAILED, QUEUED, RUNNING, State
+from engine.log import EventLog
+from engine.runs import open_run
+from engine.scheduler import Scheduler
+from engine.server import EngineServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def nb201_config(**overrides: Any) -> dict[str, Any]:
+    """A resolved nb201 config; keyword overrides use ``__`` for dots (``search__trials=5``)."""
+    raw = {"space": {"kind": "nb201", "dataset": "cifar10"}, "search": {"trials": 20}}
+    return resolve_config(apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}))
+
+
+def tower_config(**overrides: Any) -> dict[str, Any]:
+    raw = {"space": {"kind": "tower", "max_depth": 4}, "search": {"trials": 20}}
+    return resolve_config(apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 20.0, every: float = 0.02) -> Any:
+    """Poll until ``condition()`` is truthy and return it; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class ServedRun:
+    """An engine serving a run in a thread of the test process (real LMDB, real sockets)."""
+
+    def __init__(self, run_dir: Path, config: dict[str, Any] | None, **server_args: Any) -> None:
+        self.log, self.state = open_run(run_dir, config, sync=False)
+        server_args.setdefault("bind", "tcp://127.0.0.1:0")
+        server_args.setdefault("pub", "tcp://127.0.0.1:0")
+        self.server = EngineServer(self.log, self.state, **server_args)
+        self.server.start()
+        self.endpoint = self.server.endpoint
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self.server.serve()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(timeout=20)
+        self.server.close()
+        self.log.close()
+        if self.error is not None:
+            raise self.error
+
+
+def write_toml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def status_json(engine_cli: Callable[..., Any], run: Path) -> dict[str, Any]:
+    return json.loads(engine_cli("status", "--run", str(run), "--json").stdout)
+
+
+# -- command scripts: random sequences of what trainers do, applied to the real scheduler -----------
+
+TRAINERS = ["t0", "t1", "t2"]
+
+# Weighted towards asking for work and reporting results, so most scripts run searches to their end.
+KINDS = ["ready"] * 4 + ["complete"] * 5 + ["fail", "expire", "hello", "bye", "finish"]
+commands = st.lists(
+    st.tuples(
+        st.sampled_from(KINDS), st.integers(0, 50), st.integers(1, 3),
+        st.sampled_from([1.0] * 6 + [math.nan, None]), st.booleans(),
+    ),
+    min_size=5, max_size=120,
+)
+class Recording(Scheduler):
+    """The real scheduler, keeping a copy of the live state after every event it drafts."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(state, now=0.0, clock=lambda: 1000.0)
+        self.snapshots = {state.seq: copy.deepcopy(state)}
+
+    def emit(self, kind: str, payload: dict[str, Any]) -> ev.Event:
+        event = super().emit(kind, payload)
+        self.snapshots[event.seq] = copy.deepcopy(self.state)
+        return event
+
+
+def pick(state: State, index: int) -> int | None:
+    leases = sorted(state.leases)
+    return leases[index % len(leases)] if leases else None
+
+
+def drive(log: EventLog, state: State, script: list[tuple]) -> Recording:
+    """Apply a command script, committing after each command like the server does after a batch."""
+    scheduler = Recording(state)
+    metric = state.config["search"]["metric"]
+    for name, index, slots, value, keep in script:
+        trainer = TRAINERS[index % len(TRAINERS)]
+        lease = pick(state, index)
+        if name == "ready":
+            scheduler.assign(trainer, slots, now=0.0)
+        elif name == "complete" and lease is not None:
+            # A NaN or missing metric makes the result a failure; otherwise scores vary with the index.
+            score = None if value is None else value * (index + lease % 7)
+            scheduler.complete(lease, {} if score is None else {metric: score, "other": 1.0}, {})
+        elif name == "fail" and lease is not None:
+            scheduler.fail(lease, "it broke")
+        elif name == "expire" and lease is not None:
+            scheduler.deadlines[lease] = -1.0
+            scheduler.expire(now=0.0)
+        elif name == "hello":
+            held = {lease.id for lease in state.leases.values() if lease.trainer == trainer}
+            scheduler.forget_trainer(trainer, keep=held if keep else set(), reason="reconnected")
+        elif name == "bye":
+            scheduler.forget_trainer(trainer, keep=set(), reason="left")
+        elif name == "finish":
+            scheduler.finish_if_done()
+        drafts = scheduler.take()
+        if drafts:
+            log.append([raw for _, raw in drafts], expected_head=drafts[0][0].seq - 1)
+        assert_nothing_is_lost(state)
+    return scheduler
+
+
+def assert_nothing_is_lost(state: State) -> None:
+    """Every candidate is completed, failed, queued or in flight: exactly one of them."""
+    running = {lease.trial for lease in state.leases.values()}
+    for trial in state.trials.values():
+        places = [trial.id in state.completed, trial.id in state.failed, trial.id in state.queue,
+                  trial.id in running]
+        assert sum(places) == 1, f"trial {trial.id} is in {places}"
+        expected = {0: COMPLETED, 1: FAILED, 2: QUEUED, 3: RUNNING}[places.index(True)]
+        assert trial.status == expected
+    assert len(state.trials) == state.proposals <= state.budget
+
+

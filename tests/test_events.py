@@ -1,0 +1,62 @@
+"""Event types: validation on write, upcasting of old versions on read (stored bytes untouched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import events as ev
+from engine.log import EventLog
+
+
+def test_every_event_type_round_trips() -> None:
+    for name in ev.TYPES.names():
+        payload = {field: 1 for field in ev.TYPES[name].fields}
+        event = ev.TYPES.decode(7, ev.TYPES.encode(name, payload, at=12.5))
+        assert event == ev.Event(7, name, ev.TYPES.version(name), 12.5, payload)
+
+
+def test_a_draft_missing_a_field_is_refused() -> None:
+    with pytest.raises(ev.EventError, match="missing field"):
+        ev.TYPES.encode(ev.TRIAL_COMPLETED, {"trial": 1, "lease": 2}, at=0)
+
+
+def test_unknown_types_and_future_versions_are_refused() -> None:
+    with pytest.raises(ev.EventError, match="unknown type"):
+        ev.TYPES.decode(1, msgpack.packb({"type": "Nope", "v": 1, "at": 0, "payload": {}}))
+    future = msgpack.packb({"type": ev.SEARCH_FINISHED, "v": 9, "at": 0, "payload": {"reason": "x"}})
+    with pytest.raises(ev.EventError, match="newer than this Lineage knows"):
+        ev.TYPES.decode(1, future)
+    with pytest.raises(ev.EventError, match="not a valid record"):
+        ev.TYPES.decode(1, b"\xc1garbage")
+
+
+def test_a_type_without_its_upcasters_cannot_be_declared() -> None:
+    with pytest.raises(ev.EventError, match="no upcaster"):
+        ev.EventType("Thing", 3, ("a",), "doc", upcasters={1: dict})
+
+
+# A type that went through two schema changes: v1 {"score"} -> v2 {"value"} -> v3 {"value", "unit"}.
+THING = ev.EventType(
+    "Thing", 3, ("value", "unit"), "a test type",
+    upcasters={1: lambda p: {"value": p.pop("score")}, 2: lambda p: {**p, "unit": "accuracy"}},
+)
+TYPES = ev.EventTypes([THING])
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stored=st.lists(st.tuples(st.sampled_from([1, 2, 3]), st.floats(allow_nan=False)), min_size=1, max_size=8))
+def test_old_versions_are_upcast_on_read_and_the_stored_bytes_never_change(tmp_path_factory, stored) -> None:
+    payloads = {1: lambda x: {"score": x}, 2: lambda x: {"value": x}, 3: lambda x: {"value": x, "unit": "accuracy"}}
+    raws = [msgpack.packb({"type": "Thing", "v": v, "at": 0.0, "payload": payloads[v](x)}) for v, x in stored]
+    run: Path = tmp_path_factory.mktemp("upcast")
+    with EventLog.create(run, sync=False, types=TYPES) as log:
+        log.append(raws, expected_head=0)
+        events = list(log.read())
+        assert [e.v for e in events] == [3] * len(stored)
+        assert [e.payload for e in events] == [{"value": x, "unit": "accuracy"} for _, x in stored]
+        assert [raw for _, raw in log.read_raw()] == raws

@@ -1,0 +1,153 @@
+"""Searchers: pure functions of (state, rng) that keep their promises about parents and repeats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from support import nb201_config, tower_config
+
+from engine.fold import State
+from engine.runs import create_run
+from engine.scheduler import Scheduler
+from engine.searchers import Proposer, proposal_seed
+from engine.searchers.beam import BeamSearch
+from engine.searchers.surrogate import GaussianProcess, expected_improvement
+from engine.spaces import make_space
+from trainers.evaluator import make_evaluator
+
+
+def search(tmp_path: Path, config: dict, check=None) -> State:
+    """Run a whole search in-process: one trainer, results from the run's evaluator."""
+    log, state = create_run(tmp_path, config, sync=False)
+    scheduler = Scheduler(state, now=0.0)
+    evaluator = make_evaluator(config)
+    with log:
+        while not scheduler.finish_if_done():
+            if check is not None and state.queue == type(state.queue)() and state.proposals < state.budget:
+                check(state)
+            items = scheduler.assign("t", 1, now=0.0)
+            if not items:
+                scheduler.finish_if_done()
+                break
+            outcome = evaluator.evaluate(items[0], fetch=lambda digest: b"")
+            scheduler.complete(items[0]["lease"], outcome.metrics, {})
+            log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+        log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+    return state
+
+
+def test_beam_never_reproposes_and_mutates_a_parent_from_the_top_k(tmp_path: Path) -> None:
+    config = nb201_config(search__trials=120, search__beam__k=4, search__beam__initial=5)
+    parents_at_proposal: dict[int, list[int]] = {}
+
+    def remember(state: State) -> None:
+        parents_at_proposal[state.seq + 1] = list(state.top)
+
+    state = search(tmp_path, config, check=remember)
+    keys = [t.key for t in state.trials.values()]
+    assert len(keys) == len(set(keys)) == 120
+    mutated = [t for t in state.trials.values() if t.parent is not None]
+    assert len(mutated) >= 110
+    for trial in mutated:
+        assert trial.parent in parents_at_proposal[trial.id], f"trial {trial.id}'s parent was not in the top-k"
+        assert trial.mutation.startswith("replace ")
+    assert [t.parent for t in state.trials.values()][:5] == [None] * 5
+
+
+def test_beam_grows_the_allowed_depth_as_trials_complete(tmp_path: Path) -> None:
+    config = tower_config(search__trials=60, search__beam__depth_start=1, search__beam__grow_every=15,
+                          space__max_depth=4)
+    state = search(tmp_path, config)
+    for trial in state.trials.values():
+        completed_before = sum(1 for t in state.completed if t < trial.id)
+        assert len(trial.architecture) <= min(4, 1 + completed_before // 15)
+    assert max(len(t.architecture) for t in state.trials.values()) == 4
+
+
+def test_beam_without_screening_draws_mutations_by_their_weights(tmp_path: Path) -> None:
+    config = tower_config(search__trials=40, search__beam__screen="none", search__mutations__add=0,
+                          search__mutations__remove=0, search__mutations__replace=0, search__mutations__hparam=1)
+    state = search(tmp_path, config)
+    mutations = [t.mutation for t in state.trials.values() if t.mutation]
+    assert mutations and all(m.startswith("hparam ") for m in mutations)
+
+
+def test_evolution_mutates_the_best_of_a_sample_of_the_latest_trials(tmp_path: Path) -> None:
+    config = nb201_config(search__algorithm="evolution", search__trials=60, search__evolution__population=8,
+                          search__evolution__sample=3)
+    state = search(tmp_path, config)
+    for trial in state.trials.values():
+        if trial.parent is not None:
+            window = [t for t in state.completed if t < trial.id][-8:]
+            assert trial.parent in window, "parents come from the last `population` completed trials"
+    assert [t.parent for t in state.trials.values()][:8] == [None] * 8
+
+
+def test_a_search_that_exhausts_its_space_finishes_early(tmp_path: Path) -> None:
+    config = nb201_config(search__trials=100, space__ops=["none", "nor_conv_3x3"])
+    state = search(tmp_path, config)
+    assert state.proposals == 64 == len({t.key for t in state.trials.values()})
+    assert state.finished.startswith("space exhausted")
+
+
+def test_proposal_seeds_depend_only_on_the_run_seed_and_position() -> None:
+    assert proposal_seed(0, 0) == proposal_seed(0, 0)
+    assert len({proposal_seed(seed, position) for seed in range(5) for position in range(50)}) == 250
+    assert all(0 <= proposal_seed(7, p) < 2**63 for p in range(100))
+
+
+def test_a_searcher_gives_the_same_proposal_for_the_same_state(tmp_path: Path) -> None:
+    state = search(tmp_path, nb201_config(search__trials=30))
+    state.config = {**state.config, "search": {**state.config["search"], "trials": 31}}
+    first, second = Proposer().propose(state), Proposer().propose(state)
+    assert first == second
+    again = Proposer()
+    again.propose(state)  # a warm cache gives the same answer as a cold one
+    assert again.propose(state) == first
+
+
+def test_beam_depth_limit_follows_its_schedule() -> None:
+    config = tower_config(search__beam__depth_start=2, search__beam__grow_every=10, space__max_depth=4)
+    beam = BeamSearch(config, make_space(config["space"]))
+    state = State(config=config)
+    assert beam.depth_limit(state) == 2
+    state.completed = list(range(25))
+    assert beam.depth_limit(state) == 4
+    state.completed = list(range(100))
+    assert beam.depth_limit(state) == 4
+
+
+def test_the_gaussian_process_fits_and_ranks_by_expected_improvement() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2, size=(40, 6)).astype(float)
+    y = x @ np.array([3.0, -1.0, 0.5, 0.0, 2.0, -2.0]) + rng.normal(0, 0.05, 40)
+    gp = GaussianProcess().fit(x, y)
+    mean, std = gp.predict(x)
+    assert np.corrcoef(mean, y)[0, 1] > 0.95
+    best = np.array([[1.0, 0, 1, 0, 1, 0]])
+    worst = np.array([[0.0, 1, 0, 0, 0, 1]])
+    m, s = gp.predict(np.vstack([best, worst]))
+    ei = expected_improvement(m, s, gp.best_mean)
+    assert ei[0] > ei[1] >= 0
+
+
+def test_screened_beam_finds_good_nb201_cells_quickly(tmp_path: Path) -> None:
+    """A cheap check of search quality; the benchmark measures it properly (500+ seeds)."""
+    from trainers.table import load_table
+
+    means = load_table("cifar10").mean_accuracies()
+    threshold = np.percentile(list(means.values()), 95)
+    reached = []
+    for seed in range(6):
+        state = search(tmp_path / str(seed), nb201_config(search__trials=40, search__seed=seed))
+        reached.append(any(means[t.key] >= threshold for t in state.trials.values()))
+    assert sum(reached) >= 5, "beam should reach the top 5% of NAS-Bench-201 within 40 trials almost always"
+
+
+def test_random_search_draws_uniformly(tmp_path: Path) -> None:
+    state = search(tmp_path, nb201_config(search__algorithm="random", search__trials=300))
+    first_edge = [t.architecture[0] for t in state.trials.values()]
+    counts = {op: first_edge.count(op) for op in set(first_edge)}
+    assert len(counts) == 5 and min(counts.values()) > 30
+    assert all(t.parent is None for t in state.trials.values())

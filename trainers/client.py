@@ -1,0 +1,140 @@
+"""The trainer's side of the protocol: one DEALER socket to the engine, and blob transfer over it.
+
+Messages are sent as they are made; replies come back asynchronously and are handed to whoever
+waits for them, or to a dispatch function for everything else. Blobs (weights, teacher outputs)
+travel in chunks over the same connection, so trainers on other hosts need no shared filesystem.
+
+Example::
+
+    >>> client = EngineClient("tcp://127.0.0.1:5555")
+    >>> client.connect()
+    >>> kind, welcome = client.request("hello", {...}, expect={"welcome"}, timeout=5, dispatch=print)
+    >>> digest = client.upload(b"weights", timeout=5, dispatch=print)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from engine import protocol
+from engine.artifacts import digest_of
+
+log = logging.getLogger("lineage.trainer")
+
+Message = tuple[str, dict[str, Any]]
+Dispatch = Callable[[Message], None]
+
+
+class EngineGone(RuntimeError):
+    """The engine stopped answering (or forgot this trainer); reconnect and say hello again."""
+
+
+class EngineRefused(RuntimeError):
+    """The engine will never accept this trainer as it is (for example another protocol version)."""
+
+
+class EngineClient:
+    """A DEALER connection to one engine, optionally authenticated with CurveZMQ keys."""
+
+    def __init__(self, endpoint: str, *, curve: tuple[bytes, bytes, bytes] | None = None,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.curve = curve
+        self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+        self.last_sent = 0.0
+        self.last_heard = 0.0
+
+    def connect(self) -> None:
+        """A fresh socket (dropping anything queued on an old one)."""
+        self.close()
+        sock = self._context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME)
+        if self.curve is not None:
+            server_public, public, secret = self.curve
+            sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
+        sock.connect(self.endpoint)
+        self._socket = sock
+        self.last_sent = self.last_heard = time.monotonic()
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+
+    @property
+    def socket(self) -> zmq.Socket:
+        return self._socket
+
+    @property
+    def waiting(self) -> float:
+        """Seconds since a message went unanswered (0 when the engine spoke last)."""
+        return time.monotonic() - self.last_sent if self.last_sent > self.last_heard else 0.0
+
+    def send(self, kind: str, fields: dict[str, Any]) -> None:
+        self._socket.send(protocol.encode(kind, **fields))
+        self.last_sent = time.monotonic()
+
+    def receive(self, timeout: float) -> Message | None:
+        """The next valid engine message within ``timeout`` seconds, or None."""
+        if not self._socket.poll(max(timeout, 0.0) * 1000):
+            return None
+        frame = self._socket.recv()
+        self.last_heard = time.monotonic()
+        try:
+            return protocol.decode(frame, protocol.ENGINE_MESSAGES)
+        except protocol.ProtocolError as exc:
+            log.warning("ignored an invalid message from the engine: %s", exc)
+            return None
+
+    def request(self, kind: str, fields: dict[str, Any], *, expect: set[str], timeout: float,
+                dispatch: Dispatch) -> Message:
+        """Send one message and wait for a reply of an ``expect`` kind; others go to ``dispatch``.
+
+        Raises :class:`EngineGone` when nothing expected arrives in ``timeout`` seconds, and for a
+        ``blob`` error raises :class:`EngineRefused` with the engine's reason.
+        """
+        self.send(kind, fields)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.receive(left)
+            if message is None:
+                continue
+            if message[0] in expect:
+                return message
+            if message[0] == "error" and message[1]["code"] == "blob":
+                raise EngineRefused(message[1]["message"])
+            dispatch(message)
+        raise EngineGone(f"no {'/'.join(sorted(expect))} from {self.endpoint} within {timeout:g}s")
+
+    def upload(self, data: bytes, *, timeout: float, dispatch: Dispatch) -> str:
+        """Send a blob in chunks (resuming where the engine says it stands); returns its digest."""
+        digest, total, offset = digest_of(data), len(data), 0
+        while True:
+            chunk = data[offset: offset + protocol.CHUNK]
+            _, reply = self.request("blob_put", {"digest": digest, "offset": offset, "total": total, "data": chunk},
+                                    expect={"blob_ok"}, timeout=timeout, dispatch=dispatch)
+            if reply["complete"]:
+                return digest
+            offset = reply["have"]
+
+    def download(self, digest: str, *, timeout: float, dispatch: Dispatch) -> bytes:
+        """Fetch a blob from the engine's artifact store and check its digest."""
+        parts, offset = [], 0
+        while True:
+            _, reply = self.request("blob_get", {"digest": digest, "offset": offset}, expect={"blob"},
+                                    timeout=timeout, dispatch=dispatch)
+            parts.append(reply["data"])
+            offset += len(reply["data"])
+            if offset >= reply["total"] or not reply["data"]:
+                break
+        data = b"".join(parts)
+        if digest_of(data) != digest:
+            raise EngineRefused(f"downloaded blob does not match its digest {digest}")
+        return data

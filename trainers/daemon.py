@@ -1,0 +1,297 @@
+"""The trainer daemon: connect, hello, ready, work, heartbeats while evaluating, result. Repeat.
+
+A trainer is a stateless worker: everything it knows comes from the engine (the run's config in
+WELCOME, candidates in WORK, parent artifacts by digest). It evaluates one candidate at a time in
+a worker thread while its main thread keeps talking to the engine: heartbeats on a timer, results
+resent until acknowledged, and a reconnect with exponential backoff whenever the engine goes away.
+
+Example::
+
+    >>> TrainerDaemon("tcp://127.0.0.1:5555").run()     # returns when the search is finished
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from engine.artifacts import ArtifactStore
+from trainers.client import EngineClient, EngineGone, EngineRefused, Message
+from trainers.evaluator import EvaluationError, Evaluator, make_evaluator
+
+log = logging.getLogger("lineage.trainer")
+
+FIRST_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
+HELLO_TIMEOUT = 5.0
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lineage" / "blobs"
+
+
+class TrainerDaemon:
+    """One trainer process's loop. ``prefetch`` is how many leases it holds at once (queued ones
+    wait their turn); ``max_trials`` stops it after that many evaluations."""
+
+    def __init__(
+        self, endpoint: str, *, name: str | None = None, prefetch: int = 1,
+        curve: tuple[bytes, bytes, bytes] | None = None, cache_dir: Path | str | None = None,
+        max_trials: int | None = None, parent_pid: int | None = None,
+    ) -> None:
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.prefetch = prefetch
+        self.max_trials = max_trials
+        self.parent_pid = parent_pid
+        self.client = EngineClient(endpoint, curve=curve)
+        self.cache = ArtifactStore(cache_dir or default_cache())
+        self.evaluated = 0
+        self._stop = threading.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
+        self._evaluator: Evaluator | None = None
+        self._run_id: str | None = None
+        self._backlog: deque[dict[str, Any]] = deque()
+        self._running: tuple[dict[str, Any], Future] | None = None
+        self._abandoned: set[int] = set()
+        self._unacked: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._asked = False
+        self._retry_at = 0.0
+        self._done = False
+        self._heartbeat = 2.0
+        self._patience = 10.0
+        self._last_beat = 0.0
+        self._backoff = FIRST_BACKOFF
+        # The evaluation thread rings this inproc doorbell when it finishes, waking the main loop's
+        # poll at once instead of it polling the future on a timer.
+        self._doorbell_address = f"inproc://lineage-doorbell-{id(self)}"
+        self._doorbell = zmq.Context.instance().socket(zmq.PAIR)
+        self._doorbell.bind(self._doorbell_address)
+        self._ringer: zmq.Socket | None = None
+
+    def stop(self) -> None:
+        """Leave soon: the engine is told, and puts this trainer's candidates back in its queue."""
+        self._stop.set()
+
+    # -- outer loop: reconnect with backoff --------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until the engine says the search is finished (0), or a fatal refusal (2)."""
+        try:
+            while not self._stop.is_set() and not self._orphaned():
+                try:
+                    self._session()
+                    return 0
+                except EngineGone as exc:
+                    log.warning("%s: %s; reconnecting in %.1fs", self.name, exc, self._backoff)
+                    self._stop.wait(self._backoff)
+                    self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                except EngineRefused as exc:
+                    log.error("%s: the engine refused this trainer: %s", self.name, exc)
+                    return 2
+            return 0
+        finally:
+            self.client.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._doorbell.close(0)
+
+    def _orphaned(self) -> bool:
+        return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def _held(self) -> list[int]:
+        leases = [item["lease"] for item in self._backlog]
+        if self._running is not None:
+            leases.append(self._running[0]["lease"])
+        return leases
+
+    # -- one connection ----------------------------------------------------------------------------
+
+    def _session(self) -> None:
+        """Talk to the engine until the search is done, the trainer reached ``max_trials`` or was
+        stopped. Raises :class:`EngineGone` when the connection must be made again."""
+        self.client.connect()
+        _, welcome = self.client.request(
+            "hello", {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "leases": self._held()},
+            expect={"welcome"}, timeout=HELLO_TIMEOUT, dispatch=self._dispatch,
+        )
+        self._welcome(welcome)
+        self._backoff = FIRST_BACKOFF
+        for kind, fields in self._unacked.values():
+            self.client.send(kind, fields)
+        self._asked = False
+        poller = zmq.Poller()
+        poller.register(self.client.socket, zmq.POLLIN)
+        poller.register(self._doorbell, zmq.POLLIN)
+        while True:
+            if self._stop.is_set() or self._orphaned():
+                self._leave()
+                return
+            self._ask()
+            self._start()
+            ready = dict(poller.poll(self._wait_time() * 1000))
+            rang = self._doorbell in ready
+            if rang:
+                self._doorbell.recv()
+            if self.client.socket in ready:
+                message = self.client.receive(0)
+                if message is not None:
+                    self._dispatch(message)
+            self._finish(rang)
+            self._beat()
+            if self._drained():
+                self._leave()
+                return
+            if self.client.waiting > self._patience:
+                raise EngineGone(f"no reply from {self.client.endpoint} for {self._patience:g}s")
+
+    def _welcome(self, welcome: dict[str, Any]) -> None:
+        if welcome["run"] != self._run_id:
+            if self._run_id is not None:
+                log.warning("%s: the engine now serves run %s; dropping work of run %s",
+                            self.name, welcome["run"], self._run_id)
+                self._backlog.clear()
+                self._unacked.clear()
+            self._evaluator = make_evaluator(welcome["config"])
+            self._run_id = welcome["run"]
+        self._heartbeat = welcome["heartbeat"]
+        self._patience = max(10.0, 3 * welcome["heartbeat"])
+        log.info("%s: connected to %s (run %s)", self.name, self.client.endpoint, self._run_id)
+
+    def _wanted(self) -> int:
+        if self._done or self._stop.is_set():
+            return 0
+        held = len(self._backlog) + (self._running is not None)
+        slots = self.prefetch - held
+        if self.max_trials is not None:
+            slots = min(slots, self.max_trials - self.evaluated - held)
+        return max(slots, 0)
+
+    def _ask(self) -> None:
+        slots = self._wanted()
+        if slots and not self._asked and time.monotonic() >= self._retry_at:
+            self.client.send("ready", {"slots": slots})
+            self._asked = True
+
+    def _wait_time(self) -> float:
+        if self._running is not None and self._running[1].done():
+            return 0.0
+        if self._running is None and self._wanted() and not self._asked:
+            return min(self._heartbeat, max(self._retry_at - time.monotonic(), 0.0))
+        return self._heartbeat
+
+    def _dispatch(self, message: Message) -> None:
+        kind, fields = message
+        if kind == "work":
+            self._asked = False
+            self._backlog.extend(fields["items"])
+            self._done = self._done or fields["done"]
+            if not fields["items"] and not fields["done"]:
+                self._retry_at = time.monotonic() + fields["retry"]
+        elif kind == "ack":
+            self._unacked.pop(fields["lease"], None)
+            if not fields["accepted"]:
+                log.info("%s: lease %s not recorded: %s", self.name, fields["lease"], fields["reason"])
+        elif kind == "beat":
+            for lease in fields["unknown"]:
+                self._backlog = deque(item for item in self._backlog if item["lease"] != lease)
+                self._abandoned.add(lease)
+        elif kind == "error":
+            if fields["code"] == "hello":
+                raise EngineGone("the engine does not know this trainer (it restarted?)")
+            if fields["code"] == "version":
+                raise EngineRefused(fields["message"])
+            log.warning("%s: engine error %s: %s", self.name, fields["code"], fields["message"])
+
+    # -- evaluating --------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._running is not None or not self._backlog:
+            return
+        item = self._backlog[0]
+        if self._evaluator.wants_parent_artifacts:
+            try:
+                for digest in item["parent_artifacts"].values():
+                    if not self.cache.has(digest):
+                        data = self.client.download(digest, timeout=self._patience, dispatch=self._dispatch)
+                        self.cache.put(data)
+            except EngineRefused as exc:
+                self._backlog.popleft()
+                self.evaluated += 1
+                self._report("fail", {"lease": item["lease"], "reason": f"parent artifact unavailable: {exc}"})
+                return
+        self._backlog.popleft()
+        self._running = (item, self._executor.submit(self._evaluate, item))
+
+    def _evaluate(self, item: dict[str, Any]):
+        """Runs in the evaluation thread."""
+        try:
+            return self._evaluator.evaluate(item, self.cache.read)
+        finally:
+            if self._ringer is None:
+                self._ringer = zmq.Context.instance().socket(zmq.PAIR)
+                self._ringer.linger = 0
+                self._ringer.connect(self._doorbell_address)
+            self._ringer.send(b"")
+
+    def _finish(self, rang: bool) -> None:
+        # The bell rings as the evaluation returns, a moment before its future is marked done.
+        if self._running is None or not (rang or self._running[1].done()):
+            return
+        item, future = self._running
+        lease = item["lease"]
+        self._running = None
+        self.evaluated += 1
+        if lease in self._abandoned:
+            self._abandoned.discard(lease)
+            return
+        try:
+            outcome = future.result()  # waits out the moment between the bell and the future
+        except EvaluationError as exc:
+            self._report("fail", {"lease": lease, "reason": str(exc)})
+            return
+        except Exception as exc:  # any crash of a candidate fails that trial, not the trainer
+            log.exception("%s: evaluating trial %s crashed", self.name, item["trial"])
+            self._report("fail", {"lease": lease, "reason": f"{type(exc).__name__}: {exc}"})
+            return
+        try:
+            digests = {
+                name: self.client.upload(data, timeout=self._patience, dispatch=self._dispatch)
+                for name, data in outcome.artifacts.items()
+            }
+        except EngineRefused as exc:
+            self._report("fail", {"lease": lease, "reason": f"artifact upload refused: {exc}"})
+            return
+        self._report("result", {"lease": lease, "metrics": outcome.metrics, "artifacts": digests})
+
+    def _report(self, kind: str, fields: dict[str, Any]) -> None:
+        slots = 0 if self._asked else self._wanted()
+        fields = {**fields, "slots": slots}
+        self._unacked[fields["lease"]] = (kind, {**fields, "slots": 0})
+        self.client.send(kind, fields)
+        self._asked = self._asked or slots > 0
+
+    def _beat(self) -> None:
+        held = self._held()
+        now = time.monotonic()
+        if held and now - self._last_beat >= self._heartbeat:
+            self.client.send("heartbeat", {"leases": held})
+            self._last_beat = now
+
+    def _drained(self) -> bool:
+        limit_reached = self.max_trials is not None and self.evaluated >= self.max_trials
+        idle = self._running is None and not self._backlog and not self._unacked
+        return idle and (self._done or limit_reached)
+
+    def _leave(self) -> None:
+        try:
+            self.client.send("bye", {})
+        except Exception:  # leaving is best effort: the engine's lease timeout covers the rest
+            log.debug("could not say bye", exc_info=True)

@@ -1,0 +1,65 @@
+"""The Evaluator API: how a trainer turns one work item into metrics and artifacts.
+
+Evaluators plug in by the run's ``evaluator.kind`` (which defaults from the space): ``table`` looks
+NAS-Bench-201 results up, ``synthetic`` scores towers with a cheap deterministic stand-in for
+training. An evaluator is built once per run from the configuration the engine sends in WELCOME,
+so it can load and cache its data once, not per trial.
+
+Example::
+
+    >>> evaluator = make_evaluator(config)
+    >>> outcome = evaluator.evaluate(work_item, fetch=lambda digest: b"...")
+    >>> outcome.metrics["val_acc"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+Fetch = Callable[[str], bytes]
+
+
+@dataclass
+class Outcome:
+    """What an evaluation produced: numeric metrics and named artifact blobs (uploaded by digest)."""
+
+    metrics: dict[str, float]
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+class EvaluationError(RuntimeError):
+    """The candidate cannot be evaluated; the trial fails with this message as its reason."""
+
+
+class Evaluator(ABC):
+    """Base class of evaluators. ``config`` is the run's resolved configuration."""
+
+    kind: ClassVar[str]
+    #: Whether work items should arrive with their parent's artifacts already in the local cache.
+    wants_parent_artifacts: ClassVar[bool] = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    @abstractmethod
+    def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+        """Evaluate one work item (see ``Scheduler.work_item``); ``fetch`` reads a cached blob."""
+
+
+def stable_fraction(*parts: object) -> float:
+    """A number in [0, 1) that depends only on ``parts`` (same on every machine and process)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def make_evaluator(config: Mapping[str, Any]) -> Evaluator:
+    """The evaluator a run's ``evaluator.kind`` names."""
+    from trainers.synthetic import SyntheticEvaluator
+    from trainers.table import TableEvaluator
+
+    kinds = {cls.kind: cls for cls in (TableEvaluator, SyntheticEvaluator)}
+    return kinds[config["evaluator"]["kind"]](config)
