@@ -33,6 +33,18 @@ def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
                         help="run directory (holds events.lmdb and artifacts/)")
 
 
+def _add_engine(parser: argparse.ArgumentParser, bind: str, pub: str, example: str) -> None:
+    """Options shared by the commands that serve a run: what to search, and where to listen."""
+    parser.add_argument("--config", type=Path, metavar="TOML", help="search config (new runs only)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config key of a new run, e.g. {example} (repeatable)")
+    parser.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
+    free = " (port 0: any free port)" if bind.endswith(":0") else ""
+    parser.add_argument("--bind", default=bind, help=f"trainer endpoint (default {bind}{free})")
+    parser.add_argument("--pub", default=pub, help=f"event publisher endpoint (default {pub}{free})")
+    parser.add_argument("--keys", type=Path, metavar="DIR", help="CurveZMQ keys made by `engine keys`")
+
+
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     parser.add_argument("--verbose", action="store_true", help="print debug messages")
@@ -52,13 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Serve a run to trainer daemons. A new run needs --config; an existing one resumes from its "
                     "log.\nThe engine binds to loopback unless given CurveZMQ keys (see `engine keys`).")
     _add_run(serve)
-    serve.add_argument("--config", type=Path, metavar="TOML", help="search config (new runs only)")
-    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key of a new run, e.g. search.seed=3 (repeatable)")
-    serve.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
-    serve.add_argument("--bind", default=DEFAULT_BIND, help=f"trainer endpoint (default {DEFAULT_BIND})")
-    serve.add_argument("--pub", default=DEFAULT_PUB, help=f"event publisher endpoint (default {DEFAULT_PUB})")
-    serve.add_argument("--keys", type=Path, metavar="DIR", help="CurveZMQ keys made by `engine keys`")
+    _add_engine(serve, DEFAULT_BIND, DEFAULT_PUB, "search.seed=3")
     _add_quiet(serve)
 
     trainer = command("trainer", "run a trainer daemon that evaluates candidates for an engine",
@@ -80,15 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                   "An engine and N local trainer processes in one command. A new run needs --config; an "
                   "existing run\n(or a fork) resumes from its log. Prints progress, then the leaderboard.")
     _add_run(run)
-    run.add_argument("--config", type=Path, metavar="TOML", help="search config (new runs only)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key of a new run, e.g. search.algorithm=random (repeatable)")
-    run.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
+    _add_engine(run, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "search.algorithm=random")
     run.add_argument("--trainers", type=int, default=2, metavar="N", help="local trainer processes (default 2)")
     run.add_argument("--prefetch", type=int, default=1, metavar="N", help="candidates each trainer holds (default 1)")
-    run.add_argument("--bind", default="tcp://127.0.0.1:0", help="trainer endpoint (default: a free loopback port)")
-    run.add_argument("--pub", default="tcp://127.0.0.1:0", help="event publisher endpoint (default: a free port)")
-    run.add_argument("--keys", type=Path, metavar="DIR", help="CurveZMQ keys made by `engine keys`")
     run.add_argument("--json", action="store_true", help="print the final status as JSON")
     _add_quiet(run)
 
@@ -196,10 +196,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     daemon = TrainerDaemon(args.connect, name=args.name, prefetch=args.prefetch, curve=curve,
                            cache_dir=args.cache, max_trials=args.max_trials, parent_pid=args.parent_pid)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    try:
-        return daemon.run()
-    except KeyboardInterrupt:
-        return 130
+    return daemon.run()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -318,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

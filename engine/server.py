@@ -249,27 +249,26 @@ class EngineServer:
 
     def _on_result(self, identity: bytes, session: Session, message: dict[str, Any],
                    replies: list[tuple[bytes, bytes]]) -> None:
-        lease = message["lease"]
-        problem = self._owned(session, lease)
         missing = [d for d in message["artifacts"].values() if not self.store.has(d)]
-        if problem is None and missing:
-            problem = f"artifact {missing[0]} was not uploaded"
-        if problem is None:
-            accepted, reason = self.scheduler.complete(lease, message["metrics"], message["artifacts"])
-        else:
-            accepted, reason = False, problem
-        replies.append((identity, protocol.encode("ack", lease=lease, accepted=accepted, reason=reason)))
-        if message["slots"]:
-            replies.append((identity, self._work(identity, session, message["slots"])))
+
+        def record() -> tuple[bool, str]:
+            if missing:
+                return False, f"artifact {missing[0]} was not uploaded"
+            return self.scheduler.complete(message["lease"], message["metrics"], message["artifacts"])
+
+        self._acknowledge(identity, session, message, replies, record)
 
     def _on_fail(self, identity: bytes, session: Session, message: dict[str, Any],
                  replies: list[tuple[bytes, bytes]]) -> None:
+        self._acknowledge(identity, session, message, replies,
+                          lambda: self.scheduler.fail(message["lease"], message["reason"]))
+
+    def _acknowledge(self, identity: bytes, session: Session, message: dict[str, Any],
+                     replies: list[tuple[bytes, bytes]], record: Callable[[], tuple[bool, str]]) -> None:
+        """Record a trainer's report on its own lease, acknowledge it, and hand out more work if asked."""
         lease = message["lease"]
         problem = self._owned(session, lease)
-        if problem is None:
-            accepted, reason = self.scheduler.fail(lease, message["reason"])
-        else:
-            accepted, reason = False, problem
+        accepted, reason = (False, problem) if problem else record()
         replies.append((identity, protocol.encode("ack", lease=lease, accepted=accepted, reason=reason)))
         if message["slots"]:
             replies.append((identity, self._work(identity, session, message["slots"])))

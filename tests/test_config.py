@@ -73,12 +73,18 @@ def test_a_missing_or_broken_file_is_named(tmp_path: Path) -> None:
         load_config(write_toml(tmp_path / "broken.toml", "[search\n"))
 
 
-@pytest.mark.parametrize("command", ["run", "serve"])
-def test_the_cli_writes_nothing_for_a_bad_config(tmp_path: Path, engine_cli, command: str) -> None:
-    path = write_toml(tmp_path / "bad.toml", "[space]\nkind = 'tower'\nblocks = ['dense_64', 'conv9d']")
+@pytest.mark.parametrize(("command", "text", "named"), [
+    ("run", "[space]\nkind = 'tower'\nblocks = ['dense_64', 'conv9d']", "space.blocks[1]: unknown block 'conv9d'"),
+    ("serve", "[space]\nkind = 'tower'\nblocks = ['dense_64', 'conv9d']", "space.blocks[1]: unknown block 'conv9d'"),
+    ("run", "[search]\nbeam_width = 4\n[space]\nkind = 'nb201'", "unknown key 'search.beam_width'"),
+    ("serve", "[space]\nkind = 'tower'\nmin_depth = 4\nmax_depth = 2", "space.min_depth (4) is greater than"),
+])
+def test_the_cli_writes_nothing_for_a_bad_config(tmp_path: Path, engine_cli, command: str, text: str,
+                                                 named: str) -> None:
+    path = write_toml(tmp_path / "bad.toml", text)
     run = tmp_path / "runs" / "bad"
     result = engine_cli(command, "--run", str(run), "--config", str(path), check=False)
     assert result.returncode == 1
-    assert "space.blocks[1]" in result.stderr and "conv9d" in result.stderr
+    assert named in result.stderr and str(path) in result.stderr
     assert result.stderr.count("\n") == 1, "one clear error line, not a traceback"
-    assert not run.exists()
+    assert not run.exists() and not (tmp_path / "runs").exists()

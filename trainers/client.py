@@ -63,9 +63,10 @@ class EngineClient:
         self._socket = sock
         self.last_sent = self.last_heard = time.monotonic()
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        """Close the socket, giving queued messages up to ``linger`` seconds to leave."""
         if self._socket is not None:
-            self._socket.close(0)
+            self._socket.close(int(linger * 1000))
             self._socket = None
 
     @property

@@ -291,7 +291,10 @@ class TrainerDaemon:
         return idle and (self._done or limit_reached)
 
     def _leave(self) -> None:
+        """Say goodbye, so the engine requeues what this trainer held at once instead of waiting out
+        its leases; best effort, as the lease timeout covers a goodbye that never arrives."""
         try:
             self.client.send("bye", {})
-        except Exception:  # leaving is best effort: the engine's lease timeout covers the rest
+            self.client.close(linger=1.0)
+        except zmq.ZMQError:
             log.debug("could not say bye", exc_info=True)
