@@ -204,7 +204,7 @@ def _reconfigure(state: State, config: dict[str, Any]) -> None:
     ):
         for trial_id in state.completed:
             trial = state.trials[trial_id]
-            trial.score = _score(config, trial.metrics)
+            trial.score = score(config, trial.metrics)
     scored = [state.trials[t] for t in state.completed if state.trials[t].score is not None]
     scored.sort(key=lambda trial: (-trial.score, trial.id))
     state.top = [trial.id for trial in scored[: config["search"]["beam"]["k"]]]
@@ -246,13 +246,13 @@ def _release(state: State, p: dict[str, Any]) -> Trial:
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
-    score = trial.score = _score(state.config, p["metrics"])
+    value = trial.score = score(state.config, p["metrics"])
     state.completed.append(trial.id)
-    if score is not None:
+    if value is not None:
         top = state.top
         k = state.config["search"]["beam"]["k"]
         # Most trials do not enter the top-k: one comparison with its last member says so.
-        if len(top) < k or score > state.trials[top[-1]].score:
+        if len(top) < k or value > state.trials[top[-1]].score:
             _enter_top(state, trial, k)
 
 
@@ -273,11 +273,10 @@ def _finished(state: State, p: dict[str, Any], seq: int) -> None:
     state.finished = p["reason"]
 
 
-def _score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
+def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
     """The search metric as a number where larger is better (None when absent or not finite)."""
     value = (metrics or {}).get(config["search"]["metric"])
-    # Decoded msgpack numbers are exactly int or float (a bool is neither, and is no score).
-    if type(value) not in _NUMBERS or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, _NUMBERS) or not math.isfinite(value):
         return None
     return float(value) if config["search"]["mode"] == "max" else -float(value)
 

@@ -18,13 +18,12 @@ Example::
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from engine import events as ev
-from engine.fold import State, fold
+from engine.fold import State, fold, score
 from engine.searchers import Proposer, SpaceExhausted
 
 
@@ -105,10 +104,9 @@ class Scheduler:
         held = self.state.leases.get(lease)
         if held is None:
             return False, "lease is not in flight (a repeated or late result)"
-        metric = self.state.config["search"]["metric"]
-        value = metrics.get(metric)
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-            self.fail(lease, f"result has no finite {metric!r} (got {value!r})")
+        if score(self.state.config, metrics) is None:
+            metric = self.state.config["search"]["metric"]
+            self.fail(lease, f"result has no finite {metric!r} (got {metrics.get(metric)!r})")
             return True, "recorded as failed"
         self.deadlines.pop(lease, None)
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
