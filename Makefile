@@ -1,4 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both install into .venv first.
+# `make demo` searches MNIST-1D with 2 local trainers (a few minutes on 2 cores).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +17,7 @@ install: $(STAMP)
 
 demo: install
 	rm -rf runs/demo
-	$(BIN)/engine run --run runs/demo --config examples/nb201.toml --trainers 2
+	$(BIN)/engine run --run runs/demo --config examples/mnist1d.toml --trainers 2 --trials 12
 
 test: install
 	$(BIN)/ruff check engine trainers blocks replay tests benchmarks

@@ -107,7 +107,7 @@ def optuna_run(workdir: Path, trials: int, workers: int = 2) -> dict:
     return {"trials": completed, "workers": workers, "wall_seconds": wall, "trials_per_second": completed / wall}
 
 
-def replay_speed(run: Path, repeats: int = 3) -> dict:
+def replay_speed(run: Path, repeats: int = 5) -> dict:
     best_fold, best_raw = float("inf"), float("inf")
     with EventLog.open_reader(run) as log:
         events = log.head

@@ -1,5 +1,16 @@
 """Blocks: the pieces Lineage builds towers from, found by name in the registry."""
 
-from blocks.registry import Block, BlockError, BlockSpec, lookup, names, register
+from blocks.registry import (
+    Block,
+    BlockError,
+    BlockSpec,
+    function_block,
+    layers,
+    lookup,
+    names,
+    register,
+    use_paths,
+)
 
-__all__ = ["Block", "BlockError", "BlockSpec", "lookup", "names", "register"]
+__all__ = ["Block", "BlockError", "BlockSpec", "function_block", "layers", "lookup", "names", "register",
+           "use_paths"]

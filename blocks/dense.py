@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from blocks.registry import Block, register
+from typing import Any
+
+from blocks.registry import Block, layers, register
 
 
 class _DenseFamily(Block):
     family = "dense"
     order_matters = False
     keeps_order = False
+
+
+def _residual(x: Any, h: Any, units: int, name: str) -> Any:
+    """``relu(h + x)``, projecting ``x`` to ``units`` features when its width differs."""
+    shortcut = x if x.shape[-1] == units else layers().Dense(units, use_bias=False, name=f"{name}_project")(x)
+    return layers().Activation("relu", name=f"{name}_out")(layers().Add(name=f"{name}_add")([shortcut, h]))
 
 
 @register("dense_32", units=32)
@@ -21,6 +29,9 @@ class Dense(_DenseFamily):
     def __init__(self, units: int) -> None:
         self.units = units
 
+    def build(self, x: Any, name: str) -> Any:
+        return layers().Dense(self.units, activation="relu", name=f"{name}_dense")(x)
+
 
 @register("residual_dense_64", units=64)
 @register("residual_dense_128", units=128)
@@ -29,6 +40,11 @@ class ResidualDense(_DenseFamily):
 
     def __init__(self, units: int) -> None:
         self.units = units
+
+    def build(self, x: Any, name: str) -> Any:
+        h = layers().Dense(self.units, activation="relu", name=f"{name}_dense1")(x)
+        h = layers().Dense(self.units, name=f"{name}_dense2")(h)
+        return _residual(x, h, self.units, name)
 
 
 @register("lowrank_dense_128", units=128, rank=16)
@@ -40,6 +56,10 @@ class LowRankDense(_DenseFamily):
         self.units = units
         self.rank = rank
 
+    def build(self, x: Any, name: str) -> Any:
+        h = layers().Dense(self.rank, use_bias=False, name=f"{name}_factor")(x)
+        return layers().Dense(self.units, activation="relu", name=f"{name}_dense")(h)
+
 
 @register("bottleneck_dense_128", units=128, bottleneck=32)
 @register("bottleneck_dense_256", units=256, bottleneck=64)
@@ -49,3 +69,8 @@ class BottleneckDense(_DenseFamily):
     def __init__(self, units: int, bottleneck: int) -> None:
         self.units = units
         self.bottleneck = bottleneck
+
+    def build(self, x: Any, name: str) -> Any:
+        h = layers().Dense(self.bottleneck, activation="relu", name=f"{name}_narrow")(x)
+        h = layers().Dense(self.units, name=f"{name}_wide")(h)
+        return _residual(x, h, self.units, name)

@@ -1,32 +1,40 @@
 """The block registry: every block a tower can be built from, by lookup name.
 
-A block is a small class with a few properties the tower needs to place it: its ``family``
+A block is a function of tensors: its ``build`` makes Keras layers from its input tensor and
+returns the output. Three class properties tell the tower builder where it can go: its ``family``
 (dense, sequence or image), whether the order of its input matters (convolutions, pooling and
 recurrent blocks: yes; dense blocks: no) and whether its output still has an order. One class can
 be registered under several names with different init arguments.
 
 Example::
 
-    >>> from blocks.registry import Block, register
-    >>> @register("dense_64", units=64)
-    ... @register("dense_128", units=128)
-    ... class Dense(Block):
-    ...     family = "dense"
-    ...     order_matters = False
-    ...     keeps_order = False
+    >>> from blocks import Block, layers, register
+    >>> @register("wide_dense", units=512)
+    ... @register("narrow_dense", units=16)
+    ... class MyDense(Block):
+    ...     family, order_matters, keeps_order = "dense", False, False
     ...     def __init__(self, units: int) -> None:
     ...         self.units = units
-    >>> lookup("dense_64").create().units
-    64
+    ...     def build(self, x, name):
+    ...         return layers().Dense(self.units, activation="relu", name=f"{name}_dense")(x)
+    >>> lookup("narrow_dense").create().units
+    16
+
+Keras is imported only when a block is built (``layers()``), so the engine, which only needs
+names and properties, never loads TensorFlow.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-FAMILIES = ("dense", "sequence", "image")
+FAMILIES = ("dense", "sequence", "image", "network")
 
 
 class BlockError(KeyError):
@@ -36,12 +44,23 @@ class BlockError(KeyError):
         return str(self.args[0])
 
 
-class Block:
-    """Base class of every block. Subclasses set the three class properties."""
+class Block(ABC):
+    """Base class of every block. Subclasses set the three class properties and ``build``."""
 
     family: ClassVar[str]
     order_matters: ClassVar[bool]
     keeps_order: ClassVar[bool]
+
+    @abstractmethod
+    def build(self, x: Any, name: str) -> Any:
+        """Apply this block's layers to tensor ``x``; every layer's name starts with ``name``."""
+
+
+def layers() -> Any:
+    """``keras.layers``, imported on first use."""
+    import keras
+
+    return keras.layers
 
 
 @dataclass(frozen=True)
@@ -86,14 +105,62 @@ def register(name: str, **kwargs: Any):
 
 
 def lookup(name: str) -> BlockSpec:
-    """The spec registered under ``name``; an unknown name says which names are close."""
+    """The spec registered under ``name``; an unknown name says which names are close.
+
+    A name of the form ``module:object`` is a user block: the module is imported and the object (a
+    Block subclass, or a function made one by :func:`function_block`) registered under that name.
+    """
     _load_builtins()
+    if name not in _REGISTRY and ":" in name:
+        _load_user_block(name)
     try:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         raise BlockError(f"unknown block {name!r}{hint}; `engine blocks` lists them all") from None
+
+
+def _load_user_block(name: str) -> None:
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise BlockError(f"user block {name!r}: cannot import module {module_name!r} ({exc}); list its folder "
+                         "in space.block_paths or on PYTHONPATH") from None
+    obj = getattr(module, attribute, None)
+    if not (isinstance(obj, type) and issubclass(obj, Block)):
+        raise BlockError(f"user block {name!r}: {module_name}.{attribute} is not a Block class "
+                         "(subclass blocks.Block, or decorate a function with blocks.function_block)")
+    register(name)(obj)
+
+
+def use_paths(paths: list[str]) -> None:
+    """Make folders of user block modules importable (``space.block_paths``)."""
+    for path in paths:
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def function_block(family: str, order_matters: bool, keeps_order: bool) -> Callable[[Callable], type[Block]]:
+    """Turn a function ``f(x, name) -> tensor`` into a Block class (for ``module:function`` names).
+
+    Example::
+
+        >>> @function_block(family="sequence", order_matters=True, keeps_order=True)
+        ... def squeeze_excite(x, name):
+        ...     ...
+    """
+
+    def decorate(function: Callable) -> type[Block]:
+        def build(self: Block, x: Any, name: str) -> Any:
+            return function(x, name)
+
+        attributes = {"family": family, "order_matters": order_matters, "keeps_order": keeps_order,
+                      "build": build, "__doc__": function.__doc__, "__module__": function.__module__}
+        return type(function.__name__, (Block,), attributes)
+
+    return decorate
 
 
 def names(family: str | None = None) -> list[str]:
@@ -105,4 +172,4 @@ def names(family: str | None = None) -> list[str]:
 def _load_builtins() -> None:
     # The built-in families register themselves on import; importing here keeps lookups complete
     # without making every importer of the registry list the family modules.
-    from blocks import dense, image, sequence  # noqa: F401
+    from blocks import dense, image, network, sequence  # noqa: F401

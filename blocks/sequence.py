@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from blocks.registry import Block, register
+from typing import Any
+
+from blocks.registry import Block, layers, register
 
 
 class _SequenceFamily(Block):
@@ -17,30 +19,47 @@ class _SequenceFamily(Block):
 @register("conv1d_64_k3", filters=64, kernel=3)
 @register("conv1d_64_k5", filters=64, kernel=5)
 class Conv1D(_SequenceFamily):
-    """A 1-D convolution with a ReLU."""
+    """A 1-D convolution with a ReLU ('same' padding: the length is kept)."""
 
     def __init__(self, filters: int, kernel: int) -> None:
         self.filters = filters
         self.kernel = kernel
+
+    def build(self, x: Any, name: str) -> Any:
+        return layers().Conv1D(self.filters, self.kernel, padding="same", activation="relu", name=f"{name}_conv")(x)
 
 
 @register("residual_conv1d_32", filters=32, kernel=3)
 @register("residual_conv1d_64", filters=64, kernel=3)
 class ResidualConv1D(_SequenceFamily):
-    """Two 1-D convolutions and a skip connection."""
+    """Two 1-D convolutions with batch norm and a skip connection."""
 
     def __init__(self, filters: int, kernel: int) -> None:
         self.filters = filters
         self.kernel = kernel
 
+    def build(self, x: Any, name: str) -> Any:
+        k = layers()
+        h = k.Conv1D(self.filters, self.kernel, padding="same", name=f"{name}_conv1")(x)
+        h = k.Activation("relu", name=f"{name}_relu1")(k.BatchNormalization(name=f"{name}_bn1")(h))
+        h = k.Conv1D(self.filters, self.kernel, padding="same", name=f"{name}_conv2")(h)
+        h = k.BatchNormalization(name=f"{name}_bn2")(h)
+        if x.shape[-1] != self.filters:
+            x = k.Conv1D(self.filters, 1, use_bias=False, name=f"{name}_project")(x)
+        return k.Activation("relu", name=f"{name}_out")(k.Add(name=f"{name}_add")([x, h]))
+
 
 @register("maxpool1d", kind="max")
 @register("avgpool1d", kind="average")
 class Pool1D(_SequenceFamily):
-    """Halves the sequence length."""
+    """Halves the sequence length (rounding up)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
+
+    def build(self, x: Any, name: str) -> Any:
+        pool = layers().MaxPooling1D if self.kind == "max" else layers().AveragePooling1D
+        return pool(2, padding="same", name=f"{name}_pool")(x)
 
 
 @register("lstm_32", cell="lstm", units=32)
@@ -54,6 +73,10 @@ class Recurrent(_SequenceFamily):
         self.cell = cell
         self.units = units
 
+    def build(self, x: Any, name: str) -> Any:
+        cell = layers().LSTM if self.cell == "lstm" else layers().GRU
+        return cell(self.units, return_sequences=True, name=f"{name}_{self.cell}")(x)
+
 
 @register("bilstm_32", units=32)
 class BidirectionalLSTM(_SequenceFamily):
@@ -62,12 +85,26 @@ class BidirectionalLSTM(_SequenceFamily):
     def __init__(self, units: int) -> None:
         self.units = units
 
+    def build(self, x: Any, name: str) -> Any:
+        k = layers()
+        return k.Bidirectional(k.LSTM(self.units, return_sequences=True), name=f"{name}_bilstm")(x)
+
 
 @register("attention_2h", heads=2, key_dim=16)
 @register("attention_4h", heads=4, key_dim=16)
 class SelfAttention(_SequenceFamily):
-    """A transformer encoder block: self-attention and a feed-forward layer, each with a skip."""
+    """A transformer encoder block: self-attention and a feed-forward layer, each with a skip and
+    layer norm (Vaswani et al., 2017), at the width of its input."""
 
     def __init__(self, heads: int, key_dim: int) -> None:
         self.heads = heads
         self.key_dim = key_dim
+
+    def build(self, x: Any, name: str) -> Any:
+        k = layers()
+        width = x.shape[-1]
+        attended = k.MultiHeadAttention(self.heads, self.key_dim, name=f"{name}_attention")(x, x)
+        x = k.LayerNormalization(name=f"{name}_norm1")(k.Add(name=f"{name}_add1")([x, attended]))
+        h = k.Dense(2 * width, activation="relu", name=f"{name}_ff1")(x)
+        h = k.Dense(width, name=f"{name}_ff2")(h)
+        return k.LayerNormalization(name=f"{name}_norm2")(k.Add(name=f"{name}_add2")([x, h]))

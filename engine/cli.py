@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -39,6 +40,8 @@ def _add_engine(parser: argparse.ArgumentParser, bind: str, pub: str, example: s
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a config key of a new run, e.g. {example} (repeatable)")
     parser.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
+    parser.add_argument("--minutes", type=float, metavar="M", help="wall-clock budget in minutes since the run "
+                        "began: no new candidate after it (also extends a resumed run's)")
     free = " (port 0: any free port)" if bind.endswith(":0") else ""
     parser.add_argument("--bind", default=bind, help=f"trainer endpoint (default {bind}{free})")
     parser.add_argument("--pub", default=pub, help=f"event publisher endpoint (default {pub}{free})")
@@ -84,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("run", "serve a run with N local trainers until the budget is spent",
                   "An engine and N local trainer processes in one command. A new run needs --config; an "
-                  "existing run\n(or a fork) resumes from its log. Prints progress, then the leaderboard.")
-    _add_run(run)
+                  "existing run\n(or a fork) resumes from its log. Prints progress, then the leaderboard. With "
+                  "no arguments it\nsearches MNIST-1D (the built-in example) into a new folder under runs/.")
+    run.add_argument("--run", type=Path, metavar="DIR",
+                     help="run directory (default: a new folder under runs/)")
     _add_engine(run, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "search.algorithm=random")
     run.add_argument("--trainers", type=int, default=2, metavar="N", help="local trainer processes (default 2)")
     run.add_argument("--prefetch", type=int, default=1, metavar="N", help="candidates each trainer holds (default 1)")
@@ -125,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
     fork.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config key, e.g. search.algorithm=evolution (repeatable)")
 
+    export = command("export", "write a trained trial as a Keras model and a TensorFlow SavedModel",
+                     "Rebuild a trial (the best by default) from its architecture and weights, put the run's\n"
+                     "preprocessing in front of it, and write DIR/model.keras, DIR/saved_model/ and "
+                     "DIR/lineage.json.")
+    _add_run(export)
+    export.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the model to")
+    export.add_argument("--trial", type=int, metavar="ID", help="the trial to export (default: the best)")
+
+    predict = command("predict", "predict with an exported model, one line per example",
+                      "Read raw examples (CSV rows for a CSV-trained model, image files or a folder of them, or\n"
+                      "an .npy/.npz array x) and print one prediction per line.")
+    predict.add_argument("--model", type=Path, required=True, metavar="DIR", help="an `engine export` folder")
+    predict.add_argument("--input", type=Path, required=True, metavar="FILE", help="the examples to predict")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line, with probabilities")
+
+    evaluate = command("evaluate", "score an exported model on its run's held-out test split")
+    evaluate.add_argument("--model", type=Path, required=True, metavar="DIR", help="an `engine export` folder")
+    evaluate.add_argument("--run", type=Path, metavar="DIR", help="the run whose test split to use (default: "
+                          "the one the model came from)")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+
     keys = command("keys", "make CurveZMQ keys for an engine and its trainers",
                    "Write server.key (give it to trainers), server.key_secret (keep it with the engine),\n"
                    "trainer.key/trainer.key_secret and authorized/ (public keys of accepted trainers).")
@@ -141,6 +167,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
     if getattr(args, "verbose", False):
         level = logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("tensorflow").setLevel(max(level, logging.WARNING))
 
 
 def _load(args: argparse.Namespace) -> dict | None:
@@ -153,6 +180,10 @@ def _load(args: argparse.Namespace) -> dict | None:
     return None if args.config is None else load_config(args.config, args.set)
 
 
+def _budget(args: argparse.Namespace) -> dict:
+    return {"search.trials": args.trials, "search.minutes": args.minutes}
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.progress import Progress
     from engine.runs import open_run
@@ -160,7 +191,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from replay.report import render_status
 
     check_bind([args.bind, args.pub], args.keys)
-    log, state = open_run(args.run, _load(args), trials=args.trials)
+    log, state = open_run(args.run, _load(args), budget=_budget(args))
     if state.finished is not None:
         log.close()
         print(render_status(state))
@@ -196,17 +227,35 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     daemon = TrainerDaemon(args.connect, name=args.name, prefetch=args.prefetch, curve=curve,
                            cache_dir=args.cache, max_trials=args.max_trials, parent_pid=args.parent_pid)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    return daemon.run()
+    code = daemon.run()
+    if daemon.busy:
+        # A candidate is still training in its thread, and the engine has been told to requeue it:
+        # leave now rather than wait for training nobody will use.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from engine.config import DEFAULT_SEARCH, apply_overrides, resolve_config
     from engine.progress import Progress
     from engine.runner import run_local
     from replay.report import render_status, status_dict
 
+    config = None
+
+    if args.run is None:  # a new run: the given config, or the built-in MNIST-1D example
+        stem = args.config.stem if args.config else "mnist1d"
+        args.run = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"engine run: searching into {args.run}", file=sys.stderr)
+        if args.config is None:
+            config = resolve_config(apply_overrides(DEFAULT_SEARCH, args.set))
+    if config is None:
+        config = _load(args)
     progress = Progress(interval=10.0, enabled=not args.quiet and not args.json)
     try:
-        state = run_local(args.run, _load(args), trainers=args.trainers, trials=args.trials, prefetch=args.prefetch,
+        state = run_local(args.run, config, trainers=args.trainers, budget=_budget(args), prefetch=args.prefetch,
                           bind=args.bind, pub=args.pub, keys=args.keys, progress=progress)
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: engine run --run {args.run}", file=sys.stderr)
@@ -269,6 +318,38 @@ def cmd_fork(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from trainers.export import export_model
+
+    out = export_model(args.run, args.out, args.trial)
+    print(f"exported {out}/model.keras and {out}/saved_model (see {out}/lineage.json)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from trainers.export import load_model, predict
+
+    for row in predict(load_model(args.model), args.input):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(row.get("class", row.get("value")))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from trainers.export import evaluate_model
+
+    report = evaluate_model(args.model, args.run)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        score = (f"accuracy {report['accuracy']:.4f}" if "accuracy" in report
+                 else f"mae {report['mae']:.4g}, rmse {report['rmse']:.4g}")
+        print(f"test split ({report['examples']} examples): {score}  (trial {report['trial']}: {report['candidate']})")
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from engine.keys import make_keys
 
@@ -292,7 +373,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "serve": cmd_serve, "trainer": cmd_trainer, "run": cmd_run, "status": cmd_status, "log": cmd_log,
-    "replay": cmd_replay, "fork": cmd_fork, "keys": cmd_keys, "blocks": cmd_blocks,
+    "replay": cmd_replay, "fork": cmd_fork, "export": cmd_export, "predict": cmd_predict, "evaluate": cmd_evaluate,
+    "keys": cmd_keys, "blocks": cmd_blocks,
 }
 
 
@@ -308,9 +390,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     _configure_logging(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, where it is loaded
+    errors: tuple[type[Exception], ...] = (ConfigError, KeysError, LogError, RunError, ServerError, SpaceError,
+                                            ForkError, ReplayError)
+    if args.command in ("export", "predict", "evaluate"):
+        from trainers.datasets import DataError
+        from trainers.export import ExportError
+
+        errors += (DataError, ExportError)
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, KeysError, LogError, RunError, ServerError, SpaceError, ForkError, ReplayError) as exc:
+    except errors as exc:
         print(f"engine {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:

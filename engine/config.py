@@ -77,6 +77,8 @@ Schema = dict[str, Any]
 SEARCH_SCHEMA: Schema = {
     "algorithm": Option("beam", (str,), "beam (default), random or evolution", ("beam", "random", "evolution")),
     "trials": Option(100, (int,), "trial budget: candidates proposed and finished", check=positive),
+    "minutes": Option(0.0, (int, float), "wall-clock budget: no new candidate after this many minutes since the "
+                      "run began (0: none); candidates in flight still finish", check=non_negative),
     "seed": Option(0, (int,), "run seed; every proposal's rng derives from it and the proposal's position"),
     "metric": Option("", (str,), "metric the search optimises (default: the space's own)"),
     "mode": Option("", (str,), "max or min (default: the space's own)", ("", "max", "min")),
@@ -106,11 +108,58 @@ SEARCH_SCHEMA: Schema = {
 }
 
 EVALUATOR_SCHEMA: Schema = {
-    "kind": Option("auto", (str,), "how trainers evaluate a candidate: auto (the space's default), "
-                   "table (look-up) or synthetic (a cheap stand-in for training)",
-                   ("auto", "table", "synthetic")),
+    "kind": Option("auto", (str,), "how trainers evaluate a candidate: keras (real training), table "
+                   "(NAS-Bench-201 look-up) or synthetic (a cheap stand-in for training); auto: table for "
+                   "nb201, keras for a tower with a [data] table, synthetic without one",
+                   ("auto", "keras", "table", "synthetic")),
     "delay": Option(0.0, (int, float), "seconds a synthetic or table evaluation sleeps (demos, crash tests)",
                     check=non_negative),
+}
+
+DATASETS = ("mnist1d", "digits", "diabetes", "csv", "npz", "images")
+NEEDS_PATH = ("csv", "npz", "images")
+
+
+def fraction(value: float) -> str | None:
+    return None if 0 <= value < 0.5 else f"must be at least 0 and below 0.5, not {value}"
+
+
+def _check_size(value: list) -> str | None:
+    if value and (len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value)):
+        return f"must be [height, width] in pixels, not {value}"
+    return None
+
+
+def _check_columns(value: dict) -> str | None:
+    bad = {k: v for k, v in value.items() if v not in ("numeric", "categorical")}
+    return f"values must be 'numeric' or 'categorical', not {bad}" if bad else None
+
+
+DATA_SCHEMA: Schema = {
+    "dataset": Option("mnist1d", (str,), "mnist1d, digits, diabetes (built in), csv, npz or images", DATASETS),
+    "path": Option("", (str,), "the file (csv, npz) or folder (images); relative to the config file"),
+    "label": Option("", (str,), "the label column of a csv file"),
+    "task": Option("auto", (str,), "classification, regression, or auto (guessed from the labels)",
+                   ("auto", "classification", "regression")),
+    "validation": Option(0.15, (int, float), "share of the examples the search is scored on", check=fraction),
+    "test": Option(0.15, (int, float), "share held out for `engine evaluate` (mnist1d has its own)",
+                   check=fraction),
+    "seed": Option(0, (int,), "seed of the split (and of mnist1d's generator)"),
+    "samples": Option(5000, (int,), "examples mnist1d generates (80% train, 20% test)", check=positive),
+    "missing": Option("impute", (str,), "csv missing values: impute (training mean / unknown category) or refuse",
+                      ("impute", "refuse")),
+    "image_size": Option([], (list,), "[height, width] images are resized to (default: the first image's)",
+                         check=_check_size),
+    "columns": Option({}, (dict,), "csv column types, e.g. {zip = 'categorical'} (default: guessed)",
+                      check=_check_columns),
+}
+
+TRAINING_SCHEMA: Schema = {
+    "epochs": Option(20, (int,), "most epochs a candidate trains for", check=positive),
+    "patience": Option(5, (int,), "epochs without validation improvement before stopping (0: never early)",
+                       check=non_negative),
+    "threads": Option(1, (int,), "CPU threads each trainer's TensorFlow uses", check=positive),
+    "tensorboard": Option("", (str,), "folder for per-trial TensorBoard logs ('' = none)"),
 }
 
 ENGINE_SCHEMA: Schema = {
@@ -118,6 +167,24 @@ ENGINE_SCHEMA: Schema = {
                             check=positive),
     "heartbeat": Option(2.0, (int, float), "seconds between trainer heartbeats", check=positive),
     "max_losses": Option(3, (int,), "leases a candidate may lose before it fails", check=positive),
+}
+
+
+#: The search `engine run` makes with no arguments (the same as examples/mnist1d.toml).
+DEFAULT_SEARCH: dict[str, Any] = {
+    "search": {"algorithm": "beam", "trials": 40, "seed": 0,
+               "beam": {"k": 6, "initial": 6, "depth_start": 2, "grow_every": 8}},
+    "space": {
+        "kind": "tower",
+        "blocks": ["conv1d_16_k3", "conv1d_32_k3", "conv1d_32_k5", "conv1d_64_k3", "conv1d_64_k5",
+                   "residual_conv1d_32", "residual_conv1d_64", "maxpool1d", "avgpool1d", "gru_32",
+                   "dense_32", "dense_64", "dense_128"],
+        "min_depth": 1, "max_depth": 6,
+        "hparams": {"learning_rate": [0.001, 0.003, 0.01], "dropout": [0.0, 0.1, 0.25],
+                    "batch_size": [64, 128], "optimizer": ["adam"]},
+    },
+    "data": {"dataset": "mnist1d"},
+    "training": {"epochs": 30, "patience": 6, "threads": 1},
 }
 
 
@@ -157,7 +224,7 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` naming the first bad key.
     """
-    sections = {"search", "space", "evaluator", "engine"}
+    sections = {"search", "space", "evaluator", "engine", "data", "training"}
     unknown = [k for k in raw if k not in sections]
     if unknown:
         hint = difflib.get_close_matches(unknown[0], sections, n=1)
@@ -175,15 +242,25 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         "space": _resolve(schemas[kind], space_raw, "space"),
         "evaluator": _resolve(EVALUATOR_SCHEMA, raw.get("evaluator", {}), "evaluator"),
         "engine": _resolve(ENGINE_SCHEMA, raw.get("engine", {}), "engine"),
+        "data": _resolve(DATA_SCHEMA, raw.get("data", {}), "data"),
+        "training": _resolve(TRAINING_SCHEMA, raw.get("training", {}), "training"),
     }
     from engine.spaces import make_space
 
     space = make_space(config["space"])  # the space checks its own cross-key rules (depth range, blocks)
     search = config["search"]
-    search["metric"] = search["metric"] or space.default_metric
-    search["mode"] = search["mode"] or space.default_mode
+    metric, mode = space.default_metric, space.default_mode
     if config["evaluator"]["kind"] == "auto":
-        config["evaluator"]["kind"] = space.default_evaluator
+        with_data = space.kind == "tower" and "data" in raw
+        config["evaluator"]["kind"] = "keras" if with_data else space.default_evaluator
+    if config["evaluator"]["kind"] == "keras":
+        if space.kind != "tower":
+            raise ConfigError(f"evaluator.kind = 'keras' trains towers; space.kind is {space.kind!r}")
+        _check_data(config["data"])
+        if config["data"]["task"] == "regression":
+            metric, mode = "val_mae", "min"
+    search["metric"] = search["metric"] or metric
+    search["mode"] = search["mode"] or mode
     if config["engine"]["heartbeat"] >= config["engine"]["lease_timeout"]:
         raise ConfigError(
             f"engine.heartbeat ({config['engine']['heartbeat']}) must be shorter than "
@@ -192,6 +269,23 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     if sum(search["mutations"].values()) <= 0:
         raise ConfigError("search.mutations: at least one mutation weight must be greater than 0")
     return config
+
+
+def _check_data(data: dict[str, Any]) -> None:
+    """Check the data a Keras search needs is there, and freeze its task (auto is resolved here)."""
+    from trainers.datasets import DataError, task_of
+
+    if data["dataset"] in NEEDS_PATH:
+        if not data["path"]:
+            raise ConfigError(f"data.path is required for data.dataset = {data['dataset']!r}")
+        if not Path(data["path"]).exists():
+            raise ConfigError(f"data.path: {data['path']} does not exist")
+    if data["dataset"] == "csv" and not data["label"]:
+        raise ConfigError("data.label is required for a csv file: the name of the label column")
+    try:
+        data["task"] = task_of(data)
+    except DataError as exc:
+        raise ConfigError(f"data: {exc}") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -246,8 +340,15 @@ def read_toml(path: Path | str) -> dict[str, Any]:
 
 def load_config(path: Path | str, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """Read, override and resolve a TOML search config; errors name the file and the key."""
-    raw = read_toml(path)
+    raw = apply_overrides(read_toml(path), list(overrides))
+    # Paths in a config are relative to the config file, so it works from any directory.
+    base = Path(path).parent
+    data, space = raw.get("data"), raw.get("space")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and data["path"]:
+        data["path"] = str((base / data["path"]).resolve())
+    if isinstance(space, dict) and isinstance(space.get("block_paths"), list):
+        space["block_paths"] = [str((base / p).resolve()) if isinstance(p, str) else p for p in space["block_paths"]]
     try:
-        return resolve_config(apply_overrides(raw, list(overrides)))
+        return resolve_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -85,6 +85,7 @@ class State:
     finished: str | None = None
     forked_from: dict[str, Any] | None = None
     resumes: int = 0
+    ranking: tuple[str, float, int] | None = None  # (metric, +1 or -1, beam width), from the config
 
     @property
     def budget(self) -> int:
@@ -121,14 +122,18 @@ def _apply(state: State, seq: int, kind: str, payload: dict[str, Any]) -> None:
 
 
 class _Paused:
-    """Pauses the cyclic garbage collector: rebuilding a state allocates many small, long-lived
-    objects without reference cycles, which the collector would rescan over and over for nothing."""
+    """Pauses the cyclic garbage collector while a state is rebuilt, then freezes what was built.
+
+    Replay allocates many small, long-lived objects without reference cycles; the collector would
+    rescan them over and over for nothing. Frozen objects are still freed by reference counting.
+    """
 
     def __enter__(self) -> None:
         self.collecting = gc.isenabled()
         gc.disable()
 
     def __exit__(self, *exc: object) -> None:
+        gc.freeze()
         if self.collecting:
             gc.enable()
 
@@ -142,17 +147,18 @@ def fold_all(events: Iterable[ev.Event], state: State | None = None) -> State:
     return state
 
 
-def fold_records(records: Iterable[tuple[int, bytes]], state: State | None = None,
+def fold_records(records: Iterable[tuple[bytes, bytes]], state: State | None = None,
                  types: ev.EventTypes = ev.TYPES) -> State:
-    """``fold_all`` over stored ``(seq, bytes)`` records, as ``EventLog.read_raw`` yields them.
+    """``fold_all`` over stored records (big-endian key, msgpack value), as ``EventLog.records`` yields them.
 
     The same checks and handlers as :func:`fold`; it only skips building an Event per record, which
     is most of what replaying a long log costs beyond decoding it. Old versions are upcast as usual.
     """
     state = State() if state is None else state
-    current, unpack = types.current_versions, ev.unpack_record
+    current, unpack, seq_of = types.current_versions, ev.unpack_record, int.from_bytes
     with _Paused():
-        for seq, raw in records:
+        for key, raw in records:
+            seq = seq_of(key, "big")
             try:
                 record = unpack(raw)
                 kind, payload = record["type"], record["payload"]
@@ -175,6 +181,7 @@ def _started(state: State, p: dict[str, Any], seq: int) -> None:
         raise ValueError("SearchStarted must be the first event")
     state.run_id = p["run_id"]
     state.config = p["config"]
+    state.ranking = _ranking(p["config"])
 
 
 def _forked(state: State, p: dict[str, Any], seq: int) -> None:
@@ -198,6 +205,7 @@ def _resumed(state: State, p: dict[str, Any], seq: int) -> None:
 def _reconfigure(state: State, config: dict[str, Any]) -> None:
     old = state.config
     state.config = config
+    state.ranking = _ranking(config)
     state.finished = None
     if old is None or (old["search"]["metric"], old["search"]["mode"]) != (
         config["search"]["metric"], config["search"]["mode"]
@@ -246,11 +254,11 @@ def _release(state: State, p: dict[str, Any]) -> Trial:
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
-    value = trial.score = score(state.config, p["metrics"])
+    metric, sign, k = state.ranking
+    value = trial.score = _signed(p["metrics"].get(metric), sign)
     state.completed.append(trial.id)
     if value is not None:
         top = state.top
-        k = state.config["search"]["beam"]["k"]
         # Most trials do not enter the top-k: one comparison with its last member says so.
         if len(top) < k or value > state.trials[top[-1]].score:
             _enter_top(state, trial, k)
@@ -273,12 +281,21 @@ def _finished(state: State, p: dict[str, Any], seq: int) -> None:
     state.finished = p["reason"]
 
 
-def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
-    """The search metric as a number where larger is better (None when absent or not finite)."""
-    value = (metrics or {}).get(config["search"]["metric"])
+def _ranking(config: dict[str, Any]) -> tuple[str, float, int]:
+    search = config["search"]
+    return search["metric"], 1.0 if search["mode"] == "max" else -1.0, search["beam"]["k"]
+
+
+def _signed(value: Any, sign: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, _NUMBERS) or not math.isfinite(value):
         return None
-    return float(value) if config["search"]["mode"] == "max" else -float(value)
+    return sign * float(value)
+
+
+def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
+    """The search metric as a number where larger is better (None when absent or not finite)."""
+    metric, sign, _ = _ranking(config)
+    return _signed((metrics or {}).get(metric), sign)
 
 
 def _enter_top(state: State, trial: Trial, k: int) -> None:

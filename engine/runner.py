@@ -38,13 +38,16 @@ def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: 
 
 
 def run_local(
-    run_dir: Path | str, config: dict[str, Any] | None, *, trainers: int = 2, trials: int | None = None,
+    run_dir: Path | str, config: dict[str, Any] | None, *, trainers: int = 2, budget: dict[str, Any] | None = None,
     prefetch: int = 1, bind: str = "tcp://127.0.0.1:0", pub: str = "tcp://127.0.0.1:0",
     keys: Path | str | None = None, progress: Progress | None = None,
 ) -> State:
-    """Serve ``run_dir`` (created from ``config`` when new) with ``trainers`` local trainers."""
+    """Serve ``run_dir`` (created from ``config`` when new) with ``trainers`` local trainers.
+
+    ``budget`` may set ``search.trials`` and ``search.minutes`` (of a new or a resumed run).
+    """
     check_bind([bind, pub], keys)
-    log_, state = open_run(run_dir, config, trials=trials)
+    log_, state = open_run(run_dir, config, budget=budget)
     if state.finished is not None:
         log_.close()
         return state

@@ -7,7 +7,7 @@ away when the engine stops).
 Example::
 
     >>> log, state = create_run("runs/nb", load_config("examples/nb201.toml"))
-    >>> log, state = resume_run("runs/nb", trials=500)
+    >>> log, state = resume_run("runs/nb", budget={"search.trials": 500})
 """
 
 from __future__ import annotations
@@ -54,54 +54,82 @@ def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    return log, fold_records(log.read_raw())
+    return log, fold_records(log.records())
 
 
-def resume_run(run_dir: Path | str, *, trials: int | None = None, sync: bool = True) -> tuple[EventLog, State]:
-    """Open a run to continue it. Appends SearchResumed unless it is finished and stays so."""
+BUDGET_KEYS = ("search.trials", "search.minutes")
+
+
+def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None,
+               sync: bool = True) -> tuple[EventLog, State]:
+    """Open a run to continue it, optionally with a new budget (``{"search.trials": 500}``).
+
+    Appends SearchResumed unless the run is finished and stays so.
+    """
     run_dir = Path(run_dir)
     if not is_run(run_dir):
         raise RunError(f"{run_dir} holds no run: start one with --config")
     log = EventLog.open_writer(run_dir, sync=sync)
     try:
-        state = fold_records(log.read_raw())
-        overrides = {} if trials is None or trials == state.budget else {"search.trials": trials}
-        if overrides and trials < state.proposals:
-            raise ConfigError(f"--trials {trials} is below the {state.proposals} candidates already proposed")
+        state = fold_records(log.records())
+        overrides = _budget_changes(state, budget or {})
         if overrides or state.finished is None:
             config = resolve_config(apply_overrides(state.config, overrides))
             payload = {"overrides": overrides, "config": config}
             log.append([ev.TYPES.encode(ev.SEARCH_RESUMED, payload, at=time.time())], expected_head=log.head)
-            state = fold_records(log.read_raw(state.seq + 1), state)
+            state = fold_records(log.records(state.seq + 1), state)
     except BaseException:
         log.close()
         raise
     return log, state
 
 
-def open_run(run_dir: Path | str, config: dict[str, Any] | None, *, trials: int | None = None,
+def _budget_changes(state: State, budget: dict[str, Any]) -> dict[str, Any]:
+    changes = {}
+    for key, value in budget.items():
+        if key not in BUDGET_KEYS:
+            raise ConfigError(f"a resumed run may change {list(BUDGET_KEYS)}, not {key}; fork it to change more")
+        section, name = key.split(".")
+        if value is not None and value != state.config[section][name]:
+            changes[key] = value
+    trials = changes.get("search.trials")
+    if trials is not None and trials < state.proposals:
+        raise ConfigError(f"--trials {trials} is below the {state.proposals} candidates already proposed")
+    return changes
+
+
+def open_run(run_dir: Path | str, config: dict[str, Any] | None, *, budget: dict[str, Any] | None = None,
              sync: bool = True) -> tuple[EventLog, State]:
     """Create the run when it is new (a config is required), otherwise resume it.
 
+    ``budget`` overrides ``search.trials`` / ``search.minutes`` (``--trials`` / ``--minutes``).
     Resuming with a config checks that it is the run's own: a different search is a fork.
     """
+    budget = {key: value for key, value in (budget or {}).items() if value is not None}
     if not is_run(run_dir):
         if config is None:
-            raise RunError(f"{run_dir} holds no run yet: pass --config to start one")
-        if trials is not None:
-            config = resolve_config(apply_overrides(config, {"search.trials": trials}))
+            raise RunError(f"{run_dir} holds no run yet: pass --config to start one (or run `engine run` with no "
+                           "arguments for the built-in MNIST-1D search)")
+        if budget:
+            config = resolve_config(apply_overrides(config, budget))
         return create_run(run_dir, config, sync=sync)
-    log, state = resume_run(run_dir, trials=trials, sync=sync)
+    log, state = resume_run(run_dir, budget=budget, sync=sync)
     if config is not None:
-        own = dict(state.config)
-        given = resolve_config(apply_overrides(config, {"search.trials": state.budget}))
-        if given != own:
+        own = {key: state.config[key.split(".")[0]][key.split(".")[1]] for key in BUDGET_KEYS}
+        given = resolve_config(apply_overrides(config, own))
+        if given != state.config:
             log.close()
             raise RunError(
                 f"{run_dir} already holds a run with a different config; resume it without --config, "
                 "or use `engine fork --set ...` to change the search"
             )
     return log, state
+
+
+def started_at(log: EventLog, state: State) -> float:
+    """When the run (or the fork it is) began, for its wall-clock budget (``search.minutes``)."""
+    seq = state.forked_from["seq"] + 1 if state.forked_from else 1
+    return next(log.read(seq, seq)).at
 
 
 def write_endpoints(run_dir: Path | str, endpoints: dict[str, Any]) -> None:

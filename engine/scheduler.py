@@ -31,9 +31,10 @@ class Scheduler:
     """Commands in, events out, state folded as it goes."""
 
     def __init__(self, state: State, *, now: float | None = None, clock: Callable[[], float] = time.time,
-                 proposer: Proposer | None = None) -> None:
+                 proposer: Proposer | None = None, started_at: float | None = None) -> None:
         self.state = state
         self._clock = clock
+        self._started_at = started_at
         self._proposer = proposer or Proposer()
         self._drafts: list[tuple[ev.Event, bytes]] = []
         self._exhausted: str | None = None
@@ -86,11 +87,16 @@ class Scheduler:
             "seed": trial.seed,
         }
 
+    def time_up(self) -> bool:
+        """Whether the run's wall-clock budget (``search.minutes``) is spent."""
+        minutes = self.state.config["search"]["minutes"]
+        return bool(minutes) and self._started_at is not None and self._clock() >= self._started_at + 60 * minutes
+
     def _next_trial(self) -> int | None:
         state = self.state
         if state.queue:
             return state.queue[0]
-        if state.finished is not None or self._exhausted or state.proposals >= state.budget:
+        if state.finished is not None or self._exhausted or state.proposals >= state.budget or self.time_up():
             return None
         try:
             payload = self._proposer.propose(state)
@@ -164,6 +170,9 @@ class Scheduler:
             return state.finished is not None
         if state.proposals >= state.budget:
             self.emit(ev.SEARCH_FINISHED, {"reason": f"budget of {state.budget} trials spent"})
+        elif self.time_up():
+            minutes = state.config["search"]["minutes"]
+            self.emit(ev.SEARCH_FINISHED, {"reason": f"time budget of {minutes:g} minutes spent"})
         elif self._exhausted:
             self.emit(ev.SEARCH_FINISHED, {"reason": f"space exhausted: {self._exhausted}"})
         return state.finished is not None

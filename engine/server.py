@@ -35,7 +35,7 @@ from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
 from engine.fold import State
 from engine.keys import is_loopback, server_keys
 from engine.log import EventLog
-from engine.runs import remove_endpoints, write_endpoints
+from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
 
 log = logging.getLogger("lineage.engine")
@@ -80,7 +80,7 @@ class EngineServer:
     ) -> None:
         self.log = log_
         self.state = state
-        self.scheduler = Scheduler(state)
+        self.scheduler = Scheduler(state, started_at=started_at(log_, state))
         self.store = ArtifactStore(log_.run_dir / ARTIFACTS_DIR)
         self.bind, self.pub_bind, self.keys = bind, pub, keys
         self.linger = linger if linger is not None else min(5.0, 2 * state.config["engine"]["heartbeat"])

@@ -38,9 +38,10 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
     """Create run ``into`` from ``run_dir``'s events 1..``at`` plus overrides; returns its state."""
     run_dir, into = Path(run_dir), Path(into)
     changes = overrides_dict(overrides)
-    fixed = [key for key in changes if key in FIXED]
+    fixed = [key for key in changes if key in FIXED or key.startswith("data.")]
     if fixed:
-        raise ForkError(f"a fork cannot change {fixed[0]}: the trials it inherits would not belong to the new space")
+        raise ForkError(f"a fork cannot change {fixed[0]}: the trials it inherits were scored on another space "
+                        "or data; start a new run instead")
     if is_run(into) or (into.exists() and any(into.iterdir())):
         raise ForkError(f"{into} already exists and is not empty; fork into a new directory")
     try:
@@ -50,7 +51,7 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
     with parent:
         if not 1 <= at <= parent.head:
             raise ForkError(f"--at {at} is outside the log of {run_dir} (events 1..{parent.head})")
-        prefix = fold_records(parent.read_raw(1, at))
+        prefix = fold_records(parent.records(1, at))
         config = resolve_config(apply_overrides(prefix.config, changes))
         if config["search"]["trials"] < prefix.proposals:
             raise ForkError(
@@ -74,7 +75,7 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
                 }
                 child.append([ev.TYPES.encode(ev.SEARCH_FORKED, payload, at=time.time())], expected_head=at)
                 _link_artifacts(run_dir / ARTIFACTS_DIR, into / ARTIFACTS_DIR)
-                return fold_records(child.read_raw())
+                return fold_records(child.records())
         except BaseException:
             if existed:
                 for name in os.listdir(into):

@@ -25,6 +25,17 @@ def _trial_dict(trial: Trial) -> dict[str, Any]:
     }
 
 
+def pareto_front(state: State, cost: str = "params") -> list[Trial]:
+    """Completed trials no other trial beats on both score and ``cost`` (fewer is better), best first."""
+    trials = [t for t in state.leaderboard() if isinstance((t.metrics or {}).get(cost), int | float)]
+    front, cheapest = [], float("inf")
+    for trial in sorted(trials, key=lambda t: (-t.score, t.metrics[cost], t.id)):
+        if trial.metrics[cost] < cheapest:
+            front.append(trial)
+            cheapest = trial.metrics[cost]
+    return front
+
+
 def status_dict(state: State, top: int = 10) -> dict[str, Any]:
     """What ``engine status --json`` prints: progress, best, beam, leaderboard, queue and leases."""
     config = state.config or {}
@@ -48,6 +59,7 @@ def status_dict(state: State, top: int = 10) -> dict[str, Any]:
         "best": _trial_dict(best) if best else None,
         "beam": [_trial_dict(state.trials[t]) for t in state.top],
         "leaderboard": [_trial_dict(t) for t in state.leaderboard()[:top]],
+        "pareto": [_trial_dict(t) for t in pareto_front(state)],
         "leases": [
             {"lease": lease.id, "trial": lease.trial, "trainer": lease.trainer, "deadline": lease.deadline}
             for lease in state.leases.values()
@@ -104,6 +116,12 @@ def render_status(state: State, top: int = 10) -> str:
     lines.append(f"leaderboard ({search['metric']}, {search['mode']}):")
     lines.append(render_leaderboard(state, top))
     lines.append(f"beam (top-{search['beam']['k']}): {', '.join(map(str, state.top)) or '-'}")
+    front = pareto_front(state)
+    if front:
+        lines.append(f"pareto front ({search['metric']} against parameters):")
+        for trial in front:
+            lines.append(f"  trial {trial.id:>6}  {_metric(trial, search['metric']):>10}  "
+                         f"{int(trial.metrics['params']):>10,} params  {trial.key}")
     if state.leases:
         lines.append("leases in flight:")
         now = time.time()

@@ -29,4 +29,4 @@ def state_at(run_dir: Path | str, at: int | None = None) -> State:
     with log:
         if at is not None and not 1 <= at <= log.head:
             raise ReplayError(f"--at {at} is outside the log of {run_dir} (events 1..{log.head})")
-        return fold_records(log.read_raw(1, at))
+        return fold_records(log.records(1, at))

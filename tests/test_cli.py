@@ -78,6 +78,15 @@ def test_a_finished_run_resumes_with_a_bigger_budget(tmp_path: Path, engine_cli)
     assert refused.returncode == 1 and "different config" in refused.stderr
 
 
+def test_a_wall_clock_budget_ends_a_run(tmp_path: Path, engine_cli) -> None:
+    config = write_toml(tmp_path / "c.toml", "[search]\ntrials = 1000\n[space]\nkind = 'nb201'\n"
+                                             "[evaluator]\ndelay = 0.1\n")
+    result = engine_cli("run", "--run", str(tmp_path / "nb"), "--config", str(config), "--minutes", "0.03", "--quiet")
+    assert "finished: time budget of 0.03 minutes spent" in result.stdout
+    status = status_json(engine_cli, tmp_path / "nb")
+    assert 2 <= status["completed"] < 100 and status["completed"] == status["proposed"]
+
+
 def test_serve_with_separate_trainer_daemons_and_a_live_log(tmp_path: Path, spawn, engine_cli) -> None:
     config = write_toml(tmp_path / "c.toml", "[search]\ntrials = 15\n[space]\nkind = 'nb201'\n"
                                              "[evaluator]\ndelay = 0.05\n")
@@ -117,6 +126,7 @@ def test_fork_continues_a_run_with_overrides_and_leaves_the_parent_alone(finishe
     for args, message in [
         (["--at", "0"], "outside the log"),
         (["--at", "10", "--set", "space.kind=tower"], "cannot change space.kind"),
+        (["--at", "10", "--set", "data.seed=3"], "cannot change data.seed"),
         (["--at", "10", "--set", "search.beam.kk=3"], "search.beam.kk"),
         (["--at", "100", "--set", "search.trials=3"], "below the"),
     ]:

@@ -45,7 +45,7 @@ def test_fold_of_every_log_prefix_equals_the_live_state(tmp_path_factory, config
         assert replayed == scheduler.snapshots[event.seq], f"fold(log[:{event.seq}]) differs from the live state"
     assert fold_all(events) == state
     with EventLog.open_reader(run) as reader:
-        assert fold_records(reader.read_raw()) == state, "replay from stored bytes agrees too"
+        assert fold_records(reader.records()) == state, "replay from stored bytes agrees too"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -78,8 +78,25 @@ def test_a_finished_search_has_every_candidate_completed_or_failed(tmp_path: Pat
 def test_replay_names_a_damaged_or_out_of_order_record(tmp_path: Path) -> None:
     log, state = create_run(tmp_path, nb201_config(), sync=False)
     with log:
-        records = list(log.read_raw())
+        records = list(log.records())
+    key = (2).to_bytes(8, "big")
     with pytest.raises(ev.EventError, match="event 2 is not a valid record"):
-        fold_records(records + [(2, b"\x93\x01")])
+        fold_records(records + [(key, b"\x93\x01")])
     with pytest.raises(FoldError, match="event 3 does not follow event 1"):
-        fold_records(records + [(3, records[0][1])])
+        fold_records(records + [((3).to_bytes(8, "big"), records[0][1])])
+
+
+def test_a_wall_clock_budget_stops_new_proposals_and_lets_running_ones_finish(tmp_path: Path) -> None:
+    from engine.scheduler import Scheduler
+
+    now = [1000.0]
+    log, state = create_run(tmp_path, nb201_config(search__trials=50, search__minutes=1), sync=False)
+    with log:
+        scheduler = Scheduler(state, now=0.0, clock=lambda: now[0], started_at=1000.0)
+        [running] = scheduler.assign("t", 1, now=0.0)
+        now[0] += 61
+        assert scheduler.assign("t", 1, now=0.0) == [], "no new candidate once the minutes are spent"
+        assert not scheduler.finish_if_done(), "the candidate in flight still finishes"
+        scheduler.complete(running["lease"], {"val_acc": 80.0}, {})
+        assert scheduler.finish_if_done()
+    assert state.finished == "time budget of 1 minutes spent" and state.proposals == 1

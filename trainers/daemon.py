@@ -77,6 +77,11 @@ class TrainerDaemon:
         self._doorbell.bind(self._doorbell_address)
         self._ringer: zmq.Socket | None = None
 
+    @property
+    def busy(self) -> bool:
+        """Whether an evaluation is still running in the worker thread."""
+        return self._running is not None and not self._running[1].done()
+
     def stop(self) -> None:
         """Leave soon: the engine is told, and puts this trainer's candidates back in its queue."""
         self._stop.set()

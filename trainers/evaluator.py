@@ -1,8 +1,8 @@
 """The Evaluator API: how a trainer turns one work item into metrics and artifacts.
 
-Evaluators plug in by the run's ``evaluator.kind`` (which defaults from the space): ``table`` looks
-NAS-Bench-201 results up, ``synthetic`` scores towers with a cheap deterministic stand-in for
-training. An evaluator is built once per run from the configuration the engine sends in WELCOME,
+Evaluators plug in by the run's ``evaluator.kind``: ``keras`` trains towers on the run's data,
+``table`` looks NAS-Bench-201 results up, ``synthetic`` scores towers with a cheap deterministic
+stand-in for training. An evaluator is built once per run from the configuration the engine sends in WELCOME,
 so it can load and cache its data once, not per trial.
 
 Example::
@@ -58,8 +58,12 @@ def stable_fraction(*parts: object) -> float:
 
 def make_evaluator(config: Mapping[str, Any]) -> Evaluator:
     """The evaluator a run's ``evaluator.kind`` names."""
+    kind = config["evaluator"]["kind"]
+    if kind == "keras":  # imported only where it is needed: it brings TensorFlow along
+        from trainers.keras_trainer import KerasEvaluator
+
+        return KerasEvaluator(config)
     from trainers.synthetic import SyntheticEvaluator
     from trainers.table import TableEvaluator
 
-    kinds = {cls.kind: cls for cls in (TableEvaluator, SyntheticEvaluator)}
-    return kinds[config["evaluator"]["kind"]](config)
+    return {cls.kind: cls for cls in (TableEvaluator, SyntheticEvaluator)}[kind](config)

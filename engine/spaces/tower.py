@@ -12,8 +12,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from blocks import BlockError, lookup
-from engine.config import ConfigError, Option, positive
+from blocks import BlockError, lookup, use_paths
+from engine.config import ConfigError, Option, non_negative, positive
 from engine.spaces.base import Architecture, Hyperparameters, Neighbour, Space, SpaceError
 
 DEFAULT_BLOCKS = [
@@ -44,10 +44,6 @@ def _check_blocks(values: list) -> str | None:
     for i, name in enumerate(values):
         if not isinstance(name, str):
             return f"[{i}] must be a block name, not {name!r}"
-        try:
-            lookup(name)
-        except BlockError as exc:
-            return f"[{i}]: {exc}"
     if len(set(values)) != len(values):
         return f"lists a block twice: {sorted({n for n in values if values.count(n) > 1})}"
     return None
@@ -58,9 +54,13 @@ class TowerSpace(Space):
 
     kind = "tower"
     options = {
-        "blocks": Option(list(DEFAULT_BLOCKS), (list,), "block names the search may use", check=_check_blocks),
+        "block_paths": Option([], (list,), "folders of user block modules (relative to the config file)"),
+        "blocks": Option(list(DEFAULT_BLOCKS), (list,), "block names the search may use; module:object names a "
+                         "user block", check=_check_blocks),
         "min_depth": Option(1, (int,), "fewest blocks in a tower", check=positive),
         "max_depth": Option(6, (int,), "most blocks in a tower", check=positive),
+        "max_params": Option(0, (int,), "most trainable parameters a candidate may have (0: no limit); "
+                             "trainers fail larger ones without training them", check=non_negative),
         "hparams": {
             "learning_rate": Option([0.0003, 0.001, 0.003], (list,), "learning rates to choose from",
                                     check=_check_choices(float)),
@@ -78,6 +78,7 @@ class TowerSpace(Space):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
+        use_paths(list(config.get("block_paths", [])))
         self.blocks: list[str] = list(config.get("blocks", DEFAULT_BLOCKS))
         self.min_depth: int = config.get("min_depth", 1)
         self._max_depth: int = config.get("max_depth", 6)
@@ -90,7 +91,12 @@ class TowerSpace(Space):
         for dropout in self.hparams.get("dropout", []):
             if dropout >= 1:
                 raise ConfigError(f"space.hparams.dropout values must be below 1, not {dropout}")
-        self._specs = {name: lookup(name) for name in self.blocks}
+        self._specs = {}
+        for i, name in enumerate(self.blocks):
+            try:
+                self._specs[name] = lookup(name)
+            except BlockError as exc:
+                raise ConfigError(f"space.blocks[{i}]: {exc}") from None
         if not any(self._fits([], name) for name in self.blocks):
             raise ConfigError("space.blocks has no block that can start a tower")
 
@@ -106,10 +112,12 @@ class TowerSpace(Space):
     def _fits(self, prefix: list[str], name: str) -> bool:
         """Whether ``name`` may follow ``prefix`` (order and family rules)."""
         spec = self._specs[name]
+        if spec.family == "network":  # a whole network takes the data as it comes: first, or not at all
+            return not prefix
         ordered = all(self._specs[b].keeps_order for b in prefix)
         if spec.order_matters and not ordered:
             return False
-        families = {self._specs[b].family for b in prefix if self._specs[b].family != "dense"}
+        families = {self._specs[b].family for b in prefix if self._specs[b].family not in ("dense", "network")}
         return spec.family == "dense" or not families or families == {spec.family}
 
     def _problem(self, architecture: list[str]) -> str | None:
@@ -121,6 +129,8 @@ class TowerSpace(Space):
                 if spec.order_matters and not all(self._specs[b].keeps_order for b in architecture[:i]):
                     lost = next(b for b in architecture[:i] if not self._specs[b].keeps_order)
                     return f"block {i} ({name!r}) needs ordered input, but {lost!r} before it loses the order"
+                if spec.family == "network":
+                    return f"block {i} ({name!r}) is a whole network: it must come first in a tower"
                 return f"block {i} ({name!r}) mixes {spec.family} blocks with another family"
         return None
 

@@ -1,0 +1,111 @@
+"""The tower builder: an architecture (block names, input first) and hyperparameters -> a Keras model.
+
+It adapts the tensor between blocks where needed (a flat input becomes a one-channel sequence for
+1-D blocks; an ordered tensor is flattened before a dense block), adds the head the task needs (class
+probabilities, or regression outputs), and refuses a tower that cannot be built for the data's shape
+with a reason that names the block. Layer names start with ``b<position>_<block>``, so the same block
+at the same position has the same layer names in every tower (what weight sharing matches on).
+
+Example::
+
+    >>> model = build_tower(["conv1d_32_k3", "maxpool1d", "dense_64"], {"dropout": 0.1},
+    ...                     DataSpec(input_shape=(40,), task="classification", outputs=10))
+    >>> model.count_params()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from blocks.registry import BlockError, layers, lookup
+
+CLASSIFICATION = "classification"
+REGRESSION = "regression"
+
+
+class BuildError(ValueError):
+    """A tower that cannot be built for the data; the message names the block and the shape."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the builder needs to know about the data: the shape of one example's features, the task
+    and the number of outputs (classes, or regression targets). A regression head ends by rescaling
+    with the training targets' mean and scale, so it learns standardised targets but predicts raw ones."""
+
+    input_shape: tuple[int, ...]
+    task: str
+    outputs: int
+    target_mean: tuple[float, ...] = ()
+    target_scale: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.task not in (CLASSIFICATION, REGRESSION):
+            raise BuildError(f"task must be {CLASSIFICATION!r} or {REGRESSION!r}, not {self.task!r}")
+
+
+def _shape(x: Any) -> tuple:
+    return tuple(x.shape[1:])
+
+
+def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
+    """Reshape ``x`` into what a block of ``family`` takes, or say why it cannot."""
+    k = layers()
+    rank = len(_shape(x))
+    if family == "network":
+        if position:
+            raise BuildError(f"block {position} ({block}) is a whole network: it must come first in a tower")
+        return x
+    if family == "dense":
+        return k.Flatten(name=f"{scope}_flatten")(x) if rank > 1 else x
+    wanted = {"sequence": 2, "image": 3}[family]
+    if rank == wanted:
+        return x
+    if family == "sequence" and rank == 1:
+        return k.Reshape((_shape(x)[0], 1), name=f"{scope}_as_sequence")(x)
+    if family == "image" and rank == 2:
+        return k.Reshape((*_shape(x), 1), name=f"{scope}_as_image")(x)
+    kinds = {1: "flat features", 2: "a sequence", 3: "an image"}
+    raise BuildError(
+        f"block {position} ({block}) takes {'a sequence' if family == 'sequence' else 'an image'}, "
+        f"but gets {kinds.get(rank, f'a rank-{rank} tensor')} of shape {_shape(x)}"
+    )
+
+
+def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any], data: DataSpec,
+                name: str = "tower") -> Any:
+    """The Keras model of a tower on ``data``. Raises :class:`BuildError` when it cannot be built."""
+    import keras
+
+    k = keras.layers
+    inputs = keras.Input(shape=data.input_shape, name="features")
+    x = inputs
+    for position, block in enumerate(architecture):
+        try:
+            spec = lookup(block)
+        except BlockError as exc:
+            raise BuildError(f"block {position}: {exc}") from None
+        scope = f"b{position}_{block}".replace(":", "_").replace(".", "_")
+        x = _adapt(x, block, position, spec.family, scope)
+        before = _shape(x)
+        try:
+            x = spec.create().build(x, scope)
+        except (ValueError, TypeError) as exc:
+            raise BuildError(f"block {position} ({block}) cannot take input of shape {before}: {exc}") from None
+        if any(dim is not None and dim <= 0 for dim in _shape(x)):
+            raise BuildError(f"block {position} ({block}) turns shape {before} into {_shape(x)}: nothing is left")
+    if len(_shape(x)) > 1:
+        x = k.Flatten(name="head_flatten")(x)
+    dropout = float(hyperparameters.get("dropout") or 0.0)
+    if dropout > 0:
+        x = k.Dropout(dropout, name="head_dropout")(x)
+    if data.task == CLASSIFICATION:
+        logits = k.Dense(data.outputs, name="head_logits")(x)
+        outputs = k.Activation("softmax", name="head_probabilities", dtype="float32")(logits)
+    else:
+        outputs = k.Dense(data.outputs, name="head_outputs")(x)
+        if data.target_scale:
+            outputs = k.Rescaling(list(data.target_scale), offset=list(data.target_mean), name="head_rescale")(outputs)
+    return keras.Model(inputs, outputs, name=name)

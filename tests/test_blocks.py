@@ -1,0 +1,111 @@
+"""Blocks and the tower builder, with real Keras: every block builds and trains a step on its data."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from support import ROOT
+
+from blocks import BlockError, function_block, layers, lookup, names, register, use_paths
+from blocks.network import NetworkBlock
+from blocks.tower import BuildError, DataSpec, build_tower
+
+keras = pytest.importorskip("keras")
+
+SHAPES = {"dense": (12,), "sequence": (16, 3), "image": (8, 8, 3)}
+
+
+def train_step(model, shape: tuple[int, ...], task: str = "classification") -> float:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, *shape)).astype("float32")
+    if task == "classification":
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        y = rng.integers(0, 3, size=8)
+    else:
+        model.compile(optimizer="adam", loss="mse")
+        y = rng.normal(size=8).astype("float32")
+    return float(model.train_on_batch(x, y))
+
+
+@pytest.mark.parametrize("family", ["dense", "sequence", "image"])
+def test_every_block_of_a_family_builds_and_trains_a_step(family: str) -> None:
+    shape = SHAPES[family]
+    ordered = [name for name in names(family) if lookup(name).keeps_order]
+    tower = ordered + [name for name in names(family) if name not in ordered]  # order-losing blocks last
+    model = build_tower(tower, {"dropout": 0.1}, DataSpec(shape, "classification", 3), name="t")
+    assert np.isfinite(train_step(model, shape))
+    assert model.output_shape == (None, 3)
+    for position, name in enumerate(tower):
+        assert any(layer.name.startswith(f"b{position}_{name}") for layer in model.layers), name
+
+
+def test_the_same_block_at_the_same_place_has_the_same_layer_names() -> None:
+    spec = DataSpec((40,), "classification", 10)
+    first = build_tower(["conv1d_32_k3", "maxpool1d", "dense_64"], {}, spec)
+    second = build_tower(["conv1d_32_k3", "avgpool1d", "dense_64"], {}, spec)
+    shared = {layer.name for layer in first.layers} & {layer.name for layer in second.layers}
+    assert {"b0_conv1d_32_k3_conv", "b2_dense_64_dense"} <= shared
+    assert "b1_maxpool1d_pool" not in shared
+
+
+def test_the_builder_adapts_tensors_between_blocks() -> None:
+    flat = DataSpec((40,), "classification", 10)
+    model = build_tower(["conv1d_16_k3", "dense_32", "dense_32"], {}, flat)
+    assert {"b0_conv1d_16_k3_as_sequence", "b1_dense_32_flatten"} <= {layer.name for layer in model.layers}
+    grey = build_tower(["conv2d_16"], {}, DataSpec((8, 8), "classification", 2))
+    assert grey.get_layer("b0_conv2d_16_as_image").output.shape == (None, 8, 8, 1)
+
+
+@pytest.mark.parametrize(("architecture", "spec", "message"), [
+    (["conv2d_16"], DataSpec((40,), "classification", 10), "block 0 (conv2d_16) takes an image, but gets flat"),
+    (["conv1d_16_k3"], DataSpec((8, 8, 3), "classification", 10), "takes a sequence, but gets an image"),
+    (["dense_32", "nonsense_block"], DataSpec((4,), "classification", 2), "block 1: unknown block"),
+])
+def test_towers_that_cannot_be_built_say_which_block_and_why(architecture, spec, message: str) -> None:
+    with pytest.raises(BuildError, match=re.escape(message)):
+        build_tower(architecture, {}, spec)
+
+
+def test_a_regression_head_predicts_in_the_targets_units() -> None:
+    spec = DataSpec((5,), "regression", 1, target_mean=(150.0,), target_scale=(70.0,))
+    model = build_tower(["dense_32"], {}, spec)
+    outputs = model.predict(np.zeros((64, 5), dtype="float32"), verbose=0)
+    assert abs(float(outputs.mean()) - 150.0) < 70.0
+    assert np.isfinite(train_step(model, (5,), task="regression"))
+
+
+def test_user_blocks_load_from_a_module_path() -> None:
+    use_paths([str(ROOT / "examples")])
+    squeeze = lookup("my_blocks:SqueezeExcite")
+    dilated = lookup("my_blocks:dilated_conv")
+    assert (squeeze.family, squeeze.order_matters, dilated.family) == ("sequence", True, "sequence")
+    model = build_tower(["my_blocks:dilated_conv", "my_blocks:SqueezeExcite"], {}, DataSpec((16,), "classification", 3))
+    assert np.isfinite(train_step(model, (16,)))
+    whole = build_tower(["my_blocks:SmallCNN", "dense_32"], {}, DataSpec((40,), "classification", 10))
+    assert np.isfinite(train_step(whole, (40,)))
+    with pytest.raises(BlockError, match="cannot import module 'no_such_module'"):
+        lookup("no_such_module:Thing")
+    with pytest.raises(BlockError, match="is not a Block class"):
+        lookup("my_blocks:layers")
+
+
+def test_function_blocks_and_whole_networks_are_blocks() -> None:
+    @function_block(family="dense", order_matters=False, keeps_order=False)
+    def halve(x, name):
+        return layers().Dense(x.shape[-1] // 2, name=f"{name}_half")(x)
+
+    class TinyNet(NetworkBlock):
+        def network(self, input_shape):
+            return keras.Sequential([keras.Input(input_shape), keras.layers.Conv1D(4, 3), keras.layers.Flatten()],
+                                    name="tiny")
+
+    register("test_halve")(halve)
+    register("test_tinynet")(TinyNet)
+    model = build_tower(["test_tinynet", "test_halve"], {}, DataSpec((10, 2), "classification", 3))
+    assert np.isfinite(train_step(model, (10, 2)))
+    with pytest.raises(BuildError, match="whole network: it must come first"):
+        build_tower(["test_halve", "test_tinynet"], {}, DataSpec((10, 2), "classification", 3))
+    with pytest.raises(BlockError, match="already registered"):
+        register("test_halve")(halve)

@@ -1,0 +1,191 @@
+"""The Keras trainer, export and use, end to end: real TensorFlow on tiny models and data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from support import ROOT, status_json, tower_config, wait_for, write_toml
+
+from engine import events as ev
+from engine.config import apply_overrides, resolve_config
+from trainers.evaluator import EvaluationError, make_evaluator
+
+keras = pytest.importorskip("keras")
+
+HP = {"learning_rate": 0.003, "dropout": 0.0, "batch_size": 32, "optimizer": "adam"}
+
+
+def keras_config(**overrides) -> dict:
+    raw = {"space": {"kind": "tower", "max_depth": 3}, "data": {"dataset": "mnist1d", "samples": 400},
+           "training": {"epochs": 2, "patience": 1}}
+    return resolve_config(apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}))
+
+
+def work(architecture, trial=1, **hp) -> dict:
+    return {"trial": trial, "lease": trial, "seed": 11, "architecture": architecture,
+            "hyperparameters": {**HP, **hp}, "parent": None, "parent_artifacts": {}}
+
+
+def test_a_candidate_trains_and_reports_metrics_and_weights() -> None:
+    evaluator = make_evaluator(keras_config())
+    outcome = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None)
+    metrics = outcome.metrics
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
+    assert metrics["params"] > 1000 and 1 <= metrics["epochs"] <= 2 and metrics["train_seconds"] > 0
+    assert outcome.artifacts["weights"][:4] == b"\x89HDF", "weights travel as an HDF5 file"
+    again = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None)
+    assert again.metrics["val_accuracy"] == metrics["val_accuracy"], "the trial's seed fixes the training"
+
+
+def test_tensorboard_logs_are_written_per_trial(tmp_path: Path) -> None:
+    evaluator = make_evaluator(keras_config(training__tensorboard=str(tmp_path / "tb"), training__epochs=1))
+    evaluator.evaluate(work(["dense_32"], trial=42), fetch=None)
+    assert any((tmp_path / "tb" / "trial-42").rglob("events.out.tfevents.*"))
+
+
+def test_over_budget_and_diverging_candidates_fail_with_a_reason() -> None:
+    evaluator = make_evaluator(keras_config(space__max_params=500))
+    with pytest.raises(EvaluationError, match=r"parameters exceed space.max_params = 500"):
+        evaluator.evaluate(work(["dense_128"]), fetch=None)
+    diverging = make_evaluator(keras_config())
+    with pytest.raises(EvaluationError, match="loss became NaN"):
+        diverging.evaluate(work(["dense_32"], learning_rate=1e12, optimizer="sgd"), fetch=None)
+    with pytest.raises(EvaluationError, match="cannot be built: block 0 .conv2d_16. takes an image"):
+        diverging.evaluate(work(["conv2d_16"]), fetch=None)
+
+
+def test_regression_reports_mean_absolute_error() -> None:
+    config = resolve_config({"space": {"kind": "tower"}, "data": {"dataset": "diabetes"},
+                             "training": {"epochs": 3}})
+    outcome = make_evaluator(config).evaluate(work(["dense_32"], batch_size=16), fetch=None)
+    assert config["search"]["metric"] == "val_mae" and 0 < outcome.metrics["val_mae"] < 200
+
+
+CHURN = """
+[search]
+trials = 3
+seed = 4
+[space]
+kind = "tower"
+blocks = ["dense_32", "residual_dense_64"]
+max_depth = 2
+[space.hparams]
+learning_rate = [0.003]
+batch_size = [32]
+dropout = [0.0]
+optimizer = ["adam"]
+[data]
+dataset = "csv"
+path = "{path}"
+label = "churned"
+[training]
+epochs = 3
+"""
+
+
+@pytest.fixture(scope="module")
+def churn_run(tmp_path_factory) -> Path:
+    """A finished search on the example CSV (2 local trainer processes), shared by the export tests."""
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("churn")
+    config = write_toml(folder / "churn.toml", CHURN.format(path=ROOT / "examples" / "data" / "customers.csv"))
+    subprocess.run([sys.executable, "-m", "engine", "run", "--run", str(folder / "run"), "--config", str(config),
+                    "--quiet"], check=True, capture_output=True, timeout=300, cwd=folder)
+    return folder / "run"
+
+
+def test_export_then_predict_gives_what_the_trained_model_gives(churn_run: Path, tmp_path: Path) -> None:
+    from engine.fold import fold_records
+    from engine.log import EventLog
+    from trainers.datasets import load_dataset
+    from trainers.datasets.base import apply_model
+    from trainers.export import export_model, load_model, predict, rebuild
+
+    out = export_model(churn_run, tmp_path / "model")
+    assert {p.name for p in out.iterdir()} == {"model.keras", "saved_model", "lineage.json"}
+    exported = load_model(out)
+    with EventLog.open_reader(churn_run) as log:
+        state = fold_records(log.records())
+    best = state.best_trial()
+    assert exported.metadata["trial"] == best.id and exported.metadata["classes"] == ["no", "yes"]
+
+    data = load_dataset(state.config["data"])
+    tower = rebuild(churn_run, best, data)
+    expected = tower.predict(data.features["test"], verbose=0)
+    assert np.allclose(apply_model(exported.model, data.raw["test"]), expected, atol=1e-5)
+
+    rows = tmp_path / "rows.csv"
+    source = (ROOT / "examples" / "data" / "customers.csv").read_text().splitlines()
+    rows.write_text("\n".join(source[:6]) + "\n")
+    predictions = predict(exported, rows)
+    assert len(predictions) == 5 and all(p["class"] in ("no", "yes") for p in predictions)
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in predictions)
+
+
+def test_the_cli_exports_predicts_and_evaluates(churn_run: Path, tmp_path: Path, engine_cli) -> None:
+    engine_cli("export", "--run", str(churn_run), "--out", str(tmp_path / "m"), "--trial",
+               str(status_json(engine_cli, churn_run)["leaderboard"][-1]["trial"]))
+    lines = engine_cli("predict", "--model", str(tmp_path / "m"), "--input",
+                       str(ROOT / "examples" / "data" / "customers.csv")).stdout.splitlines()
+    assert len(lines) == 600 and set(lines) <= {"no", "yes"}
+    report = json.loads(engine_cli("evaluate", "--model", str(tmp_path / "m"), "--json").stdout)
+    assert report["examples"] == 90 and 0.5 <= report["accuracy"] <= 1.0
+    status = engine_cli("status", "--run", str(churn_run)).stdout
+    assert "pareto front (val_accuracy against parameters):" in status
+
+    broken = tmp_path / "broken.csv"
+    broken.write_text("tenure_months,plan\n3,basic\n")
+    bad = engine_cli("predict", "--model", str(tmp_path / "m"), "--input", str(broken), check=False)
+    assert bad.returncode == 1 and "columns ['region', 'support_calls', 'monthly_charge'] are missing" in bad.stderr
+    nothing = engine_cli("export", "--run", str(churn_run), "--out", str(tmp_path / "x"), "--trial", "1",
+                         check=False)
+    assert nothing.returncode == 1 and "trial 1 cannot be exported" in nothing.stderr
+
+
+def test_a_user_block_takes_part_in_a_search(tmp_path: Path, engine_cli) -> None:
+    shutil.copy(ROOT / "examples" / "my_blocks.py", tmp_path / "my_blocks.py")
+    config = write_toml(tmp_path / "mine.toml", """
+[search]
+trials = 3
+[space]
+kind = "tower"
+block_paths = ["."]
+blocks = ["my_blocks:SqueezeExcite", "my_blocks:dilated_conv"]
+max_depth = 2
+[data]
+dataset = "mnist1d"
+samples = 300
+[training]
+epochs = 1
+""")
+    engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
+               timeout=300)
+    status = status_json(engine_cli, tmp_path / "run")
+    assert status["completed"] == 3 and status["failed"] == 0
+    used = {block for trial in status["leaderboard"] for block in trial["architecture"]}
+    assert used <= {"my_blocks:SqueezeExcite", "my_blocks:dilated_conv"} and used
+
+
+def test_a_trainer_process_downloads_its_parents_weights(serve, spawn) -> None:
+    served = serve(tower_config(search__trials=12))
+    trainer = spawn("trainer", "--connect", served.endpoint, "--name", "remote")
+    assert trainer.wait(timeout=60) == 0
+    wait_for(lambda: served.state.finished)
+    children = [served.state.trials[t] for t in served.state.completed if served.state.trials[t].parent]
+    assert children and all(child.metrics["inherited_bytes"] > 0 for child in children)
+
+
+def test_engine_run_with_no_config_searches_mnist1d(tmp_path: Path, engine_cli) -> None:
+    result = engine_cli("run", "--set", "search.trials=2", "--set", "training.epochs=1", "--set", "data.samples=300",
+                        "--trainers", "1", "--quiet", timeout=300)
+    assert "runs/mnist1d-" in result.stderr
+    [run] = list((tmp_path / "runs").iterdir())
+    status = status_json(engine_cli, run)
+    assert status["completed"] == 2 and status["space"] == "tower"
+    assert ev.SEARCH_FINISHED in engine_cli("log", "--run", str(run)).stdout

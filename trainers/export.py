@@ -1,0 +1,180 @@
+"""Exported models: rebuild a trial from its architecture and weights, use it, score it.
+
+``export_model`` writes a folder with ``model.keras`` (Keras), ``saved_model/`` (TensorFlow
+SavedModel, for serving) and ``lineage.json`` (where it came from and how to feed it). The model
+takes raw inputs, as the run's data provider reads them: the preprocessing fitted on the training
+split (scaling, category encoding, imputation) sits in front of the trained tower.
+
+Example::
+
+    >>> export_model("runs/m1d", "best_model")                 # the best trial
+    >>> predict(load_model("best_model"), "new_rows.csv")
+    >>> evaluate_model("best_model", "runs/m1d")["accuracy"]
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blocks.tower import CLASSIFICATION, build_tower
+from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
+from engine.fold import COMPLETED, State, Trial
+from replay.state import state_at
+from trainers.datasets import DataError, Dataset, load_dataset
+from trainers.datasets.base import apply_model
+from trainers.datasets.csv_file import column_inputs, read_table
+from trainers.datasets.images import EXTENSIONS, image_files, read_image
+from trainers.keras_trainer import WEIGHTS, load_weights
+
+MODEL_FILE = "model.keras"
+SAVED_MODEL = "saved_model"
+METADATA = "lineage.json"
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, loaded or used as asked."""
+
+
+@dataclass
+class ExportedModel:
+    model: Any
+    metadata: dict[str, Any]
+    path: Path
+
+
+def choose_trial(state: State, trial: int | None) -> Trial:
+    if trial is None:
+        best = state.best_trial()
+        if best is None:
+            raise ExportError("the run has no completed trial to export yet")
+        return best
+    chosen = state.trials.get(trial)
+    if chosen is None or chosen.status != COMPLETED:
+        status = chosen.status if chosen else "not a trial of this run"
+        raise ExportError(f"trial {trial} cannot be exported: it is {status}")
+    return chosen
+
+
+def rebuild(run_dir: Path | str, trial: Trial, data: Dataset) -> Any:
+    """The trained tower of a trial: its architecture, built again, with its stored weights."""
+    digest = (trial.artifacts or {}).get(WEIGHTS)
+    if digest is None:
+        raise ExportError(f"trial {trial.id} has no weights artifact")
+    tower = build_tower(trial.architecture, trial.hyperparameters, data.spec, name=f"trial_{trial.id}")
+    try:
+        load_weights(tower, ArtifactStore(Path(run_dir) / ARTIFACTS_DIR).read(digest))
+    except ArtifactError as exc:
+        raise ExportError(f"trial {trial.id}'s weights are missing from {run_dir}: {exc}") from None
+    return tower
+
+
+def end_to_end(preprocessing: Any, tower: Any, name: str) -> Any:
+    """One model from raw inputs to outputs: the preprocessing, then the tower."""
+    import keras
+
+    return keras.Model(preprocessing.input, tower(preprocessing.output), name=name)
+
+
+def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None) -> Path:
+    """Write the chosen trial (the best by default) as a Keras model and a SavedModel under ``out``."""
+    state = state_at(run_dir)
+    config = state.config
+    if config["evaluator"]["kind"] != "keras":
+        raise ExportError(f"{run_dir} was not trained with Keras (evaluator.kind = "
+                          f"{config['evaluator']['kind']!r}); there is no model to export")
+    chosen = choose_trial(state, trial)
+    data = load_dataset(config["data"])
+    model = end_to_end(data.preprocessing, rebuild(run_dir, chosen, data), name="lineage")
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    model.save(out / MODEL_FILE)
+    model.export(str(out / SAVED_MODEL), verbose=False)
+    metric = config["search"]["metric"]
+    metadata = {
+        "run_id": state.run_id, "run": str(Path(run_dir).resolve()), "trial": chosen.id, "candidate": chosen.key,
+        "architecture": chosen.architecture, "hyperparameters": chosen.hyperparameters,
+        "metric": metric, "value": chosen.metrics.get(metric), "params": chosen.metrics.get("params"),
+        "task": data.task, "classes": data.classes, "data": config["data"], "describe": data.describe,
+    }
+    (out / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+    return out
+
+
+def load_model(path: Path | str) -> ExportedModel:
+    """An exported model folder (``model.keras`` and ``lineage.json``)."""
+    import keras
+
+    import trainers.datasets.layers  # noqa: F401 - registers Lineage's preprocessing layers
+
+    path = Path(path)
+    try:
+        metadata = json.loads((path / METADATA).read_text())
+        model = keras.saving.load_model(path / MODEL_FILE)
+    except FileNotFoundError as exc:
+        raise ExportError(f"{path} is not an exported model ({exc.filename} is missing)") from None
+    return ExportedModel(model, metadata, path)
+
+
+def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
+    """Raw inputs for a model from a file: CSV rows, an .npy/.npz array ``x``, or images."""
+    source = Path(source)
+    data = exported.metadata["data"]
+    if data["dataset"] == "csv":
+        header, body = read_table(source)
+        return column_inputs(source, header, body, exported.metadata["describe"]["columns"])
+    if data["dataset"] == "images":
+        size = exported.metadata["describe"]["image_size"]
+        files = image_files(source) if source.is_dir() else [source]
+        if not files or files[0].suffix.lower() not in EXTENSIONS:
+            raise ExportError(f"{source}: no images to predict")
+        return np.stack([read_image(f, size) for f in files]).astype("float32")
+    if source.suffix == ".npy":
+        return np.load(source, allow_pickle=False).astype("float32")
+    if source.suffix == ".npz":
+        with np.load(source, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise ExportError(f"{source}: no array 'x' (it holds {archive.files})")
+            return archive["x"].astype("float32")
+    raise ExportError(f"{source}: give an .npy or .npz file with the examples in array 'x'")
+
+
+def predict(exported: ExportedModel, source: Path | str) -> list[dict[str, Any]]:
+    """One prediction per example: the class and its probabilities, or the regression output."""
+    outputs = apply_model(exported.model, read_inputs(exported, source))
+    if exported.metadata["task"] == CLASSIFICATION:
+        classes = exported.metadata["classes"]
+        return [{"class": classes[int(row.argmax())], "probabilities": dict(zip(classes, map(float, row),
+                                                                                     strict=True))}
+                for row in outputs]
+    return [{"value": float(row[0]) if len(row) == 1 else [float(v) for v in row]} for row in outputs]
+
+
+def evaluate_model(path: Path | str, run_dir: Path | str | None = None) -> dict[str, Any]:
+    """Score an exported model on the held-out test split of its run's data."""
+    exported = load_model(path)
+    data_config = exported.metadata["data"]
+    if run_dir is not None:
+        data_config = state_at(run_dir).config["data"]
+    try:
+        data = load_dataset(data_config)
+    except DataError as exc:
+        raise ExportError(f"cannot load the run's data to evaluate on: {exc}") from None
+    raw, targets = data.raw["test"], data.targets["test"]
+    outputs = apply_model(exported.model, raw)
+    report = {"examples": int(len(targets)), "trial": exported.metadata["trial"],
+              "candidate": exported.metadata["candidate"]}
+    if exported.metadata["task"] == CLASSIFICATION:
+        report["accuracy"] = float(np.mean(outputs.argmax(axis=1) == targets))
+    else:
+        errors = outputs.reshape(len(targets), -1) - targets.reshape(len(targets), -1)
+        report["mae"] = float(np.mean(np.abs(errors)))
+        report["rmse"] = float(np.sqrt(np.mean(errors**2)))
+    return report

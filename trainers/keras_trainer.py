@@ -1,0 +1,131 @@
+"""The Keras trainer: builds a candidate's tower, trains it on the run's data and reports how it did.
+
+It trains with the candidate's hyperparameters (optimizer, learning rate, batch size, dropout) for up
+to ``training.epochs`` epochs, stops early when the search metric stops improving (keeping the best
+epoch's weights), and reports validation metrics, the parameter count and the training time. The
+trained weights are an artifact, uploaded by digest. A candidate over ``space.max_params`` fails
+without training; a loss that turns NaN fails the trial with that reason.
+
+Example::
+
+    >>> evaluator = KerasEvaluator(config)             # loads and preprocesses the data once
+    >>> outcome = evaluator.evaluate(work_item, fetch)
+    >>> outcome.metrics["val_accuracy"], outcome.metrics["params"]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from blocks.tower import CLASSIFICATION, BuildError, build_tower
+from trainers.datasets import load_dataset
+from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome
+
+WEIGHTS = "weights"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+def configure_threads(threads: int) -> None:
+    """Bound the threads TensorFlow uses in this process (call before any TensorFlow op)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1 if threads == 1 else 2)
+    except RuntimeError:  # already initialised in this process: the first setting stays
+        pass
+
+
+def make_optimizer(name: str, learning_rate: float) -> Any:
+    import keras
+
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    factories = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
+    if name not in factories:
+        raise EvaluationError(f"unknown optimizer {name!r}; use one of {list(OPTIMIZERS)}")
+    return factories[name](learning_rate)
+
+
+def compile_tower(model: Any, hyperparameters: Mapping[str, Any], task: str) -> None:
+    optimizer = make_optimizer(hyperparameters.get("optimizer", "adam"), hyperparameters.get("learning_rate", 1e-3))
+    if task == CLASSIFICATION:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    else:
+        model.compile(optimizer=optimizer, loss="mse", metrics=["mae"])
+
+
+def weights_bytes(model: Any) -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tower.weights.h5"
+        model.save_weights(path)
+        return path.read_bytes()
+
+
+def load_weights(model: Any, data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tower.weights.h5"
+        path.write_bytes(data)
+        model.load_weights(path)
+
+
+class KerasEvaluator(Evaluator):
+    """Trains towers with Keras on the run's ``[data]``, with the run's ``[training]`` settings."""
+
+    kind = "keras"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.training = config["training"]
+        configure_threads(self.training["threads"])
+        self.data = load_dataset(config["data"])
+        self.max_params = config["space"]["max_params"]
+        self.metric, self.mode = config["search"]["metric"], config["search"]["mode"]
+
+    def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+        import keras
+        import numpy as np
+
+        started = time.perf_counter()
+        keras.utils.set_random_seed(work["seed"] % 2**31)  # initial weights and shuffling follow the trial
+        hyperparameters = work["hyperparameters"]
+        try:
+            model = build_tower(work["architecture"], hyperparameters, self.data.spec, name=f"trial_{work['trial']}")
+        except BuildError as exc:
+            raise EvaluationError(f"the tower cannot be built: {exc}") from None
+        params = model.count_params()
+        if self.max_params and params > self.max_params:
+            raise EvaluationError(f"{params:,} parameters exceed space.max_params = {self.max_params:,}")
+        compile_tower(model, hyperparameters, self.data.task)
+        callbacks = [keras.callbacks.TerminateOnNaN()]
+        monitor = self.metric if self.metric.startswith("val_") else "val_loss"
+        if self.training["patience"]:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=self.mode if monitor == self.metric else "min",
+                patience=self.training["patience"], restore_best_weights=True))
+        if self.training["tensorboard"]:
+            log_dir = Path(self.training["tensorboard"]) / f"trial-{work['trial']}"
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+        features, targets = self.data.features, self.data.targets
+        fitting = time.perf_counter()
+        history = model.fit(
+            features["train"], targets["train"], validation_data=(features["validation"], targets["validation"]),
+            epochs=self.training["epochs"], batch_size=int(hyperparameters.get("batch_size", 64)),
+            callbacks=callbacks, verbose=0,
+        )
+        losses = history.history["loss"]
+        if not np.all(np.isfinite(losses)):
+            raise EvaluationError(f"the training loss became NaN at epoch {len(losses)}")
+        trained = time.perf_counter() - fitting
+        scores = model.evaluate(features["validation"], targets["validation"], batch_size=1024, verbose=0,
+                                return_dict=True)
+        metrics = {f"val_{name}": float(value) for name, value in scores.items()}
+        if not all(np.isfinite(list(metrics.values()))):
+            raise EvaluationError(f"validation metrics are not finite: {metrics}")
+        metrics.update(params=float(params), epochs=float(len(losses)), train_seconds=trained,
+                       trial_seconds=time.perf_counter() - started)
+        return Outcome(metrics, {WEIGHTS: weights_bytes(model)})
