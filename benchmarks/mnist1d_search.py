@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,7 +230,7 @@ def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> N
             chosen = {key: hp.Choice(key, values) for key, values in space["hparams"].items()}
             model = build_tower(tower, chosen, data.spec)
             compile_tower(model, chosen, data.task)
-            model.lineage = (tower, chosen)
+            self.chosen = (tower, chosen)  # not on the model: Keras would wrap it in tracked containers
             return model
 
         def fit(self, hp: kt.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
@@ -240,7 +241,7 @@ def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> N
                       validation_data=(data.features["validation"], data.targets["validation"]))
             score = model.evaluate(data.features["validation"], data.targets["validation"], verbose=0,
                                    return_dict=True)["accuracy"]
-            tower, chosen = model.lineage
+            tower, chosen = self.chosen
             results.append({"ended": time.time(), "val_accuracy": score, "params": model.count_params(),
                             "architecture": tower, "hyperparameters": chosen, "weights": weights_bytes(model)})
             return {"val_accuracy": score}
@@ -270,7 +271,13 @@ def kerastuner(seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
     worker = context.Process(target=_kerastuner_worker,
                              args=(seed, launched + 60 * minutes, str(workdir / f"kt-{seed}"), queue))
     worker.start()
-    results, best_test = queue.get()
+    while True:  # a worker that dies without a result must not leave us waiting forever
+        try:
+            results, best_test = queue.get(timeout=5)
+            break
+        except Empty:
+            if not worker.is_alive():
+                raise RuntimeError(f"the KerasTuner worker died (exit code {worker.exitcode})") from None
     worker.join()
     return summarize("kerastuner", seed, launched, minutes, results, best_test)
 

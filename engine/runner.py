@@ -1,7 +1,8 @@
 """``engine run``: an engine and N local trainer processes, until the budget is spent.
 
 The engine serves in this process; trainers are child processes (``engine trainer``) connected
-over loopback that exit when the search finishes, or when this process dies.
+over loopback that exit when the search finishes, or when this process dies. Their output goes to
+``<run>/logs/trainer-<i>.log``.
 
 Example::
 
@@ -25,6 +26,8 @@ from engine.runs import open_run
 from engine.server import EngineServer, check_bind
 
 log = logging.getLogger("lineage.engine")
+
+LOGS = "logs"
 
 
 def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: int | None = None,
@@ -60,11 +63,15 @@ def run_local(
         extra = []
         if keys is not None:
             extra = ["--server-key", str(Path(keys) / "server.key"), "--key", str(Path(keys) / "trainer.key_secret")]
+        logs = Path(run_dir) / LOGS
+        logs.mkdir(exist_ok=True)
         for i in range(trainers):
             command = trainer_command(server.endpoint, name=f"local-{os.getpid()}-{i}", prefetch=prefetch,
                                       parent_pid=os.getpid(), extra=extra)
-            processes.append(subprocess.Popen(command))
-        log.info("serving %s on %s with %d local trainers", run_dir, server.endpoint, trainers)
+            # Trainers log to files: TensorFlow prints start-up notes no setting silences.
+            with (logs / f"trainer-{i}.log").open("a") as output:
+                processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT))
+        log.info("serving %s on %s with %d local trainers (their logs: %s)", run_dir, server.endpoint, trainers, logs)
         return server.serve(on_turn=progress.update if progress else None)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -35,6 +35,7 @@ def test_engine_run_searches_with_two_trainers_and_prints_the_leaderboard(tmp_pa
     assert "leaderboard (val_accuracy, max):" in result.stdout
     assert "finished: budget of 25 trials spent" in result.stdout
     assert "25/25 trials" in result.stderr, "a progress line while it works"
+    assert "connected" in (tmp_path / "tower" / "logs" / "trainer-0.log").read_text(), "trainers log to the run"
     status = status_json(engine_cli, tmp_path / "tower")
     assert status["completed"] == 25 and status["finished"] and status["best"]["metrics"]["val_accuracy"] > 0.5
     with EventLog.open_reader(tmp_path / "tower") as log:

@@ -151,3 +151,30 @@ def test_random_search_draws_uniformly(tmp_path: Path) -> None:
     counts = {op: first_edge.count(op) for op in set(first_edge)}
     assert len(counts) == 5 and min(counts.values()) > 30
     assert all(t.parent is None for t in state.trials.values())
+
+
+def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
+    """Failed trials count as poor results for the surrogate: a block that always fails is avoided."""
+
+    def proposals_with_failing_block(screen: str, seed: int) -> int:
+        config = tower_config(search__trials=60, search__seed=seed, search__beam__screen=screen,
+                              search__beam__depth_start=3, space__max_depth=4)
+        log, state = create_run(tmp_path / f"{screen}-{seed}", config, sync=False)
+        scheduler = Scheduler(state, now=0.0)
+        evaluator = make_evaluator(config)
+        with log:
+            while not scheduler.finish_if_done():
+                items = scheduler.assign("t", 1, now=0.0)
+                if not items:
+                    break
+                item = items[0]
+                if "dense_128" in item["architecture"]:
+                    scheduler.fail(item["lease"], "over budget")
+                else:
+                    scheduler.complete(item["lease"], evaluator.evaluate(item, fetch=lambda d: b"").metrics, {})
+                log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+        return sum("dense_128" in t.architecture for t in state.trials.values() if t.position >= 20)
+
+    screened = sum(proposals_with_failing_block("gp", seed) for seed in range(3))
+    uniform = sum(proposals_with_failing_block("none", seed) for seed in range(3))
+    assert screened < uniform / 2, (screened, uniform)

@@ -6,8 +6,8 @@ allowed tower depth growing as trials complete. Which (parent, mutation) pair is
 by ``search.beam.screen``:
 
 - ``gp`` (default): every new one-mutation child of the beam is scored by a Gaussian-process
-  surrogate fitted on the completed trials, and the child with the highest expected improvement
-  wins (ties broken by the proposal's rng);
+  surrogate fitted on the completed trials (failed ones count as poor results), and the child with
+  the highest expected improvement wins (ties broken by the proposal's rng);
 - ``none``: a uniformly random parent and a random mutation drawn by ``search.mutations`` weights.
 
 The first ``search.beam.initial`` proposals are random members, the beam's seeds.
@@ -116,13 +116,20 @@ class BeamSearch(Searcher):
             picked = sorted(rng.sample(range(len(candidates)), self.options["candidates"]))
             candidates = [candidates[i] for i in picked]
         history = self._history(state)
+        scores = [t.score for t in history]
+        # Failed candidates (over the parameter budget, diverging, unbuildable) count as poor results,
+        # so the surrogate steers away from their neighbourhood instead of learning nothing from them.
+        failed = [state.trials[t] for t in state.failed[-self.options["history"] // 4:]]
+        if failed and scores:
+            floor = min(scores) - max(float(np.std(scores)), 1e-3)
+            history, scores = history + failed, scores + [floor] * len(failed)
         train = [self._encode(t.key, t.architecture, t.hyperparameters) for t in history]
         rows = [
             self._encode(self.space.describe(c.architecture, c.hyperparameters), c.architecture, c.hyperparameters)
             for _, c in candidates
         ]
         vectorizer = Vectorizer(train + rows)
-        scores = np.array([t.score for t in history])
+        scores = np.array(scores)
         try:
             gp = GaussianProcess().fit(vectorizer.transform(train), scores)
         except np.linalg.LinAlgError:
