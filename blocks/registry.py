@@ -128,6 +128,9 @@ def _load_user_block(name: str) -> None:
     except ImportError as exc:
         raise BlockError(f"user block {name!r}: cannot import module {module_name!r} ({exc}); list its folder "
                          "in space.block_paths or on PYTHONPATH") from None
+    except Exception as exc:  # a user module may fail any way at all (a syntax error, a bad import)
+        raise BlockError(f"user block {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") \
+            from None
     obj = getattr(module, attribute, None)
     if not (isinstance(obj, type) and issubclass(obj, Block)):
         raise BlockError(f"user block {name!r}: {module_name}.{attribute} is not a Block class "

@@ -13,7 +13,9 @@ class _SequenceFamily(Block):
     keeps_order = True
 
 
+@register("conv1d_8_k5", filters=8, kernel=5)
 @register("conv1d_16_k3", filters=16, kernel=3)
+@register("conv1d_16_k5", filters=16, kernel=5)
 @register("conv1d_32_k3", filters=32, kernel=3)
 @register("conv1d_32_k5", filters=32, kernel=5)
 @register("conv1d_64_k3", filters=64, kernel=3)
@@ -27,6 +29,20 @@ class Conv1D(_SequenceFamily):
 
     def build(self, x: Any, name: str) -> Any:
         return layers().Conv1D(self.filters, self.kernel, padding="same", activation="relu", name=f"{name}_conv")(x)
+
+
+@register("downsample_conv1d_16", filters=16)
+@register("downsample_conv1d_25", filters=25)
+@register("downsample_conv1d_32", filters=32)
+class DownsampleConv1D(_SequenceFamily):
+    """A strided 1-D convolution (kernel 5, stride 2) with a ReLU: halves the length. Three of these with 25
+    filters are the small CNN of the MNIST-1D paper (Greydanus, 2020)."""
+
+    def __init__(self, filters: int) -> None:
+        self.filters = filters
+
+    def build(self, x: Any, name: str) -> Any:
+        return layers().Conv1D(self.filters, 5, strides=2, padding="same", activation="relu", name=f"{name}_conv")(x)
 
 
 @register("residual_conv1d_32", filters=32, kernel=3)
@@ -60,6 +76,24 @@ class Pool1D(_SequenceFamily):
     def build(self, x: Any, name: str) -> Any:
         pool = layers().MaxPooling1D if self.kind == "max" else layers().AveragePooling1D
         return pool(2, padding="same", name=f"{name}_pool")(x)
+
+
+@register("global_avg_pool1d", kind="average")
+@register("global_max_pool1d", kind="max")
+class GlobalPool1D(Block):
+    """Averages (or takes the maximum) over the whole sequence: few features for the head, so few parameters,
+    and no order left."""
+
+    family = "sequence"
+    order_matters = True
+    keeps_order = False
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def build(self, x: Any, name: str) -> Any:
+        pool = layers().GlobalMaxPooling1D if self.kind == "max" else layers().GlobalAveragePooling1D
+        return pool(name=f"{name}_pool")(x)
 
 
 @register("lstm_32", cell="lstm", units=32)

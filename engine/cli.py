@@ -29,6 +29,17 @@ state (trials, beam/top-K, queue, leases) is rebuilt by replaying it. Typical us
 """
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--run", type=Path, required=required, metavar="DIR",
                         help="run directory (holds events.lmdb and artifacts/)")
@@ -39,7 +50,7 @@ def _add_engine(parser: argparse.ArgumentParser, bind: str, pub: str, example: s
     parser.add_argument("--config", type=Path, metavar="TOML", help="search config (new runs only)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a config key of a new run, e.g. {example} (repeatable)")
-    parser.add_argument("--trials", type=int, metavar="N", help="trial budget (also raises a resumed run's)")
+    parser.add_argument("--trials", type=positive, metavar="N", help="trial budget (also raises a resumed run's)")
     parser.add_argument("--minutes", type=float, metavar="M", help="wall-clock budget in minutes since the run "
                         "began: no new candidate after it (also extends a resumed run's)")
     free = " (port 0: any free port)" if bind.endswith(":0") else ""
@@ -76,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--connect", default=DEFAULT_BIND, metavar="ENDPOINT",
                          help=f"the engine's trainer endpoint (default {DEFAULT_BIND})")
     trainer.add_argument("--name", help="trainer name, unique per engine (default host-pid)")
-    trainer.add_argument("--prefetch", type=int, default=1, metavar="N",
+    trainer.add_argument("--prefetch", type=positive, default=1, metavar="N",
                          help="candidates held at once, so the next is ready when one ends (default 1)")
-    trainer.add_argument("--max-trials", type=int, metavar="N", help="exit after evaluating N candidates")
+    trainer.add_argument("--max-trials", type=positive, metavar="N", help="exit after evaluating N candidates")
     trainer.add_argument("--server-key", type=Path, metavar="FILE", help="the engine's public key (server.key)")
     trainer.add_argument("--key", type=Path, metavar="FILE", help="this trainer's secret key (trainer.key_secret)")
     trainer.add_argument("--cache", type=Path, metavar="DIR", help="local blob cache (default ~/.cache/lineage)")
@@ -92,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run", type=Path, metavar="DIR",
                      help="run directory (default: a new folder under runs/)")
     _add_engine(run, "tcp://127.0.0.1:0", "tcp://127.0.0.1:0", "search.algorithm=random")
-    run.add_argument("--trainers", type=int, default=2, metavar="N", help="local trainer processes (default 2)")
-    run.add_argument("--prefetch", type=int, default=1, metavar="N", help="candidates each trainer holds (default 1)")
+    run.add_argument("--trainers", type=positive, default=2, metavar="N", help="local trainer processes (default 2)")
+    run.add_argument("--prefetch", type=positive, default=1, metavar="N",
+                     help="candidates each trainer holds (default 1)")
     run.add_argument("--json", action="store_true", help="print the final status as JSON")
     _add_quiet(run)
 
@@ -117,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(replay)
     replay.add_argument("--at", type=int, metavar="SEQ", help="the event to stop after (default: the last)")
     replay.add_argument("--json", action="store_true", help="print the whole state as JSON")
-    replay.add_argument("--verify", action="store_true", help="re-run the searcher at every recorded proposal")
+    replay.add_argument("--verify", action="store_true",
+                        help="re-run the searcher at every recorded proposal (up to --at, when given)")
     replay.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
 
     fork = command("fork", "start a new run from another run's events 1..SEQ, with overrides",
@@ -137,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(export)
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the model to")
     export.add_argument("--trial", type=int, metavar="ID", help="the trial to export (default: the best)")
+    export.add_argument("--ensemble", action="store_true", help="export the best ensemble (one model whose "
+                        "predictions are the ensemble's)")
 
     predict = command("predict", "predict with an exported model, one line per example",
                       "Read raw examples (CSV rows for a CSV-trained model, image files or a folder of them, or\n"
@@ -292,7 +307,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     if args.verify:
         try:
-            result = verify(args.run)
+            result = verify(args.run, at=args.at)
         except Mismatch as exc:
             print(f"engine replay --verify: FAILED: {exc}", file=sys.stderr)
             return 3
@@ -321,7 +336,7 @@ def cmd_fork(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from trainers.export import export_model
 
-    out = export_model(args.run, args.out, args.trial)
+    out = export_model(args.run, args.out, args.trial, ensemble=args.ensemble)
     print(f"exported {out}/model.keras and {out}/saved_model (see {out}/lineage.json)")
     return 0
 
@@ -344,9 +359,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        score = (f"accuracy {report['accuracy']:.4f}" if "accuracy" in report
-                 else f"mae {report['mae']:.4g}, rmse {report['rmse']:.4g}")
-        print(f"test split ({report['examples']} examples): {score}  (trial {report['trial']}: {report['candidate']})")
+        def score(row: dict) -> str:
+            if "accuracy" in row:
+                return f"accuracy {row['accuracy']:.4f}"
+            return f"mae {row['mae']:.4g}, rmse {row['rmse']:.4g}"
+
+        print(f"test split ({report['examples']} examples): {score(report)}  (trial {report['trial']}: "
+              f"{report['candidate']})")
+        if "best_single" in report:
+            single = report["best_single"]
+            print(f"best single member: {score(single)}  (trial {single['trial']}: {single['candidate']})")
     return 0
 
 
@@ -380,6 +402,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     from engine.config import ConfigError
+    from engine.events import EventError
+    from engine.fold import FoldError
     from engine.keys import KeysError
     from engine.log import LogError
     from engine.runs import RunError
@@ -392,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, where it is loaded
     errors: tuple[type[Exception], ...] = (ConfigError, KeysError, LogError, RunError, ServerError, SpaceError,
-                                            ForkError, ReplayError)
+                                            ForkError, ReplayError, EventError, FoldError)
     if args.command in ("export", "predict", "evaluate"):
         from trainers.datasets import DataError
         from trainers.export import ExportError

@@ -162,6 +162,36 @@ TRAINING_SCHEMA: Schema = {
     "tensorboard": Option("", (str,), "folder for per-trial TensorBoard logs ('' = none)"),
 }
 
+SHARING_SCHEMA: Schema = {
+    "mode": Option("off", (str,), "weight sharing: off, parent (a mutated child starts from its parent's weights "
+                   "where its layers match) or average (from the average over the best completed trials that "
+                   "share a layer)", ("off", "parent", "average")),
+    "weighting": Option("uniform", (str,), "how average mode weighs its sources: uniform, or loss (lower "
+                        "validation loss, more weight)", ("uniform", "loss")),
+    "sources": Option(4, (int,), "most completed trials average mode draws on (the best first)", check=positive),
+}
+
+DISTILLATION_SCHEMA: Schema = {
+    "teacher": Option("none", (str,), "knowledge distillation from none, the best completed trial (best) or the "
+                      "current best ensemble (ensemble)", ("none", "best", "ensemble")),
+    "loss": Option("soft", (str,), "soft: cross-entropy with the teacher's temperature-softened probabilities; "
+                   "logits: mean squared error to the teacher's logits", ("soft", "logits")),
+    "temperature": Option(4.0, (int, float), "softening temperature of the soft loss", check=positive),
+    "weight": Option(0.5, (int, float), "share of the loss given to the teacher term", check=probability),
+    "adaptive": Option(False, (bool,), "ramp the teacher's weight up with the number of completed trials"),
+    "ramp": Option(20, (int,), "completed trials until an adaptive weight is fully on", check=positive),
+}
+
+ENSEMBLE_SCHEMA: Schema = {
+    "strategy": Option("none", (str,), "none; adaptive (after each good trial, try adding it to the best "
+                       "ensemble; keep it only if the ensemble improves); intermixed (every n-th proposal is an "
+                       "ensemble step instead of a new architecture)", ("none", "adaptive", "intermixed")),
+    "combiner": Option("average", (str,), "average of member outputs, or weighted (weights learned on half of "
+                       "the validation split and scored on the other half, then swapped)", ("average", "weighted")),
+    "width": Option(5, (int,), "most members in an ensemble", check=positive),
+    "every": Option(5, (int,), "intermixed: every n-th proposal is an ensemble step", check=positive),
+}
+
 ENGINE_SCHEMA: Schema = {
     "lease_timeout": Option(30.0, (int, float), "seconds without a heartbeat before a lease is lost",
                             check=positive),
@@ -224,7 +254,7 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises :class:`ConfigError` naming the first bad key.
     """
-    sections = {"search", "space", "evaluator", "engine", "data", "training"}
+    sections = {"search", "space", "evaluator", "engine", "data", "training", "sharing", "distillation", "ensemble"}
     unknown = [k for k in raw if k not in sections]
     if unknown:
         hint = difflib.get_close_matches(unknown[0], sections, n=1)
@@ -244,6 +274,9 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         "engine": _resolve(ENGINE_SCHEMA, raw.get("engine", {}), "engine"),
         "data": _resolve(DATA_SCHEMA, raw.get("data", {}), "data"),
         "training": _resolve(TRAINING_SCHEMA, raw.get("training", {}), "training"),
+        "sharing": _resolve(SHARING_SCHEMA, raw.get("sharing", {}), "sharing"),
+        "distillation": _resolve(DISTILLATION_SCHEMA, raw.get("distillation", {}), "distillation"),
+        "ensemble": _resolve(ENSEMBLE_SCHEMA, raw.get("ensemble", {}), "ensemble"),
     }
     from engine.spaces import make_space
 
@@ -266,6 +299,17 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             f"engine.heartbeat ({config['engine']['heartbeat']}) must be shorter than "
             f"engine.lease_timeout ({config['engine']['lease_timeout']})"
         )
+    uses_keras = config["evaluator"]["kind"] == "keras"
+    for section, key, off in (("sharing", "mode", "off"), ("distillation", "teacher", "none"),
+                              ("ensemble", "strategy", "none")):
+        if config[section][key] != off and not uses_keras:
+            raise ConfigError(f"{section}.{key} = {config[section][key]!r} needs trained networks "
+                              f"(evaluator.kind = 'keras'), not {config['evaluator']['kind']!r}")
+    if config["distillation"]["teacher"] == "ensemble" and config["ensemble"]["strategy"] == "none":
+        raise ConfigError("distillation.teacher = 'ensemble' needs ensembles: set ensemble.strategy")
+    if config["distillation"]["teacher"] != "none" and config["data"]["task"] != "classification" \
+            and config["distillation"]["loss"] == "soft":
+        raise ConfigError("distillation.loss = 'soft' needs a classification task; use loss = 'logits'")
     if sum(search["mutations"].values()) <= 0:
         raise ConfigError("search.mutations: at least one mutation weight must be greater than 0")
     return config
@@ -273,7 +317,7 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_data(data: dict[str, Any]) -> None:
     """Check the data a Keras search needs is there, and freeze its task (auto is resolved here)."""
-    from trainers.datasets import DataError, task_of
+    from trainers.datasets import DataError, check_data
 
     if data["dataset"] in NEEDS_PATH:
         if not data["path"]:
@@ -283,7 +327,7 @@ def _check_data(data: dict[str, Any]) -> None:
     if data["dataset"] == "csv" and not data["label"]:
         raise ConfigError("data.label is required for a csv file: the name of the label column")
     try:
-        data["task"] = task_of(data)
+        data["task"] = check_data(data)
     except DataError as exc:
         raise ConfigError(f"data: {exc}") from None
 

@@ -121,6 +121,19 @@ class EventTypes:
         return Event(seq, name, v, at, payload)
 
 
+def _proposed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """CandidateProposed v1 could only propose towers trained from scratch, without a teacher."""
+    return {**payload, "kind": "tower", "inherit": NO_INHERITANCE, "teacher": None}
+
+
+NO_INHERITANCE: dict[str, Any] = {"mode": "off", "sources": [], "weights": []}
+
+
+def _failed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """TrialFailed v1 had no blame: the engine's own "lost N times" failures were infrastructure's."""
+    return {**payload, "blame": "infrastructure" if payload["reason"].startswith("lost ") else "candidate"}
+
+
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
 SEARCH_RESUMED = "SearchResumed"
@@ -146,21 +159,27 @@ TYPES = EventTypes(
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
         ),
         EventType(
-            CANDIDATE_PROPOSED, 1,
-            ("architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position"),
-            "The searcher proposed a candidate; its trial id is this event's seq.",
+            CANDIDATE_PROPOSED, 2,
+            ("kind", "architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position", "inherit",
+             "teacher"),
+            "A candidate to evaluate, its trial id this event's seq: a tower to train (with the weights it "
+            "inherits and the teacher it learns from) or an ensemble of trained towers to combine.",
+            upcasters={1: _proposed_v1_to_v2},
         ),
         EventType(
             TRIAL_ASSIGNED, 1, ("trial", "trainer", "deadline"),
             "A lease (id = this event's seq) hands a queued candidate to one trainer.",
         ),
         EventType(
-            TRIAL_COMPLETED, 1, ("trial", "lease", "metrics", "artifacts"),
-            "A trainer reported a result for a lease in flight.",
+            TRIAL_COMPLETED, 2, ("trial", "lease", "metrics", "artifacts", "inherited"),
+            "A trainer reported a result for a lease in flight (and which layers it copied from others).",
+            upcasters={1: lambda payload: {**payload, "inherited": []}},
         ),
         EventType(
-            TRIAL_FAILED, 1, ("trial", "lease", "reason"),
-            "The candidate cannot be trained; it is never retried.",
+            TRIAL_FAILED, 2, ("trial", "lease", "reason", "blame"),
+            "The candidate failed and is never retried; blame says whether the candidate itself "
+            "(it cannot be built or trained) or the infrastructure around it (lost leases, transfers) failed.",
+            upcasters={1: _failed_v1_to_v2},
         ),
         EventType(
             TRIAL_LOST, 1, ("trial", "lease", "reason"),

@@ -26,6 +26,9 @@ from engine import events as ev
 
 _NUMBERS = (int, float)
 
+TOWER = "tower"
+ENSEMBLE = "ensemble"
+
 QUEUED = "queued"
 RUNNING = "running"
 COMPLETED = "completed"
@@ -38,7 +41,10 @@ class FoldError(ValueError):
 
 @dataclass(slots=True)
 class Trial:
-    """One candidate and what became of it. Its id is the seq of its CandidateProposed event."""
+    """One candidate and what became of it. Its id is the seq of its CandidateProposed event.
+
+    A tower's ``architecture`` is its block names; an ensemble's is ``{"members": [...], "combiner": ...}``.
+    """
 
     id: int
     architecture: Any
@@ -48,6 +54,10 @@ class Trial:
     mutation: str | None
     position: int
     seed: int
+    kind: str = TOWER
+    inherit: dict[str, Any] | None = None
+    teacher: dict[str, Any] | None = None
+    inherited: list[str] | None = None
     status: str = QUEUED
     lease: int | None = None
     losses: int = 0
@@ -55,6 +65,7 @@ class Trial:
     score: float | None = None
     artifacts: dict[str, str] | None = None
     reason: str | None = None
+    blame: str | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +97,7 @@ class State:
     forked_from: dict[str, Any] | None = None
     resumes: int = 0
     ranking: tuple[str, float, int] | None = None  # (metric, +1 or -1, beam width), from the config
+    ensemble: int | None = None  # the best completed ensemble
 
     @property
     def budget(self) -> int:
@@ -94,10 +106,15 @@ class State:
     def best_trial(self) -> Trial | None:
         return self.trials[self.top[0]] if self.top else None
 
-    def leaderboard(self) -> list[Trial]:
-        """Completed trials with a score, best first (ties: the earlier trial first)."""
-        scored = [self.trials[t] for t in self.completed if self.trials[t].score is not None]
+    def leaderboard(self, kind: str = TOWER) -> list[Trial]:
+        """Completed trials of a kind (towers, or ensembles) with a score, best first (ties: the earlier
+        trial first)."""
+        scored = [self.trials[t] for t in self.completed
+                  if self.trials[t].score is not None and self.trials[t].kind == kind]
         return sorted(scored, key=lambda trial: (-trial.score, trial.id))
+
+    def best_ensemble(self) -> Trial | None:
+        return self.trials[self.ensemble] if self.ensemble is not None else None
 
 
 def fold(state: State, event: ev.Event) -> State:
@@ -122,10 +139,10 @@ def _apply(state: State, seq: int, kind: str, payload: dict[str, Any]) -> None:
 
 
 class _Paused:
-    """Pauses the cyclic garbage collector while a state is rebuilt, then freezes what was built.
+    """Pauses the cyclic garbage collector while a state is rebuilt (and restores it after).
 
     Replay allocates many small, long-lived objects without reference cycles; the collector would
-    rescan them over and over for nothing. Frozen objects are still freed by reference counting.
+    rescan them over and over for nothing.
     """
 
     def __enter__(self) -> None:
@@ -133,7 +150,6 @@ class _Paused:
         gc.disable()
 
     def __exit__(self, *exc: object) -> None:
-        gc.freeze()
         if self.collecting:
             gc.enable()
 
@@ -213,14 +229,14 @@ def _reconfigure(state: State, config: dict[str, Any]) -> None:
         for trial_id in state.completed:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
-    scored = [state.trials[t] for t in state.completed if state.trials[t].score is not None]
-    scored.sort(key=lambda trial: (-trial.score, trial.id))
-    state.top = [trial.id for trial in scored[: config["search"]["beam"]["k"]]]
+    state.top = [trial.id for trial in state.leaderboard()[: config["search"]["beam"]["k"]]]
+    ensembles = state.leaderboard(ENSEMBLE)
+    state.ensemble = ensembles[0].id if ensembles else None
 
 
 def _proposed(state: State, p: dict[str, Any], seq: int) -> None:
     state.trials[seq] = Trial(seq, p["architecture"], p["hyperparameters"], p["key"], p["parent"], p["mutation"],
-                              p["position"], p["seed"])
+                              p["position"], p["seed"], p["kind"], p["inherit"], p["teacher"])
     state.keys.setdefault(p["key"], seq)
     state.queue.append(seq)
     state.proposals += 1
@@ -254,19 +270,27 @@ def _release(state: State, p: dict[str, Any]) -> Trial:
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
+    trial.inherited = p["inherited"]
     metric, sign, k = state.ranking
     value = trial.score = _signed(p["metrics"].get(metric), sign)
     state.completed.append(trial.id)
-    if value is not None:
-        top = state.top
-        # Most trials do not enter the top-k: one comparison with its last member says so.
-        if len(top) < k or value > state.trials[top[-1]].score:
-            _enter_top(state, trial, k)
+    if value is None:
+        return
+    if trial.kind == ENSEMBLE:
+        # The best ensemble so far: a new one that does not beat it is tried and set aside.
+        best = state.best_ensemble()
+        if best is None or value > best.score:
+            state.ensemble = trial.id
+        return
+    top = state.top
+    # Most trials do not enter the top-k: one comparison with its last member says so.
+    if len(top) < k or value > state.trials[top[-1]].score:
+        _enter_top(state, trial, k)
 
 
 def _failed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
-    trial.status, trial.reason = FAILED, p["reason"]
+    trial.status, trial.reason, trial.blame = FAILED, p["reason"], p["blame"]
     state.failed.append(trial.id)
 
 

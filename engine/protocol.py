@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL = 1
+PROTOCOL = 2
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
@@ -53,6 +53,14 @@ def _text(limit: int) -> Validator:
     def check(name: str, value: Any) -> None:
         if not isinstance(value, str) or len(value) > limit:
             raise ProtocolError(f"{name} must be text of at most {limit} characters")
+
+    return check
+
+
+def _choice(*allowed: str) -> Validator:
+    def check(name: str, value: Any) -> None:
+        if value not in allowed:
+            raise ProtocolError(f"{name} must be one of {list(allowed)}, not {value!r}")
 
     return check
 
@@ -107,6 +115,14 @@ def _artifacts(name: str, value: Any) -> None:
         _digest(f"{name}.{key}", digest)
 
 
+def _names(name: str, value: Any) -> None:
+    if not isinstance(value, list) or len(value) > 4096:
+        raise ProtocolError(f"{name} must be a list of at most 4096 layer names")
+    for entry in value:
+        if not isinstance(entry, str) or len(entry) > 256:
+            raise ProtocolError(f"{name} must hold layer names (text of at most 256 characters), not {entry!r}")
+
+
 def _chunk(name: str, value: Any) -> None:
     if not isinstance(value, bytes) or len(value) > CHUNK:
         raise ProtocolError(f"{name} must be at most {CHUNK} bytes")
@@ -134,8 +150,10 @@ TRAINER_MESSAGES: dict[str, Spec] = {
     "hello": {"name": _text(128), "host": _text(255), "pid": _integer(), "leases": _integers(MAX_SLOTS)},
     "ready": {"slots": _integer(1, MAX_SLOTS)},
     "heartbeat": {"leases": _integers(MAX_SLOTS)},
-    "result": {"lease": _integer(), "metrics": _metrics, "artifacts": _artifacts, "slots": _integer(0, MAX_SLOTS)},
-    "fail": {"lease": _integer(), "reason": _text(4000), "slots": _integer(0, MAX_SLOTS)},
+    "result": {"lease": _integer(), "metrics": _metrics, "artifacts": _artifacts, "inherited": _names,
+               "slots": _integer(0, MAX_SLOTS)},
+    "fail": {"lease": _integer(), "reason": _text(4000), "blame": _choice("candidate", "infrastructure"),
+             "slots": _integer(0, MAX_SLOTS)},
     "blob_put": {"digest": _digest, "offset": _integer(0, MAX_BLOB), "total": _integer(0, MAX_BLOB), "data": _chunk},
     "blob_get": {"digest": _digest, "offset": _integer(0, MAX_BLOB)},
     "bye": {},

@@ -22,7 +22,7 @@ from typing import Any
 
 from engine.fold import State
 from engine.progress import Progress
-from engine.runs import open_run
+from engine.runs import RunError, open_run
 from engine.server import EngineServer, check_bind
 
 log = logging.getLogger("lineage.engine")
@@ -34,7 +34,7 @@ def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: 
                     extra: list[str] | None = None) -> list[str]:
     """The command line of one local trainer process."""
     command = [sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--name", name,
-               "--prefetch", str(prefetch), "--quiet"]
+               "--prefetch", str(prefetch)]
     if parent_pid is not None:
         command += ["--parent-pid", str(parent_pid)]
     return command + (extra or [])
@@ -72,7 +72,19 @@ def run_local(
             with (logs / f"trainer-{i}.log").open("a") as output:
                 processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT))
         log.info("serving %s on %s with %d local trainers (their logs: %s)", run_dir, server.endpoint, trainers, logs)
-        return server.serve(on_turn=progress.update if progress else None)
+
+        def on_turn(current: State) -> None:
+            if progress is not None:
+                progress.update(current)
+            if current.finished is None and all(p.poll() is not None for p in processes):
+                server.stop()  # nobody is left to train: stop rather than serve nobody forever
+
+        state = server.serve(on_turn=on_turn)
+        if state.finished is None and all(p.poll() is not None for p in processes):
+            raise RunError(f"all {trainers} local trainers exited (codes {[p.returncode for p in processes]}) "
+                           f"before the search finished; the end of {logs / 'trainer-0.log'}:\n"
+                           + _tail(logs / "trainer-0.log"))
+        return state
     finally:
         signal.signal(signal.SIGTERM, previous)
         _stop_processes(processes, finished=state.finished is not None)
@@ -80,6 +92,13 @@ def run_local(
         log_.close()
         if progress is not None:
             progress.close(state)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    """The last meaningful lines of a trainer log (TensorFlow's start-up notes left out)."""
+    kept = [line for line in path.read_text(errors="replace").splitlines()
+            if line.strip() and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All log"))]
+    return "\n".join(kept[-lines:])
 
 
 def _stop_processes(processes: list[subprocess.Popen], finished: bool, grace: float = 5.0) -> None:

@@ -43,11 +43,14 @@ def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True
     if is_run(run_dir):
         raise RunError(f"{run_dir} already holds a run; resume it without --config, or fork it")
     existed = run_dir.exists()
+    log = None
     try:
         log = EventLog.create(run_dir, sync=sync)
         payload = {"run_id": uuid.uuid4().hex, "config": config, "lineage": __version__}
         log.append([ev.TYPES.encode(ev.SEARCH_STARTED, payload, at=time.time())], expected_head=0)
     except BaseException:
+        if log is not None:
+            log.close()
         if existed:
             shutil.rmtree(run_dir / LOG_DIR, ignore_errors=True)
             (run_dir / LOCK_FILE).unlink(missing_ok=True)
@@ -60,11 +63,12 @@ def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True
 BUDGET_KEYS = ("search.trials", "search.minutes")
 
 
-def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None,
+def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
                sync: bool = True) -> tuple[EventLog, State]:
     """Open a run to continue it, optionally with a new budget (``{"search.trials": 500}``).
 
-    Appends SearchResumed unless the run is finished and stays so.
+    A ``config`` given must be the run's own (a different search is a fork); it is checked before
+    anything is written. Appends SearchResumed unless the run is finished and stays so.
     """
     run_dir = Path(run_dir)
     if not is_run(run_dir):
@@ -72,6 +76,11 @@ def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None,
     log = EventLog.open_writer(run_dir, sync=sync)
     try:
         state = fold_records(log.records())
+        if config is not None:
+            own = {key: state.config[key.split(".")[0]][key.split(".")[1]] for key in BUDGET_KEYS}
+            if resolve_config(apply_overrides(config, own)) != state.config:
+                raise RunError(f"{run_dir} already holds a run with a different config; resume it without "
+                               "--config, or use `engine fork --set ...` to change the search")
         overrides = _budget_changes(state, budget or {})
         if overrides or state.finished is None:
             config = resolve_config(apply_overrides(state.config, overrides))
@@ -113,17 +122,7 @@ def open_run(run_dir: Path | str, config: dict[str, Any] | None, *, budget: dict
         if budget:
             config = resolve_config(apply_overrides(config, budget))
         return create_run(run_dir, config, sync=sync)
-    log, state = resume_run(run_dir, budget=budget, sync=sync)
-    if config is not None:
-        own = {key: state.config[key.split(".")[0]][key.split(".")[1]] for key in BUDGET_KEYS}
-        given = resolve_config(apply_overrides(config, own))
-        if given != state.config:
-            log.close()
-            raise RunError(
-                f"{run_dir} already holds a run with a different config; resume it without --config, "
-                "or use `engine fork --set ...` to change the search"
-            )
-    return log, state
+    return resume_run(run_dir, budget=budget, config=config, sync=sync)
 
 
 def started_at(log: EventLog, state: State) -> float:

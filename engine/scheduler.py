@@ -23,8 +23,11 @@ from collections.abc import Callable
 from typing import Any
 
 from engine import events as ev
-from engine.fold import State, fold, score
+from engine.fold import ENSEMBLE, State, fold, score
 from engine.searchers import Proposer, SpaceExhausted
+
+CANDIDATE = "candidate"
+INFRASTRUCTURE = "infrastructure"
 
 
 class Scheduler:
@@ -37,7 +40,7 @@ class Scheduler:
         self._started_at = started_at
         self._proposer = proposer or Proposer()
         self._drafts: list[tuple[ev.Event, bytes]] = []
-        self._exhausted: str | None = None
+        self._exhausted: tuple[int, str] | None = None  # (completed trials then, why)
         start = time.monotonic() if now is None else now
         # Leases in flight when an engine (re)starts get a whole timeout to report back.
         self.deadlines: dict[int, float] = {lease: start + self.lease_timeout for lease in state.leases}
@@ -77,14 +80,33 @@ class Scheduler:
         return items
 
     def work_item(self, lease: int) -> dict[str, Any]:
-        """What a trainer needs to evaluate a lease's candidate."""
-        trial = self.state.trials[self.state.leases[lease].trial]
-        parent = self.state.trials.get(trial.parent) if trial.parent is not None else None
+        """What a trainer needs to evaluate a lease's candidate; ``needs`` lists the artifacts (by digest)
+        it must have before it starts: inherited weights, the teacher's outputs, ensemble members' outputs."""
+        trials = self.state.trials
+        trial = trials[self.state.leases[lease].trial]
+        parent = trials.get(trial.parent) if trial.parent is not None else None
+        needs: list[str] = []
+
+        def source(trial_id: int, *artifacts: str) -> dict[str, Any]:
+            other = trials[trial_id]
+            digests = {name: (other.artifacts or {}).get(name) for name in artifacts}
+            needs.extend(d for d in digests.values() if d and d not in needs)
+            return {"trial": other.id, "architecture": other.architecture,
+                    "hyperparameters": other.hyperparameters, **digests}
+
+        inherit = None
+        if trial.inherit and trial.inherit["mode"] != "off":
+            inherit = {"mode": trial.inherit["mode"],
+                       "sources": [{**source(t, "weights"), "weight": w}
+                                   for t, w in zip(trial.inherit["sources"], trial.inherit["weights"], strict=True)]}
+        teacher = {**trial.teacher, **source(trial.teacher["id"], "outputs")} if trial.teacher else None
+        members = ([source(m, "outputs", "weights") for m in trial.architecture["members"]]
+                   if trial.kind == ENSEMBLE else None)
         return {
-            "lease": lease, "trial": trial.id, "key": trial.key,
+            "lease": lease, "trial": trial.id, "key": trial.key, "kind": trial.kind,
             "architecture": trial.architecture, "hyperparameters": trial.hyperparameters,
             "parent": trial.parent, "parent_artifacts": (parent.artifacts or {}) if parent else {},
-            "seed": trial.seed,
+            "seed": trial.seed, "inherit": inherit, "teacher": teacher, "members": members, "needs": needs,
         }
 
     def time_up(self) -> bool:
@@ -96,17 +118,22 @@ class Scheduler:
         state = self.state
         if state.queue:
             return state.queue[0]
-        if state.finished is not None or self._exhausted or state.proposals >= state.budget or self.time_up():
+        if state.finished is not None or state.proposals >= state.budget or self.time_up():
             return None
+        if self._exhausted and self._exhausted[0] == len(state.completed):
+            return None  # nothing new completed since the searcher found nothing left to try
         try:
             payload = self._proposer.propose(state)
         except SpaceExhausted as exc:
-            self._exhausted = str(exc)
+            self._exhausted = (len(state.completed), str(exc))
             return None
+        self._exhausted = None
         return self.emit(ev.CANDIDATE_PROPOSED, payload).seq
 
-    def complete(self, lease: int, metrics: dict[str, float], artifacts: dict[str, str]) -> tuple[bool, str]:
-        """Record a result. A repeated or late result (lease not in flight) changes nothing."""
+    def complete(self, lease: int, metrics: dict[str, float], artifacts: dict[str, str],
+                 inherited: list[str] | tuple[str, ...] = ()) -> tuple[bool, str]:
+        """Record a result (``inherited``: the layers the trainer copied from other trials). A repeated or
+        late result (lease not in flight) changes nothing."""
         held = self.state.leases.get(lease)
         if held is None:
             return False, "lease is not in flight (a repeated or late result)"
@@ -116,15 +143,16 @@ class Scheduler:
             return True, "recorded as failed"
         self.deadlines.pop(lease, None)
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
-                                        "artifacts": artifacts})
+                                        "artifacts": artifacts, "inherited": list(inherited)})
         return True, "recorded"
 
-    def fail(self, lease: int, reason: str) -> tuple[bool, str]:
+    def fail(self, lease: int, reason: str, blame: str = CANDIDATE) -> tuple[bool, str]:
+        """Record that a candidate failed; ``blame`` is the candidate's own or the infrastructure's."""
         held = self.state.leases.get(lease)
         if held is None:
             return False, "lease is not in flight (a repeated or late report)"
         self.deadlines.pop(lease, None)
-        self.emit(ev.TRIAL_FAILED, {"trial": held.trial, "lease": lease, "reason": reason})
+        self.emit(ev.TRIAL_FAILED, {"trial": held.trial, "lease": lease, "reason": reason, "blame": blame})
         return True, "recorded"
 
     def lose(self, lease: int, reason: str) -> None:
@@ -138,7 +166,7 @@ class Scheduler:
         trial = self.state.trials[held.trial]
         limit = self.state.config["engine"]["max_losses"]
         if trial.losses >= limit:
-            self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None,
+            self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None, "blame": INFRASTRUCTURE,
                                          "reason": f"lost {trial.losses} times; last: {reason}"})
 
     def heartbeat(self, trainer: str, leases: list[int], now: float) -> list[int]:
@@ -174,5 +202,5 @@ class Scheduler:
             minutes = state.config["search"]["minutes"]
             self.emit(ev.SEARCH_FINISHED, {"reason": f"time budget of {minutes:g} minutes spent"})
         elif self._exhausted:
-            self.emit(ev.SEARCH_FINISHED, {"reason": f"space exhausted: {self._exhausted}"})
+            self.emit(ev.SEARCH_FINISHED, {"reason": f"space exhausted: {self._exhausted[1]}"})
         return state.finished is not None

@@ -49,17 +49,39 @@ class ServerError(RuntimeError):
     """The engine cannot serve as asked (an unsafe bind, bad keys, a port in use)."""
 
 
-def check_bind(endpoints: list[str], keys: Path | str | None) -> None:
-    """Refuse to listen beyond this machine without CurveZMQ keys (call it before writing anything)."""
+def check_bind(endpoints: list[str], keys: Path | str | None, *, probe: bool = True) -> None:
+    """Refuse to listen beyond this machine without CurveZMQ keys, or (with ``probe``) on a TCP port
+    that is taken. Call it before writing anything."""
     if keys is not None:
         server_keys(keys)
+    else:
+        for endpoint in endpoints:
+            if not is_loopback(endpoint):
+                raise ServerError(
+                    f"refusing to bind {endpoint} without CurveZMQ keys: anyone who can reach it could send "
+                    "results. Make keys with `engine keys --dir keys` and pass --keys keys, or bind to 127.0.0.1"
+                )
+    if probe:
+        for endpoint in endpoints:
+            _probe_tcp(endpoint)
+
+
+def _probe_tcp(endpoint: str) -> None:
+    """Bind and release a plain socket where ZeroMQ will listen. A ZeroMQ probe would not do: its
+    unbind completes later, in the I/O thread, and would make the real bind fail."""
+    if not endpoint.startswith("tcp://"):
         return
-    for endpoint in endpoints:
-        if not is_loopback(endpoint):
-            raise ServerError(
-                f"refusing to bind {endpoint} without CurveZMQ keys: anyone who can reach it could send "
-                "results. Make keys with `engine keys --dir keys` and pass --keys keys, or bind to 127.0.0.1"
-            )
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    if port in ("0", "*") or not port.isdigit():
+        return
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ does
+        try:
+            probe.bind(("" if host in ("*", "0.0.0.0") else host, int(port)))
+        except OSError as exc:
+            raise ServerError(f"cannot listen on {endpoint}: {exc.strerror} (is another engine using it?)") from None
 
 
 @dataclass
@@ -96,7 +118,7 @@ class EngineServer:
 
     def start(self) -> None:
         """Bind the sockets (after checking the bind is safe) and record the endpoints."""
-        check_bind([self.bind, self.pub_bind], self.keys)
+        check_bind([self.bind, self.pub_bind], self.keys, probe=False)  # the bind below reports a taken port
         curve = server_keys(self.keys) if self.keys is not None else None
         self.router = self._context.socket(zmq.ROUTER)
         self.publisher = self._context.socket(zmq.PUB)
@@ -146,7 +168,6 @@ class EngineServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         finished_at: float | None = None
-        self._commit()  # a resumed run may already be done (or lose leases) before anyone speaks
         while not self._stop.is_set():
             ready = dict(poller.poll(POLL_SECONDS * 1000))
             replies: list[tuple[bytes, bytes]] = []
@@ -214,7 +235,10 @@ class EngineServer:
         name = message["name"]
         for other, session in list(self.sessions.items()):
             if session.name == name and other != identity:
-                del self.sessions[other]  # the same trainer on a new connection
+                # The same trainer on a new connection, or two trainers sharing a name (which then take
+                # each other's leases away: give each trainer its own --name).
+                log.warning("trainer name %s connected again; the older connection is forgotten", name)
+                del self.sessions[other]
         self.sessions[identity] = Session(name)
         held = set(message["leases"])
         self.scheduler.forget_trainer(name, keep=held, reason="its trainer reconnected without it")
@@ -254,14 +278,15 @@ class EngineServer:
         def record() -> tuple[bool, str]:
             if missing:
                 return False, f"artifact {missing[0]} was not uploaded"
-            return self.scheduler.complete(message["lease"], message["metrics"], message["artifacts"])
+            return self.scheduler.complete(message["lease"], message["metrics"], message["artifacts"],
+                                           message["inherited"])
 
         self._acknowledge(identity, session, message, replies, record)
 
     def _on_fail(self, identity: bytes, session: Session, message: dict[str, Any],
                  replies: list[tuple[bytes, bytes]]) -> None:
         self._acknowledge(identity, session, message, replies,
-                          lambda: self.scheduler.fail(message["lease"], message["reason"]))
+                          lambda: self.scheduler.fail(message["lease"], message["reason"], message["blame"]))
 
     def _acknowledge(self, identity: bytes, session: Session, message: dict[str, Any],
                      replies: list[tuple[bytes, bytes]], record: Callable[[], tuple[bool, str]]) -> None:

@@ -22,11 +22,10 @@ from pathlib import Path
 from engine import events as ev
 from engine.artifacts import ARTIFACTS_DIR
 from engine.config import apply_overrides, overrides_dict, resolve_config
-from engine.fold import State, fold_records
+from engine.fold import FAILED, TOWER, State, fold_records
 from engine.log import EventLog, LogError
-from engine.runs import is_run
+from engine.spaces import SpaceError, make_space
 
-FIXED = ("space.kind", "space.dataset")
 BATCH = 10_000
 
 
@@ -38,12 +37,8 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
     """Create run ``into`` from ``run_dir``'s events 1..``at`` plus overrides; returns its state."""
     run_dir, into = Path(run_dir), Path(into)
     changes = overrides_dict(overrides)
-    fixed = [key for key in changes if key in FIXED or key.startswith("data.")]
-    if fixed:
-        raise ForkError(f"a fork cannot change {fixed[0]}: the trials it inherits were scored on another space "
-                        "or data; start a new run instead")
-    if is_run(into) or (into.exists() and any(into.iterdir())):
-        raise ForkError(f"{into} already exists and is not empty; fork into a new directory")
+    if into.exists() and (not into.is_dir() or any(into.iterdir())):
+        raise ForkError(f"{into} already exists and is not an empty folder; fork into a new directory")
     try:
         parent = EventLog.open_reader(run_dir)
     except LogError as exc:
@@ -52,7 +47,10 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
         if not 1 <= at <= parent.head:
             raise ForkError(f"--at {at} is outside the log of {run_dir} (events 1..{parent.head})")
         prefix = fold_records(parent.records(1, at))
-        config = resolve_config(apply_overrides(prefix.config, changes))
+        merged = apply_overrides(prefix.config, changes)
+        _check_fixed_keys(prefix, merged)  # before resolving, which would name a mismatch less plainly
+        config = resolve_config(merged)
+        _check_inheritance(prefix, config)
         if config["search"]["trials"] < prefix.proposals:
             raise ForkError(
                 f"search.trials={config['search']['trials']} is below the {prefix.proposals} candidates "
@@ -84,6 +82,31 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
             else:
                 shutil.rmtree(into, ignore_errors=True)
             raise
+
+
+def _check_fixed_keys(prefix: State, config: dict) -> None:
+    """A fork may change how the search goes on, not what its inherited trials were: the same space
+    kind and data."""
+    for section, key in (("space", "kind"), ("space", "dataset")):
+        if config.get(section, {}).get(key) != prefix.config[section].get(key):
+            raise ForkError(f"a fork cannot change {section}.{key}: the trials it inherits belong to "
+                            f"{prefix.config[section].get(key)!r}; start a new run instead")
+    if config.get("data") != prefix.config.get("data"):
+        raise ForkError("a fork cannot change [data]: the trials it inherits were scored on the run's data; "
+                        "start a new run instead")
+
+
+def _check_inheritance(prefix: State, config: dict) -> None:
+    """Every inherited candidate must still be a member of the (possibly wider) forked space."""
+    space = make_space(config["space"])
+    for trial in prefix.trials.values():
+        if trial.status == FAILED or trial.kind != TOWER:
+            continue
+        try:
+            space.validate(trial.architecture, trial.hyperparameters)
+        except SpaceError as exc:
+            raise ForkError(f"trial {trial.id} ({trial.key}) would not belong to the forked space: {exc}. "
+                            "A fork may widen the space, not shrink it under trials it inherits") from None
 
 
 def _link_artifacts(source: Path, target: Path) -> None:

@@ -21,7 +21,7 @@ def _trial_dict(trial: Trial) -> dict[str, Any]:
         "trial": trial.id, "status": trial.status, "key": trial.key, "architecture": trial.architecture,
         "hyperparameters": trial.hyperparameters, "parent": trial.parent, "mutation": trial.mutation,
         "metrics": trial.metrics, "score": trial.score, "artifacts": trial.artifacts, "losses": trial.losses,
-        "reason": trial.reason,
+        "reason": trial.reason, "blame": trial.blame,
     }
 
 
@@ -57,6 +57,7 @@ def status_dict(state: State, top: int = 10) -> dict[str, Any]:
         "finished": state.finished,
         "forked_from": state.forked_from,
         "best": _trial_dict(best) if best else None,
+        "ensemble": _trial_dict(state.best_ensemble()) if state.best_ensemble() else None,
         "beam": [_trial_dict(state.trials[t]) for t in state.top],
         "leaderboard": [_trial_dict(t) for t in state.leaderboard()[:top]],
         "pareto": [_trial_dict(t) for t in pareto_front(state)],
@@ -113,6 +114,10 @@ def render_status(state: State, top: int = 10) -> str:
     best = state.best_trial()
     if best is not None:
         lines.append(f"best: trial {best.id}  {search['metric']} {_metric(best, search['metric'])}  {best.key}")
+    ensemble = state.best_ensemble()
+    if ensemble is not None:
+        lines.append(f"best ensemble: trial {ensemble.id}  {search['metric']} {_metric(ensemble, search['metric'])}  "
+                     f"members {ensemble.architecture['members']} ({ensemble.architecture['combiner']})")
     lines.append(f"leaderboard ({search['metric']}, {search['mode']}):")
     lines.append(render_leaderboard(state, top))
     lines.append(f"beam (top-{search['beam']['k']}): {', '.join(map(str, state.top)) or '-'}")
@@ -125,11 +130,11 @@ def render_status(state: State, top: int = 10) -> str:
     if state.leases:
         lines.append("leases in flight:")
         now = time.time()
+        timeout = config["engine"]["lease_timeout"]
         for lease in state.leases.values():
-            lines.append(
-                f"  lease {lease.id}  trial {lease.trial}  trainer {lease.trainer}  "
-                f"deadline {lease.deadline - now:+.0f}s"
-            )
+            # The recorded deadline is the first one; heartbeats renew it without events, so show the age.
+            lines.append(f"  lease {lease.id}  trial {lease.trial}  trainer {lease.trainer}  "
+                         f"assigned {now - (lease.deadline - timeout):.0f}s ago")
     return "\n".join(lines)
 
 
@@ -138,7 +143,14 @@ def render_event(event: ev.Event) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
     p = event.payload
     if event.type == ev.CANDIDATE_PROPOSED:
-        origin = f"parent {p['parent']} {p['mutation']}" if p["parent"] is not None else "random"
+        if p["kind"] == "ensemble":
+            origin = "ensemble step"
+        else:
+            origin = f"parent {p['parent']} {p['mutation']}" if p["parent"] is not None else "random"
+            if p["inherit"]["mode"] != "off":
+                origin += f", weights from {p['inherit']['sources']}"
+            if p["teacher"]:
+                origin += f", taught by {p['teacher']['kind']} {p['teacher']['id']}"
         gist = f"trial {event.seq}: {p['key']}  ({origin})"
     elif event.type == ev.TRIAL_ASSIGNED:
         gist = f"lease {event.seq}: trial {p['trial']} -> {p['trainer']}"

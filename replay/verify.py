@@ -25,7 +25,8 @@ from engine.log import EventLog, LogError
 from engine.searchers import Proposer, SpaceExhausted
 from replay.state import ReplayError
 
-COMPARED = ("architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position")
+COMPARED = ("kind", "architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position", "inherit",
+            "teacher")
 
 
 class Mismatch(AssertionError):
@@ -46,8 +47,10 @@ class Verification:
     seconds: float
 
 
-def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None) -> Verification:
-    """Check every recorded proposal of a run; raises :class:`Mismatch` at the first difference."""
+def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None,
+           at: int | None = None) -> Verification:
+    """Check every recorded proposal of a run (up to event ``at``); raises :class:`Mismatch` at the
+    first difference."""
     try:
         log = EventLog.open_reader(run_dir)
     except LogError as exc:
@@ -57,7 +60,9 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
     state = State()
     proposals = 0
     with log:
-        for event in log.read():
+        if at is not None and not 1 <= at <= log.head:
+            raise ReplayError(f"--at {at} is outside the log of {run_dir} (events 1..{log.head})")
+        for event in log.read(1, at):
             if event.type == ev.CANDIDATE_PROPOSED:
                 try:
                     expected = proposer.propose(state)

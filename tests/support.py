@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import socket
 import threading
 import time
@@ -37,9 +38,32 @@ def tower_config(**overrides: Any) -> dict[str, Any]:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range.
+
+    A client retrying a connection to an ephemeral port nobody listens on yet can be given that very
+    port as its own source port and connect to itself (TCP self-connect), which then steals the port
+    from the server about to bind it. Ports outside the ephemeral range are never handed out that way.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = _PORTS.randrange(max(1025, low - 20_000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port found below the ephemeral range")
+
+
+_PORTS = random.Random()  # its own generator: hypothesis reseeds the global one per example
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, every: float = 0.02) -> Any:

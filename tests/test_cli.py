@@ -79,6 +79,20 @@ def test_a_finished_run_resumes_with_a_bigger_budget(tmp_path: Path, engine_cli)
     assert refused.returncode == 1 and "different config" in refused.stderr
 
 
+def test_a_foreign_config_is_refused_before_anything_is_written(tmp_path: Path, engine_cli) -> None:
+    from engine.config import load_config
+    from engine.runs import create_run
+
+    log, _ = create_run(tmp_path / "nb", load_config(NB201))  # a run that has not finished
+    log.close()
+    before = (tmp_path / "nb" / "events.lmdb" / "data.mdb").read_bytes()
+    imagenet = write_toml(tmp_path / "i.toml", NB201.read_text().replace('"cifar10"', '"imagenet"'))
+    refused = engine_cli("run", "--run", str(tmp_path / "nb"), "--config", str(imagenet), "--trials", "500",
+                         check=False)
+    assert refused.returncode == 1 and "different config" in refused.stderr
+    assert (tmp_path / "nb" / "events.lmdb" / "data.mdb").read_bytes() == before
+
+
 def test_a_wall_clock_budget_ends_a_run(tmp_path: Path, engine_cli) -> None:
     config = write_toml(tmp_path / "c.toml", "[search]\ntrials = 1000\n[space]\nkind = 'nb201'\n"
                                              "[evaluator]\ndelay = 0.1\n")
@@ -127,7 +141,9 @@ def test_fork_continues_a_run_with_overrides_and_leaves_the_parent_alone(finishe
     for args, message in [
         (["--at", "0"], "outside the log"),
         (["--at", "10", "--set", "space.kind=tower"], "cannot change space.kind"),
-        (["--at", "10", "--set", "data.seed=3"], "cannot change data.seed"),
+        (["--at", "10", "--set", "data.seed=3"], "cannot change [data]"),
+        (["--at", "10", "--set", 'data={dataset="digits"}'], "cannot change [data]"),
+        (["--at", "60", "--set", 'space.ops=["none", "skip_connect"]'], "would not belong to the forked space"),
         (["--at", "10", "--set", "search.beam.kk=3"], "search.beam.kk"),
         (["--at", "100", "--set", "search.trials=3"], "below the"),
     ]:
@@ -136,6 +152,10 @@ def test_fork_continues_a_run_with_overrides_and_leaves_the_parent_alone(finishe
         assert not (tmp_path / "no").exists()
     taken = engine_cli("fork", "--run", str(finished_run), "--at", "10", "--into", str(child), check=False)
     assert taken.returncode == 1 and "already exists" in taken.stderr
+    (tmp_path / "a-file").write_text("x")
+    into_file = engine_cli("fork", "--run", str(finished_run), "--at", "10", "--into", str(tmp_path / "a-file"),
+                           check=False)
+    assert into_file.returncode == 1 and "not an empty folder" in into_file.stderr
 
 
 def test_curve_keys_end_to_end(tmp_path: Path, engine_cli) -> None:

@@ -10,7 +10,7 @@ import pytest
 from support import ROOT
 
 from engine.config import DATA_SCHEMA, resolve_config
-from trainers.datasets import DataError, load_dataset, task_of
+from trainers.datasets import DataError, check_data, load_dataset
 
 sys.path.insert(0, str(ROOT / "examples"))
 from make_shapes import make_shapes  # noqa: E402
@@ -100,7 +100,7 @@ def test_npz_arrays_of_any_rank_and_regression(tmp_path: Path) -> None:
     data = load_dataset(data_config(dataset="npz", path=str(tmp_path / "cube.npz")))
     assert data.task == "classification" and data.features["train"].shape[1:] == (6, 5, 2)
     np.savez(tmp_path / "reg.npz", x=rng.normal(size=(40, 3)), y=rng.normal(size=40))
-    assert task_of(data_config(dataset="npz", path=str(tmp_path / "reg.npz"))) == "regression"
+    assert check_data(data_config(dataset="npz", path=str(tmp_path / "reg.npz"))) == "regression"
     np.savez(tmp_path / "nolabel.npz", x=x)
     with pytest.raises(DataError, match="no array 'y'"):
         load_dataset(data_config(dataset="npz", path=str(tmp_path / "nolabel.npz")))

@@ -60,3 +60,16 @@ def test_old_versions_are_upcast_on_read_and_the_stored_bytes_never_change(tmp_p
         assert [e.v for e in events] == [3] * len(stored)
         assert [e.payload for e in events] == [{"value": x, "unit": "accuracy"} for _, x in stored]
         assert [raw for _, raw in log.read_raw()] == raws
+
+
+def test_trial_failed_v1_events_are_upcast_with_a_blame(tmp_path: Path) -> None:
+    """A real schema change: TrialFailed v2 says whose fault a failure was; v1 records read as v2."""
+    old = [msgpack.packb({"type": ev.TRIAL_FAILED, "v": 1, "at": 0.0, "payload": payload}) for payload in (
+        {"trial": 2, "lease": None, "reason": "lost 3 times; last: no heartbeat for 30s"},
+        {"trial": 5, "lease": 6, "reason": "the loss became NaN"},
+    )]
+    with EventLog.create(tmp_path, sync=False) as log:
+        log.append(old, expected_head=0)
+        events = list(log.read())
+        assert [raw for _, raw in log.read_raw()] == old, "stored bytes are never rewritten"
+    assert [(e.v, e.payload["blame"]) for e in events] == [(2, "infrastructure"), (2, "candidate")]

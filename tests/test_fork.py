@@ -62,6 +62,6 @@ def test_a_fork_into_a_non_empty_directory_is_refused(tmp_path: Path) -> None:
     log.close()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    with pytest.raises(ForkError, match="not empty"):
+    with pytest.raises(ForkError, match="not an empty folder"):
         fork(tmp_path / "parent", 1, tmp_path / "busy")
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"

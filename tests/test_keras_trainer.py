@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ROOT, status_json, tower_config, wait_for, write_toml
+from support import ROOT, status_json, write_toml
 
 from engine import events as ev
 from engine.config import apply_overrides, resolve_config
@@ -172,15 +172,6 @@ epochs = 1
     assert used <= {"my_blocks:SqueezeExcite", "my_blocks:dilated_conv"} and used
 
 
-def test_a_trainer_process_downloads_its_parents_weights(serve, spawn) -> None:
-    served = serve(tower_config(search__trials=12))
-    trainer = spawn("trainer", "--connect", served.endpoint, "--name", "remote")
-    assert trainer.wait(timeout=60) == 0
-    wait_for(lambda: served.state.finished)
-    children = [served.state.trials[t] for t in served.state.completed if served.state.trials[t].parent]
-    assert children and all(child.metrics["inherited_bytes"] > 0 for child in children)
-
-
 def test_engine_run_with_no_config_searches_mnist1d(tmp_path: Path, engine_cli) -> None:
     result = engine_cli("run", "--set", "search.trials=2", "--set", "training.epochs=1", "--set", "data.samples=300",
                         "--trainers", "1", "--quiet", timeout=300)
@@ -189,3 +180,24 @@ def test_engine_run_with_no_config_searches_mnist1d(tmp_path: Path, engine_cli) 
     status = status_json(engine_cli, run)
     assert status["completed"] == 2 and status["space"] == "tower"
     assert ev.SEARCH_FINISHED in engine_cli("log", "--run", str(run)).stdout
+
+
+def test_engine_run_stops_with_the_reason_when_its_trainers_cannot_load_the_data(tmp_path: Path, spawn) -> None:
+    import time
+
+    from engine.log import EventLog
+
+    data = tmp_path / "rows.csv"
+    data.write_text((ROOT / "examples" / "data" / "customers.csv").read_text())
+    config = write_toml(tmp_path / "c.toml", CHURN.format(path=data))
+    run = tmp_path / "run"
+    process = spawn("run", "--run", str(run), "--config", str(config), "--quiet")
+    deadline = time.monotonic() + 60
+    while not (run / "events.lmdb" / "data.mdb").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    data.unlink()  # gone before the trainers (still importing TensorFlow) read it
+    assert process.wait(timeout=120) == 1
+    message = process.log_path.read_text()
+    assert "all 2 local trainers exited" in message and "no such file" in message
+    with EventLog.open_reader(run) as log:
+        assert not [e for e in log.read() if e.type == ev.TRIAL_COMPLETED]

@@ -17,8 +17,9 @@ EXAMPLES = {
     "hello": {"name": "t1", "host": "h", "pid": 12, "leases": [3, 4]},
     "ready": {"slots": 2},
     "heartbeat": {"leases": [1]},
-    "result": {"lease": 5, "metrics": {"val_acc": 91.5, "params": 12}, "artifacts": {"weights": DIGEST}, "slots": 1},
-    "fail": {"lease": 5, "reason": "NaN loss", "slots": 0},
+    "result": {"lease": 5, "metrics": {"val_acc": 91.5, "params": 12}, "artifacts": {"weights": DIGEST},
+               "inherited": ["b0_dense_64_dense"], "slots": 1},
+    "fail": {"lease": 5, "reason": "NaN loss", "blame": "candidate", "slots": 0},
     "blob_put": {"digest": DIGEST, "offset": 0, "total": 3, "data": b"abc"},
     "blob_get": {"digest": DIGEST, "offset": 0},
     "bye": {},
@@ -38,17 +39,22 @@ def test_engine_messages_are_not_accepted_from_trainers() -> None:
 
 
 @pytest.mark.parametrize(("message", "match"), [
-    ({"p": 2, "t": "ready", "slots": 1}, "protocol version 2"),
+    ({"p": 1, "t": "ready", "slots": 1}, "protocol version 1"),
     ({"t": "ready", "slots": 1}, "protocol version None"),
-    ({"p": 1, "t": "ready"}, "takes fields"),
-    ({"p": 1, "t": "ready", "slots": 1, "extra": 0}, "takes fields"),
-    ({"p": 1, "t": "ready", "slots": 0}, "ready.slots"),
-    ({"p": 1, "t": "ready", "slots": True}, "ready.slots"),
-    ({"p": 1, "t": "result", "lease": 1, "metrics": {"a b": 1}, "artifacts": {}, "slots": 0}, "metric name"),
-    ({"p": 1, "t": "result", "lease": 1, "metrics": {"acc": "high"}, "artifacts": {}, "slots": 0}, "number"),
-    ({"p": 1, "t": "result", "lease": 1, "metrics": {}, "artifacts": {"w": "zz"}, "slots": 0}, "digest"),
-    ({"p": 1, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": []}, "hello.name"),
-    ({"p": 1, "t": "nonsense"}, "unknown message type"),
+    ({"p": 2, "t": "ready"}, "takes fields"),
+    ({"p": 2, "t": "ready", "slots": 1, "extra": 0}, "takes fields"),
+    ({"p": 2, "t": "ready", "slots": 0}, "ready.slots"),
+    ({"p": 2, "t": "ready", "slots": True}, "ready.slots"),
+    ({"p": 2, "t": "result", "lease": 1, "metrics": {"a b": 1}, "artifacts": {}, "inherited": [], "slots": 0},
+     "metric name"),
+    ({"p": 2, "t": "result", "lease": 1, "metrics": {"acc": "high"}, "artifacts": {}, "inherited": [], "slots": 0},
+     "number"),
+    ({"p": 2, "t": "result", "lease": 1, "metrics": {}, "artifacts": {"w": "zz"}, "inherited": [], "slots": 0},
+     "digest"),
+    ({"p": 2, "t": "result", "lease": 1, "metrics": {}, "artifacts": {}, "inherited": [7], "slots": 0},
+     "layer names"),
+    ({"p": 2, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": []}, "hello.name"),
+    ({"p": 2, "t": "nonsense"}, "unknown message type"),
     ([1, 2, 3], "must be a msgpack map"),
 ])
 def test_invalid_messages_are_refused_with_a_reason(message, match: str) -> None:
@@ -62,7 +68,7 @@ def test_oversized_frames_and_chunks_are_refused() -> None:
         decode(b"\x00" * (protocol.MAX_FRAME + 1), TRAINER_MESSAGES)
     big = {"digest": DIGEST, "offset": 0, "total": protocol.CHUNK + 1, "data": b"x" * (protocol.CHUNK + 1)}
     with pytest.raises(ProtocolError, match="at most"):
-        decode(msgpack.packb({"p": 1, "t": "blob_put", **big}), TRAINER_MESSAGES)
+        decode(msgpack.packb({"p": protocol.PROTOCOL, "t": "blob_put", **big}), TRAINER_MESSAGES)
 
 
 @settings(max_examples=300, deadline=None)
@@ -78,7 +84,7 @@ def test_mangled_fields_only_ever_raise_protocol_errors(kind: str, data) -> None
     values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=20),
                        st.binary(max_size=20), st.lists(st.integers(-5, 2**40), max_size=3),
                        st.dictionaries(st.text(max_size=5), st.integers(-5, 5), max_size=3))
-    message = {"p": 1, "t": kind, **EXAMPLES[kind]}
+    message = {"p": protocol.PROTOCOL, "t": kind, **EXAMPLES[kind]}
     for field in data.draw(st.lists(st.sampled_from(sorted(EXAMPLES[kind]) or ["x"]), max_size=3)):
         message[field] = data.draw(values)
     with contextlib.suppress(ProtocolError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -67,10 +68,10 @@ def test_garbage_leaves_the_engine_serving_and_the_log_unchanged(serve) -> None:
     peer.send("ready", slots=1)
     assert peer.expect("error")["code"] == "hello"
     peer.hello()
-    peer.send("result", lease=12345, metrics={"val_acc": 99.0}, artifacts={}, slots=0)
+    peer.send("result", lease=12345, metrics={"val_acc": 99.0}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack") == {"lease": 12345, "accepted": False,
                                   "reason": "lease is not in flight (a repeated or late result)"}
-    peer.send("fail", lease=777, reason="nope", slots=0)
+    peer.send("fail", lease=777, reason="nope", blame="candidate", slots=0)
     assert peer.expect("ack")["accepted"] is False
     peer.send("heartbeat", leases=[4242])
     assert peer.expect("beat") == {"unknown": [4242]}
@@ -102,7 +103,7 @@ def test_a_silent_trainers_lease_expires_and_a_late_result_changes_nothing(serve
     assert served.state.queue[0] == item["trial"], "lost is not failed: the candidate is queued again"
     assert not events_of(served, ev.TRIAL_FAILED)
 
-    peer.send("result", lease=item["lease"], metrics={"val_acc": 90.0}, artifacts={}, slots=0)
+    peer.send("result", lease=item["lease"], metrics={"val_acc": 90.0}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack")["accepted"] is False
     assert not events_of(served, ev.TRIAL_COMPLETED)
 
@@ -136,11 +137,11 @@ def test_results_are_idempotent_and_only_the_lease_holder_may_report(serve) -> N
     intruder.hello("intruder")
     owner.send("ready", slots=1)
     lease = owner.expect("work")["items"][0]["lease"]
-    intruder.send("result", lease=lease, metrics={"val_acc": 1.0}, artifacts={}, slots=0)
+    intruder.send("result", lease=lease, metrics={"val_acc": 1.0}, artifacts={}, inherited=[], slots=0)
     assert intruder.expect("ack") == {"lease": lease, "accepted": False, "reason": f"lease {lease} belongs to "
                                       "trainer owner"}
     for accepted in (True, False):
-        owner.send("result", lease=lease, metrics={"val_acc": 88.0}, artifacts={}, slots=0)
+        owner.send("result", lease=lease, metrics={"val_acc": 88.0}, artifacts={}, inherited=[], slots=0)
         assert owner.expect("ack")["accepted"] is accepted
     completed = events_of(served, ev.TRIAL_COMPLETED)
     assert len(completed) == 1 and completed[0].payload["metrics"] == {"val_acc": 88.0}
@@ -154,7 +155,7 @@ def test_a_result_without_the_search_metric_fails_the_trial(serve) -> None:
     peer.hello()
     peer.send("ready", slots=1)
     lease = peer.expect("work")["items"][0]["lease"]
-    peer.send("result", lease=lease, metrics={"loss": float("nan")}, artifacts={}, slots=0)
+    peer.send("result", lease=lease, metrics={"loss": float("nan")}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack")["accepted"] is True
     [failed] = events_of(served, ev.TRIAL_FAILED)
     assert "no finite 'val_acc'" in failed.payload["reason"]
@@ -219,8 +220,7 @@ def test_curve_keys_admit_authorised_trainers_and_refuse_the_rest(serve, tmp_pat
     served = serve(nb201_config(), keys=tmp_path / "keys")
     before = list(served.log.read_raw())
 
-    stranger_public, stranger_secret = zmq.auth.create_certificates(tmp_path, "stranger")
-    server_public = trainer_keys(paths["server_public"], paths["trainer_secret"])[0]
+    _, stranger_secret = zmq.auth.create_certificates(tmp_path, "stranger")
     for curve in (None, trainer_keys(paths["server_public"], stranger_secret)):
         refused = EngineClient(served.endpoint, curve=curve)
         refused.connect()
@@ -236,7 +236,6 @@ def test_curve_keys_admit_authorised_trainers_and_refuse_the_rest(serve, tmp_pat
                                  timeout=5, dispatch=lambda m: None)
     assert welcome["run"] == served.state.run_id
     trusted.close()
-    assert server_public and stranger_public
 
 
 def test_binding_beyond_loopback_needs_keys(tmp_path: Path, engine_cli) -> None:
@@ -247,11 +246,24 @@ def test_binding_beyond_loopback_needs_keys(tmp_path: Path, engine_cli) -> None:
     with pytest.raises(ServerError, match="without CurveZMQ keys"):
         check_bind(["tcp://127.0.0.1:1", "tcp://*:5556"], None)
     make_keys(tmp_path / "keys")
-    check_bind(["tcp://0.0.0.0:5555"], tmp_path / "keys")
+    check_bind(["tcp://0.0.0.0:5555"], tmp_path / "keys", probe=False)
 
     config = tmp_path / "nb.toml"
     config.write_text("[space]\nkind = 'nb201'\n")
     result = engine_cli("serve", "--run", str(tmp_path / "run"), "--config", str(config),
                         "--bind", "tcp://0.0.0.0:0", check=False)
     assert result.returncode == 1 and "without CurveZMQ keys" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_taken_port_is_refused_before_the_run_is_written(tmp_path: Path, engine_cli) -> None:
+    config = tmp_path / "nb.toml"
+    config.write_text("[space]\nkind = 'nb201'\n")
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = f"tcp://127.0.0.1:{other.getsockname()[1]}"
+        result = engine_cli("serve", "--run", str(tmp_path / "run"), "--config", str(config), "--bind", taken,
+                            check=False)
+    assert result.returncode == 1 and f"cannot listen on {taken}" in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()

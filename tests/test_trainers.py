@@ -90,6 +90,36 @@ def test_the_table_reports_a_recorded_seed_chosen_by_the_run_seed() -> None:
         table.row(["conv"] * 6)
 
 
-def test_daemon_names_default_to_host_and_pid() -> None:
-    daemon = TrainerDaemon("tcp://127.0.0.1:1")
-    assert daemon.name.endswith(f"-{__import__('os').getpid()}")
+def test_daemon_names_default_to_host_pid_and_a_random_suffix() -> None:
+    first, second = TrainerDaemon("tcp://127.0.0.1:1"), TrainerDaemon("tcp://127.0.0.1:1")
+    assert f"-{__import__('os').getpid()}-" in first.name
+    assert first.name != second.name, "two daemons of one process never share a name"
+
+
+def test_a_trainer_process_downloads_its_parents_weights(serve, spawn) -> None:
+    served = serve(tower_config(search__trials=12))
+    trainer = spawn("trainer", "--connect", served.endpoint, "--name", "remote")
+    assert trainer.wait(timeout=60) == 0
+    wait_for(lambda: served.state.finished)
+    children = [served.state.trials[t] for t in served.state.completed if served.state.trials[t].parent]
+    assert children and all(child.metrics["inherited_bytes"] > 0 for child in children)
+
+
+def test_a_result_finished_while_the_engine_was_down_is_delivered_after_it_restarts(tmp_path, trainer_thread) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    run = tmp_path / "run"
+    first = ServedRun(run, tower_config(search__trials=4, evaluator__delay=1.0), bind=endpoint)
+    daemon, thread = trainer_thread(endpoint, name="steady")
+    wait_for(lambda: daemon.busy)  # evaluating its first candidate
+    first.stop()  # the engine goes away mid-evaluation; the result finishes while it is down
+    wait_for(lambda: not daemon.busy)
+    second = ServedRun(run, None, bind=endpoint)
+    try:
+        thread.join(timeout=60)
+        state = second.state
+        assert state.finished and len(state.completed) == 4
+        kinds = [e.type for e in second.log.read()]
+        assert ev.TRIAL_LOST not in kinds, "the held result was delivered, not lost and retrained"
+        assert daemon.evaluated == 4, "nothing was evaluated twice"
+    finally:
+        second.stop()

@@ -95,16 +95,19 @@ class EngineClient:
             return None
 
     def request(self, kind: str, fields: dict[str, Any], *, expect: set[str], timeout: float,
-                dispatch: Dispatch) -> Message:
+                dispatch: Dispatch, tick: Callable[[], None] | None = None) -> Message:
         """Send one message and wait for a reply of an ``expect`` kind; others go to ``dispatch``.
 
-        Raises :class:`EngineGone` when nothing expected arrives in ``timeout`` seconds, and for a
-        ``blob`` error raises :class:`EngineRefused` with the engine's reason.
+        ``tick`` is called at least every second meanwhile (a trainer heartbeats from it). Raises
+        :class:`EngineGone` when nothing expected arrives in ``timeout`` seconds, and for a ``blob``
+        error raises :class:`EngineRefused` with the engine's reason.
         """
         self.send(kind, fields)
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            message = self.receive(left)
+            if tick is not None:
+                tick()
+            message = self.receive(min(left, 1.0))
             if message is None:
                 continue
             if message[0] in expect:
@@ -114,23 +117,24 @@ class EngineClient:
             dispatch(message)
         raise EngineGone(f"no {'/'.join(sorted(expect))} from {self.endpoint} within {timeout:g}s")
 
-    def upload(self, data: bytes, *, timeout: float, dispatch: Dispatch) -> str:
+    def upload(self, data: bytes, *, timeout: float, dispatch: Dispatch, tick: Callable[[], None] | None = None) -> str:
         """Send a blob in chunks (resuming where the engine says it stands); returns its digest."""
         digest, total, offset = digest_of(data), len(data), 0
         while True:
             chunk = data[offset: offset + protocol.CHUNK]
             _, reply = self.request("blob_put", {"digest": digest, "offset": offset, "total": total, "data": chunk},
-                                    expect={"blob_ok"}, timeout=timeout, dispatch=dispatch)
+                                    expect={"blob_ok"}, timeout=timeout, dispatch=dispatch, tick=tick)
             if reply["complete"]:
                 return digest
             offset = reply["have"]
 
-    def download(self, digest: str, *, timeout: float, dispatch: Dispatch) -> bytes:
+    def download(self, digest: str, *, timeout: float, dispatch: Dispatch,
+                 tick: Callable[[], None] | None = None) -> bytes:
         """Fetch a blob from the engine's artifact store and check its digest."""
         parts, offset = [], 0
         while True:
             _, reply = self.request("blob_get", {"digest": digest, "offset": offset}, expect={"blob"},
-                                    timeout=timeout, dispatch=dispatch)
+                                    timeout=timeout, dispatch=dispatch, tick=tick)
             parts.append(reply["data"])
             offset += len(reply["data"])
             if offset >= reply["total"] or not reply["data"]:

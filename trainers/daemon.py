@@ -5,6 +5,10 @@ WELCOME, candidates in WORK, parent artifacts by digest). It evaluates one candi
 a worker thread while its main thread keeps talking to the engine: heartbeats on a timer, results
 resent until acknowledged, and a reconnect with exponential backoff whenever the engine goes away.
 
+A lease stays held, and heartbeated, from WORK until the engine acknowledges its result: while it
+waits in the backlog, while it is evaluated, while its artifacts upload, and while its report waits
+for an ACK, across reconnects too. Nothing finished is thrown away because the engine blinked.
+
 Example::
 
     >>> TrainerDaemon("tcp://127.0.0.1:5555").run()     # returns when the search is finished
@@ -33,10 +37,17 @@ log = logging.getLogger("lineage.trainer")
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 HELLO_TIMEOUT = 5.0
+CANDIDATE = "candidate"            # the candidate itself could not be evaluated
+INFRASTRUCTURE = "infrastructure"  # something around it failed (artifacts, transfers)
 
 
 def default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lineage" / "blobs"
+
+
+def default_name() -> str:
+    """host-pid plus a random suffix: containers often share a hostname and a pid."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
 class TrainerDaemon:
@@ -48,7 +59,9 @@ class TrainerDaemon:
         curve: tuple[bytes, bytes, bytes] | None = None, cache_dir: Path | str | None = None,
         max_trials: int | None = None, parent_pid: int | None = None,
     ) -> None:
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        if prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        self.name = name or default_name()
         self.prefetch = prefetch
         self.max_trials = max_trials
         self.parent_pid = parent_pid
@@ -56,12 +69,12 @@ class TrainerDaemon:
         self.cache = ArtifactStore(cache_dir or default_cache())
         self.evaluated = 0
         self._stop = threading.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
         self._evaluator: Evaluator | None = None
         self._run_id: str | None = None
         self._backlog: deque[dict[str, Any]] = deque()
         self._running: tuple[dict[str, Any], Future] | None = None
         self._abandoned: set[int] = set()
+        self._outcomes: dict[int, tuple[str, dict[str, Any], dict[str, bytes]]] = {}
         self._unacked: dict[int, tuple[str, dict[str, Any]]] = {}
         self._asked = False
         self._retry_at = 0.0
@@ -70,12 +83,6 @@ class TrainerDaemon:
         self._patience = 10.0
         self._last_beat = 0.0
         self._backoff = FIRST_BACKOFF
-        # The evaluation thread rings this inproc doorbell when it finishes, waking the main loop's
-        # poll at once instead of it polling the future on a timer.
-        self._doorbell_address = f"inproc://lineage-doorbell-{id(self)}"
-        self._doorbell = zmq.Context.instance().socket(zmq.PAIR)
-        self._doorbell.bind(self._doorbell_address)
-        self._ringer: zmq.Socket | None = None
 
     @property
     def busy(self) -> bool:
@@ -89,7 +96,16 @@ class TrainerDaemon:
     # -- outer loop: reconnect with backoff --------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until the engine says the search is finished (0), or a fatal refusal (2)."""
+        """Serve until the search is finished, ``max_trials`` or :meth:`stop` (0), or until the engine
+        refuses this trainer for good (2)."""
+        context = zmq.Context.instance()
+        # The evaluation thread rings this inproc doorbell when an evaluation has finished, waking
+        # the main loop's poll at once instead of it polling the future on a timer.
+        self._doorbell_address = f"inproc://lineage-doorbell-{id(self)}"
+        self._doorbell = context.socket(zmq.PULL)
+        self._doorbell.bind(self._doorbell_address)
+        self._ringers = threading.local()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
         try:
             while not self._stop.is_set() and not self._orphaned():
                 try:
@@ -100,7 +116,7 @@ class TrainerDaemon:
                     self._stop.wait(self._backoff)
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF)
                 except EngineRefused as exc:
-                    log.error("%s: the engine refused this trainer: %s", self.name, exc)
+                    log.error("%s: %s", self.name, exc)
                     return 2
             return 0
         finally:
@@ -112,10 +128,11 @@ class TrainerDaemon:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
 
     def _held(self) -> list[int]:
+        """Every lease this trainer answers for until the engine acknowledges it."""
         leases = [item["lease"] for item in self._backlog]
         if self._running is not None:
             leases.append(self._running[0]["lease"])
-        return leases
+        return leases + list(self._outcomes) + list(self._unacked)
 
     # -- one connection ----------------------------------------------------------------------------
 
@@ -132,6 +149,7 @@ class TrainerDaemon:
         for kind, fields in self._unacked.values():
             self.client.send(kind, fields)
         self._asked = False
+        self._deliver()
         poller = zmq.Poller()
         poller.register(self.client.socket, zmq.POLLIN)
         poller.register(self._doorbell, zmq.POLLIN)
@@ -142,14 +160,14 @@ class TrainerDaemon:
             self._ask()
             self._start()
             ready = dict(poller.poll(self._wait_time() * 1000))
-            rang = self._doorbell in ready
-            if rang:
-                self._doorbell.recv()
+            if self._doorbell in ready:
+                while self._doorbell.poll(0):
+                    self._doorbell.recv()
             if self.client.socket in ready:
                 message = self.client.receive(0)
                 if message is not None:
                     self._dispatch(message)
-            self._finish(rang)
+            self._finish()
             self._beat()
             if self._drained():
                 self._leave()
@@ -162,9 +180,16 @@ class TrainerDaemon:
             if self._run_id is not None:
                 log.warning("%s: the engine now serves run %s; dropping work of run %s",
                             self.name, welcome["run"], self._run_id)
+                if self._running is not None:
+                    self._abandoned.add(self._running[0]["lease"])
                 self._backlog.clear()
+                self._outcomes.clear()
                 self._unacked.clear()
-            self._evaluator = make_evaluator(welcome["config"])
+            try:
+                self._evaluator = make_evaluator(welcome["config"])
+            except Exception as exc:  # bad data, a missing package: this trainer cannot serve the run
+                raise EngineRefused(f"cannot evaluate candidates of run {welcome['run']}: "
+                                    f"{type(exc).__name__}: {exc}") from None
             self._run_id = welcome["run"]
         self._heartbeat = welcome["heartbeat"]
         self._patience = max(10.0, 3 * welcome["heartbeat"])
@@ -205,9 +230,12 @@ class TrainerDaemon:
             if not fields["accepted"]:
                 log.info("%s: lease %s not recorded: %s", self.name, fields["lease"], fields["reason"])
         elif kind == "beat":
-            for lease in fields["unknown"]:
+            for lease in fields["unknown"]:  # the engine no longer wants these: stop answering for them
                 self._backlog = deque(item for item in self._backlog if item["lease"] != lease)
-                self._abandoned.add(lease)
+                self._outcomes.pop(lease, None)
+                self._unacked.pop(lease, None)
+                if self._running is not None and self._running[0]["lease"] == lease:
+                    self._abandoned.add(lease)
         elif kind == "error":
             if fields["code"] == "hello":
                 raise EngineGone("the engine does not know this trainer (it restarted?)")
@@ -217,38 +245,45 @@ class TrainerDaemon:
 
     # -- evaluating --------------------------------------------------------------------------------
 
+    def _transfer_options(self) -> dict[str, Any]:
+        return {"timeout": self._patience, "dispatch": self._dispatch, "tick": self._beat}
+
     def _start(self) -> None:
         if self._running is not None or not self._backlog:
             return
         item = self._backlog[0]
+        needs = list(item.get("needs") or [])
         if self._evaluator.wants_parent_artifacts:
+            needs += list(item["parent_artifacts"].values())
+        if needs:
             try:
-                for digest in item["parent_artifacts"].values():
+                for digest in needs:
                     if not self.cache.has(digest):
-                        data = self.client.download(digest, timeout=self._patience, dispatch=self._dispatch)
-                        self.cache.put(data)
+                        self.cache.put(self.client.download(digest, **self._transfer_options()))
             except EngineRefused as exc:
                 self._backlog.popleft()
                 self.evaluated += 1
-                self._report("fail", {"lease": item["lease"], "reason": f"parent artifact unavailable: {exc}"})
+                self._outcomes[item["lease"]] = (
+                    "fail", {"lease": item["lease"], "reason": f"an artifact it needs is unavailable: {exc}",
+                             "blame": INFRASTRUCTURE}, {})
+                self._deliver()
                 return
         self._backlog.popleft()
-        self._running = (item, self._executor.submit(self._evaluate, item))
+        future = self._executor.submit(self._evaluator.evaluate, item, self.cache.read)
+        future.add_done_callback(self._ring)
+        self._running = (item, future)
 
-    def _evaluate(self, item: dict[str, Any]):
-        """Runs in the evaluation thread."""
-        try:
-            return self._evaluator.evaluate(item, self.cache.read)
-        finally:
-            if self._ringer is None:
-                self._ringer = zmq.Context.instance().socket(zmq.PAIR)
-                self._ringer.linger = 0
-                self._ringer.connect(self._doorbell_address)
-            self._ringer.send(b"")
+    def _ring(self, future: Future) -> None:
+        """Wake the main loop; called once the future is done, from whichever thread finished it."""
+        ringer = getattr(self._ringers, "socket", None)
+        if ringer is None:
+            ringer = self._ringers.socket = zmq.Context.instance().socket(zmq.PUSH)
+            ringer.linger = 0
+            ringer.connect(self._doorbell_address)
+        ringer.send(b"", zmq.NOBLOCK)
 
-    def _finish(self, rang: bool) -> None:
-        # The bell rings as the evaluation returns, a moment before its future is marked done.
-        if self._running is None or not (rang or self._running[1].done()):
+    def _finish(self) -> None:
+        if self._running is None or not self._running[1].done():
             return
         item, future = self._running
         lease = item["lease"]
@@ -258,23 +293,33 @@ class TrainerDaemon:
             self._abandoned.discard(lease)
             return
         try:
-            outcome = future.result()  # waits out the moment between the bell and the future
+            outcome = future.result()
         except EvaluationError as exc:
-            self._report("fail", {"lease": lease, "reason": str(exc)})
-            return
+            self._outcomes[lease] = ("fail", {"lease": lease, "reason": str(exc), "blame": CANDIDATE}, {})
         except Exception as exc:  # any crash of a candidate fails that trial, not the trainer
             log.exception("%s: evaluating trial %s crashed", self.name, item["trial"])
-            self._report("fail", {"lease": lease, "reason": f"{type(exc).__name__}: {exc}"})
-            return
-        try:
-            digests = {
-                name: self.client.upload(data, timeout=self._patience, dispatch=self._dispatch)
-                for name, data in outcome.artifacts.items()
-            }
-        except EngineRefused as exc:
-            self._report("fail", {"lease": lease, "reason": f"artifact upload refused: {exc}"})
-            return
-        self._report("result", {"lease": lease, "metrics": outcome.metrics, "artifacts": digests})
+            reason = f"{type(exc).__name__}: {exc}"
+            self._outcomes[lease] = ("fail", {"lease": lease, "reason": reason, "blame": CANDIDATE}, {})
+        else:
+            self._outcomes[lease] = ("result", {"lease": lease, "metrics": outcome.metrics,
+                                                "inherited": outcome.inherited}, outcome.artifacts)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Upload finished outcomes' artifacts and report them. An outcome stays until its report is
+        sent, so a connection lost mid-upload only delays it."""
+        for lease in list(self._outcomes):
+            kind, fields, artifacts = self._outcomes[lease]
+            if kind == "result":
+                try:
+                    digests = {name: self.client.upload(data, **self._transfer_options())
+                               for name, data in artifacts.items()}
+                    fields = {**fields, "artifacts": digests}
+                except EngineRefused as exc:
+                    kind = "fail"
+                    fields = {"lease": lease, "reason": f"artifact upload refused: {exc}", "blame": INFRASTRUCTURE}
+            if self._outcomes.pop(lease, None) is not None:  # a heartbeat reply may have dropped it meanwhile
+                self._report(kind, fields)
 
     def _report(self, kind: str, fields: dict[str, Any]) -> None:
         slots = 0 if self._asked else self._wanted()
@@ -292,7 +337,7 @@ class TrainerDaemon:
 
     def _drained(self) -> bool:
         limit_reached = self.max_trials is not None and self.evaluated >= self.max_trials
-        idle = self._running is None and not self._backlog and not self._unacked
+        idle = self._running is None and not self._backlog and not self._outcomes and not self._unacked
         return idle and (self._done or limit_reached)
 
     def _leave(self) -> None:

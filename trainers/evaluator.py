@@ -25,10 +25,12 @@ Fetch = Callable[[str], bytes]
 
 @dataclass
 class Outcome:
-    """What an evaluation produced: numeric metrics and named artifact blobs (uploaded by digest)."""
+    """What an evaluation produced: numeric metrics, named artifact blobs (uploaded by digest) and the
+    names of the layers it copied from other trials."""
 
     metrics: dict[str, float]
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    inherited: list[str] = field(default_factory=list)
 
 
 class EvaluationError(RuntimeError):

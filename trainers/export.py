@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,13 @@ import numpy as np
 
 from blocks.tower import CLASSIFICATION, build_tower
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
-from engine.fold import COMPLETED, State, Trial
+from engine.fold import COMPLETED, ENSEMBLE, State, Trial
 from replay.state import state_at
 from trainers.datasets import DataError, Dataset, load_dataset
 from trainers.datasets.base import apply_model
 from trainers.datasets.csv_file import column_inputs, read_table
 from trainers.datasets.images import EXTENSIONS, image_files, read_image
-from trainers.keras_trainer import WEIGHTS, load_weights
+from trainers.keras_trainer import COMBINER, WEIGHTS, load_weights
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
@@ -81,38 +82,78 @@ def end_to_end(preprocessing: Any, tower: Any, name: str) -> Any:
     return keras.Model(preprocessing.input, tower(preprocessing.output), name=name)
 
 
-def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None) -> Path:
-    """Write the chosen trial (the best by default) as a Keras model and a SavedModel under ``out``."""
+def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None, ensemble: bool = False) -> Path:
+    """Write the chosen trial (the best by default), or with ``ensemble`` the best ensemble, as a Keras
+    model and a SavedModel under ``out``."""
     state = state_at(run_dir)
     config = state.config
     if config["evaluator"]["kind"] != "keras":
         raise ExportError(f"{run_dir} was not trained with Keras (evaluator.kind = "
                           f"{config['evaluator']['kind']!r}); there is no model to export")
-    chosen = choose_trial(state, trial)
-    data = load_dataset(config["data"])
-    model = end_to_end(data.preprocessing, rebuild(run_dir, chosen, data), name="lineage")
+    if ensemble:
+        chosen = state.best_ensemble() if trial is None else choose_trial(state, trial)
+        if chosen is None or chosen.kind != ENSEMBLE:
+            raise ExportError("the run has no completed ensemble to export (see ensemble.strategy)")
+    else:
+        chosen = choose_trial(state, trial)
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    model.save(out / MODEL_FILE)
-    model.export(str(out / SAVED_MODEL), verbose=False)
-    metric = config["search"]["metric"]
-    metadata = {
-        "run_id": state.run_id, "run": str(Path(run_dir).resolve()), "trial": chosen.id, "candidate": chosen.key,
-        "architecture": chosen.architecture, "hyperparameters": chosen.hyperparameters,
-        "metric": metric, "value": chosen.metrics.get(metric), "params": chosen.metrics.get("params"),
-        "task": data.task, "classes": data.classes, "data": config["data"], "describe": data.describe,
-    }
-    (out / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
+        raise ExportError(f"{out} exists and is not an exported model; export into a new folder")
+    data = load_dataset(config["data"])
+    if chosen.kind == ENSEMBLE:
+        model, members = ensemble_model(run_dir, state, chosen, data)
+    else:
+        model, members = end_to_end(data.preprocessing, rebuild(run_dir, chosen, data), name="lineage"), None
+    # Written beside its destination, then moved into place: a failed export leaves nothing half-written.
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        model.save(staging / MODEL_FILE)
+        model.export(str(staging / SAVED_MODEL), verbose=False)
+        metric = config["search"]["metric"]
+        metadata = {
+            "run_id": state.run_id, "run": str(Path(run_dir).resolve()), "trial": chosen.id,
+            "candidate": chosen.key, "architecture": chosen.architecture, "hyperparameters": chosen.hyperparameters,
+            "metric": metric, "value": chosen.metrics.get(metric), "params": chosen.metrics.get("params"),
+            "task": data.task, "classes": data.classes, "data": config["data"], "describe": data.describe,
+            "kind": chosen.kind, "members": members,
+        }
+        (staging / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def ensemble_model(run_dir: Path | str, state: State, chosen: Trial, data: Dataset) -> tuple[Any, list[dict]]:
+    """One Keras model of an ensemble: the preprocessing, every member's tower, their weighted sum."""
+    import keras
+
+    from trainers.layers import WeightedSum
+
+    store = ArtifactStore(Path(run_dir) / ARTIFACTS_DIR)
+    try:
+        combiner = json.loads(store.read(chosen.artifacts[COMBINER]))
+    except (ArtifactError, KeyError) as exc:
+        raise ExportError(f"ensemble {chosen.id} has no combiner artifact: {exc}") from None
+    features = data.preprocessing.output
+    members = [state.trials[m] for m in combiner["members"]]
+    outputs = [rebuild(run_dir, member, data)(features) for member in members]
+    combined = WeightedSum(combiner["weights"], name="ensemble")(outputs)
+    model = keras.Model(data.preprocessing.input, combined, name="lineage_ensemble")
+    described = [{"trial": m.id, "candidate": m.key, "weight": w, "value": m.score}
+                 for m, w in zip(members, combiner["weights"], strict=True)]
+    return model, described
 
 
 def load_model(path: Path | str) -> ExportedModel:
     """An exported model folder (``model.keras`` and ``lineage.json``)."""
     import keras
 
-    import trainers.datasets.layers  # noqa: F401 - registers Lineage's preprocessing layers
+    import trainers.layers  # noqa: F401 - registers Lineage's own layers
 
     path = Path(path)
     try:
@@ -136,14 +177,19 @@ def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
         if not files or files[0].suffix.lower() not in EXTENSIONS:
             raise ExportError(f"{source}: no images to predict")
         return np.stack([read_image(f, size) for f in files]).astype("float32")
-    if source.suffix == ".npy":
-        return np.load(source, allow_pickle=False).astype("float32")
-    if source.suffix == ".npz":
-        with np.load(source, allow_pickle=False) as archive:
-            if "x" not in archive.files:
-                raise ExportError(f"{source}: no array 'x' (it holds {archive.files})")
-            return archive["x"].astype("float32")
-    raise ExportError(f"{source}: give an .npy or .npz file with the examples in array 'x'")
+    if source.suffix not in (".npy", ".npz"):
+        raise ExportError(f"{source}: give an .npy or .npz file with the examples in array 'x'")
+    try:
+        with np.load(source, allow_pickle=False) as loaded:
+            if source.suffix == ".npy":
+                return loaded.astype("float32")
+            if "x" not in loaded.files:
+                raise ExportError(f"{source}: no array 'x' (it holds {loaded.files})")
+            return loaded["x"].astype("float32")
+    except FileNotFoundError:
+        raise ExportError(f"{source}: no such file") from None
+    except (ValueError, OSError) as exc:
+        raise ExportError(f"{source}: not a readable numeric array ({exc})") from None
 
 
 def predict(exported: ExportedModel, source: Path | str) -> list[dict[str, Any]]:
@@ -168,13 +214,25 @@ def evaluate_model(path: Path | str, run_dir: Path | str | None = None) -> dict[
     except DataError as exc:
         raise ExportError(f"cannot load the run's data to evaluate on: {exc}") from None
     raw, targets = data.raw["test"], data.targets["test"]
-    outputs = apply_model(exported.model, raw)
     report = {"examples": int(len(targets)), "trial": exported.metadata["trial"],
-              "candidate": exported.metadata["candidate"]}
-    if exported.metadata["task"] == CLASSIFICATION:
-        report["accuracy"] = float(np.mean(outputs.argmax(axis=1) == targets))
-    else:
-        errors = outputs.reshape(len(targets), -1) - targets.reshape(len(targets), -1)
-        report["mae"] = float(np.mean(np.abs(errors)))
-        report["rmse"] = float(np.sqrt(np.mean(errors**2)))
+              "candidate": exported.metadata["candidate"],
+              **_scores(apply_model(exported.model, raw), targets, exported.metadata["task"])}
+    members = exported.metadata.get("members")
+    if members:
+        # Beside the ensemble, the member that did best on validation, as a single model.
+        import keras
+
+        best = max(members, key=lambda m: m["value"] if m["value"] is not None else float("-inf"))
+        # The combiner's inputs are the members' outputs in the exported graph, in member order.
+        member_outputs = exported.model.get_layer("ensemble").input
+        single = keras.Model(exported.model.input, member_outputs[members.index(best)])
+        report["best_single"] = {"trial": best["trial"], "candidate": best["candidate"],
+                                 **_scores(apply_model(single, raw), targets, exported.metadata["task"])}
     return report
+
+
+def _scores(outputs: np.ndarray, targets: np.ndarray, task: str) -> dict[str, float]:
+    if task == CLASSIFICATION:
+        return {"accuracy": float(np.mean(outputs.argmax(axis=1) == targets))}
+    errors = outputs.reshape(len(targets), -1) - targets.reshape(len(targets), -1)
+    return {"mae": float(np.mean(np.abs(errors))), "rmse": float(np.sqrt(np.mean(errors**2)))}

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Mapping
@@ -23,9 +24,14 @@ from typing import Any
 
 from blocks.tower import CLASSIFICATION, BuildError, build_tower
 from trainers.datasets import load_dataset
+from trainers.distillation import distillation_loss, pack_targets, packed_accuracy, packed_mae
+from trainers.ensembles import evaluate_ensemble, outputs_bytes, outputs_of
 from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome
+from trainers.sharing import inherit_weights
 
 WEIGHTS = "weights"
+OUTPUTS = "outputs"
+COMBINER = "combiner"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 
@@ -87,20 +93,56 @@ class KerasEvaluator(Evaluator):
         self.metric, self.mode = config["search"]["metric"], config["search"]["mode"]
 
     def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+        if work.get("kind") == "ensemble":
+            return self._ensemble(work, fetch)
         import keras
         import numpy as np
 
         started = time.perf_counter()
         keras.utils.set_random_seed(work["seed"] % 2**31)  # initial weights and shuffling follow the trial
         hyperparameters = work["hyperparameters"]
-        try:
-            model = build_tower(work["architecture"], hyperparameters, self.data.spec, name=f"trial_{work['trial']}")
-        except BuildError as exc:
-            raise EvaluationError(f"the tower cannot be built: {exc}") from None
+        model = self._build(work["architecture"], hyperparameters, f"trial_{work['trial']}")
         params = model.count_params()
         if self.max_params and params > self.max_params:
             raise EvaluationError(f"{params:,} parameters exceed space.max_params = {self.max_params:,}")
-        compile_tower(model, hyperparameters, self.data.task)
+        inherited = self._inherit(model, work, fetch) if work.get("inherit") else []
+        features, targets = self.data.features, self.data.targets
+        student, train_targets, validation_targets = model, targets["train"], targets["validation"]
+        if work.get("teacher"):
+            student, train_targets, validation_targets = self._distil(model, hyperparameters, work["teacher"], fetch)
+        else:
+            compile_tower(model, hyperparameters, self.data.task)
+        fitting = time.perf_counter()
+        history = student.fit(
+            features["train"], train_targets, validation_data=(features["validation"], validation_targets),
+            epochs=self.training["epochs"], batch_size=int(hyperparameters.get("batch_size", 64)),
+            callbacks=self._callbacks(work["trial"]), verbose=0,
+        )
+        losses = history.history["loss"]
+        if not np.all(np.isfinite(losses)):
+            raise EvaluationError(f"the training loss became NaN at epoch {len(losses)}")
+        trained = time.perf_counter() - fitting
+        if student is not model:
+            compile_tower(model, hyperparameters, self.data.task)  # to score it like every other trial
+        scores = model.evaluate(features["validation"], targets["validation"], batch_size=1024, verbose=0,
+                                return_dict=True)
+        metrics = {f"val_{name}": float(value) for name, value in scores.items()}
+        if not all(np.isfinite(list(metrics.values()))):
+            raise EvaluationError(f"validation metrics are not finite: {metrics}")
+        metrics.update(params=float(params), epochs=float(len(losses)), train_seconds=trained,
+                       inherited_layers=float(len(inherited)), trial_seconds=time.perf_counter() - started)
+        outputs = {split: raw_outputs(model, features[split]) for split in features}
+        return Outcome(metrics, {WEIGHTS: weights_bytes(model), OUTPUTS: outputs_bytes(outputs)}, inherited)
+
+    def _build(self, architecture: list[str], hyperparameters: Mapping[str, Any], name: str) -> Any:
+        try:
+            return build_tower(architecture, hyperparameters, self.data.spec, name=name)
+        except BuildError as exc:
+            raise EvaluationError(f"the tower cannot be built: {exc}") from None
+
+    def _callbacks(self, trial: int) -> list[Any]:
+        import keras
+
         callbacks = [keras.callbacks.TerminateOnNaN()]
         monitor = self.metric if self.metric.startswith("val_") else "val_loss"
         if self.training["patience"]:
@@ -108,24 +150,52 @@ class KerasEvaluator(Evaluator):
                 monitor=monitor, mode=self.mode if monitor == self.metric else "min",
                 patience=self.training["patience"], restore_best_weights=True))
         if self.training["tensorboard"]:
-            log_dir = Path(self.training["tensorboard"]) / f"trial-{work['trial']}"
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
-        features, targets = self.data.features, self.data.targets
-        fitting = time.perf_counter()
-        history = model.fit(
-            features["train"], targets["train"], validation_data=(features["validation"], targets["validation"]),
-            epochs=self.training["epochs"], batch_size=int(hyperparameters.get("batch_size", 64)),
-            callbacks=callbacks, verbose=0,
-        )
-        losses = history.history["loss"]
-        if not np.all(np.isfinite(losses)):
-            raise EvaluationError(f"the training loss became NaN at epoch {len(losses)}")
-        trained = time.perf_counter() - fitting
-        scores = model.evaluate(features["validation"], targets["validation"], batch_size=1024, verbose=0,
-                                return_dict=True)
-        metrics = {f"val_{name}": float(value) for name, value in scores.items()}
-        if not all(np.isfinite(list(metrics.values()))):
-            raise EvaluationError(f"validation metrics are not finite: {metrics}")
-        metrics.update(params=float(params), epochs=float(len(losses)), train_seconds=trained,
-                       trial_seconds=time.perf_counter() - started)
-        return Outcome(metrics, {WEIGHTS: weights_bytes(model)})
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(self.training["tensorboard"]) /
+                                                                     f"trial-{trial}")))
+        return callbacks
+
+    def _inherit(self, model: Any, work: Mapping[str, Any], fetch: Fetch) -> list[str]:
+        """Start ``model`` from the weights of the trials its candidate inherits from."""
+        sources = []
+        for source in work["inherit"]["sources"]:
+            tower = self._build(source["architecture"], source["hyperparameters"], f"source_{source['trial']}")
+            load_weights(tower, fetch(source["weights"]))
+            sources.append((tower, source["weight"]))
+        same = all(s["architecture"] == work["architecture"] for s in work["inherit"]["sources"])
+        return inherit_weights(model, sources, same_architecture=same)
+
+    def _distil(self, model: Any, hyperparameters: Mapping[str, Any], teacher: Mapping[str, Any],
+                fetch: Fetch) -> tuple[Any, Any, Any]:
+        """A student model (the tower up to its logits) compiled with the teacher's loss, and its targets."""
+        import keras
+
+        outputs = outputs_of(fetch(teacher["outputs"]))
+        classify = self.data.task == CLASSIFICATION
+        student = keras.Model(model.inputs, model.get_layer("head_logits").output) if classify else model
+        optimizer = make_optimizer(hyperparameters.get("optimizer", "adam"), hyperparameters.get("learning_rate", 1e-3))
+        student.compile(optimizer=optimizer,
+                        loss=distillation_loss(teacher["loss"], teacher["temperature"], teacher["weight"],
+                                               self.data.task),
+                        metrics=[packed_accuracy() if classify else packed_mae()])
+        targets = self.data.targets
+        return (student, pack_targets(targets["train"], outputs["train"]),
+                pack_targets(targets["validation"], outputs["validation"]))
+
+    def _ensemble(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+        """Combine the members' recorded outputs (no training) and score the combination honestly."""
+        members = [outputs_of(fetch(member["outputs"])) for member in work["members"]]
+        report = evaluate_ensemble(members, self.data.targets, work["architecture"]["combiner"], self.data.task,
+                                   seed=work["seed"])
+        combiner = json.dumps({"members": [m["trial"] for m in work["members"]], "weights": report.weights})
+        return Outcome(report.metrics, {OUTPUTS: outputs_bytes(report.outputs), COMBINER: combiner.encode()})
+
+
+def raw_outputs(model: Any, features: Any) -> Any:
+    """A tower's logits (classification) or outputs (regression) on ``features``."""
+    import keras
+
+    try:
+        logits = keras.Model(model.inputs, model.get_layer("head_logits").output)
+    except ValueError:
+        logits = model
+    return logits.predict(features, batch_size=1024, verbose=0)

@@ -22,7 +22,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
-from engine.fold import State, Trial
+from engine.ensembles import ensemble_key, plan_ensemble
+from engine.events import NO_INHERITANCE
+from engine.fold import ENSEMBLE, TOWER, State, Trial
+from engine.inheritance import plan_inheritance, plan_teacher
 from engine.spaces import Space, make_space
 
 
@@ -103,14 +106,22 @@ class Proposer:
         return searcher
 
     def propose(self, state: State) -> dict[str, Any]:
-        """The payload of the next CandidateProposed event. May raise :class:`SpaceExhausted`."""
-        searcher = self.searcher(state.config)
+        """The payload of the next CandidateProposed event: an ensemble step when the ensemble strategy
+        calls for one, else the searcher's next tower with what it inherits. May raise
+        :class:`SpaceExhausted`."""
         position = state.proposals
         seed = proposal_seed(state.config["search"]["seed"], position)
+        step = plan_ensemble(state)
+        if step is not None:
+            return {"kind": ENSEMBLE, "architecture": step, "hyperparameters": {}, "key": ensemble_key(step),
+                    "parent": None, "mutation": None, "seed": seed, "position": position,
+                    "inherit": dict(NO_INHERITANCE), "teacher": None}
+        searcher = self.searcher(state.config)
         proposal = searcher.propose(state, random.Random(seed))
         space = searcher.space
         space.validate(proposal.architecture, proposal.hyperparameters)
         return {
+            "kind": TOWER,
             "architecture": proposal.architecture,
             "hyperparameters": proposal.hyperparameters,
             "key": space.describe(proposal.architecture, proposal.hyperparameters),
@@ -118,4 +129,6 @@ class Proposer:
             "mutation": proposal.mutation,
             "seed": seed,
             "position": position,
+            "inherit": plan_inheritance(state, proposal.parent),
+            "teacher": plan_teacher(state),
         }

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from engine.fold import State, Trial
+from engine.fold import TOWER, State, Trial
 from engine.searchers.base import Proposal, Searcher, SpaceExhausted
 from engine.searchers.surrogate import Features, GaussianProcess, Vectorizer, expected_improvement
 from engine.spaces import Neighbour
@@ -101,7 +101,8 @@ class BeamSearch(Searcher):
 
     def _history(self, state: State) -> list[Trial]:
         """The trials the surrogate learns from: all scored ones, or the best and the latest."""
-        scored = [state.trials[t] for t in state.completed if state.trials[t].score is not None]
+        scored = [state.trials[t] for t in state.completed
+                  if state.trials[t].score is not None and state.trials[t].kind == TOWER]
         cap = self.options["history"]
         if len(scored) <= cap:
             return scored
@@ -118,8 +119,10 @@ class BeamSearch(Searcher):
         history = self._history(state)
         scores = [t.score for t in history]
         # Failed candidates (over the parameter budget, diverging, unbuildable) count as poor results,
-        # so the surrogate steers away from their neighbourhood instead of learning nothing from them.
-        failed = [state.trials[t] for t in state.failed[-self.options["history"] // 4:]]
+        # so the surrogate steers away from their neighbourhood instead of learning nothing from them;
+        # lost leases and transfer failures are not the architecture's fault and do not count.
+        failed = [state.trials[t] for t in state.failed[-self.options["history"] // 4:]
+                  if state.trials[t].blame == "candidate" and state.trials[t].kind == TOWER]
         if failed and scores:
             floor = min(scores) - max(float(np.std(scores)), 1e-3)
             history, scores = history + failed, scores + [floor] * len(failed)

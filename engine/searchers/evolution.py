@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from engine.fold import State
+from engine.fold import TOWER, State
 from engine.searchers.base import Proposal, Searcher
 
 
@@ -21,7 +21,8 @@ class Evolution(Searcher):
 
     def propose(self, state: State, rng: random.Random) -> Proposal:
         options = self.config["search"]["evolution"]
-        window = state.completed[-options["population"]:]
+        towers = [t for t in state.completed if state.trials[t].kind == TOWER]
+        window = towers[-options["population"]:]
         population = [state.trials[t] for t in window if state.trials[t].score is not None]
         if state.proposals >= options["population"] and population:
             contenders = rng.sample(population, min(options["sample"], len(population)))

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from blocks.tower import CLASSIFICATION, REGRESSION
-from trainers.datasets.base import DataError, Dataset, RawData, infer_task, prepare
+from trainers.datasets.base import DataError, Dataset, RawData, prepare
 from trainers.datasets.builtin import diabetes, digits, mnist1d
-from trainers.datasets.csv_file import csv_table, label_values, read_table
+from trainers.datasets.csv_file import csv_table
 from trainers.datasets.images import image_folder
 from trainers.datasets.npz import npz_arrays
 
@@ -27,22 +24,12 @@ FIXED_TASKS = {"mnist1d": CLASSIFICATION, "digits": CLASSIFICATION, "images": CL
 _loaded: dict[str, Dataset] = {}
 
 
-def task_of(config: Mapping[str, Any]) -> str:
-    """The task a resolved ``[data]`` table means, reading no more than its labels (so the engine can
-    freeze the task, and the metric that goes with it, in the run's configuration)."""
-    if config["task"] != "auto":
-        return config["task"]
+def check_data(config: Mapping[str, Any]) -> str:
+    """Read a user's data as a trainer will (without TensorFlow) and return its task, so bad data is
+    refused before a run starts and the task, with its metric, is frozen in the run's config."""
     if config["dataset"] in FIXED_TASKS:
-        return FIXED_TASKS[config["dataset"]]
-    path = Path(config["path"])
-    if config["dataset"] == "csv":
-        header, body = read_table(path)
-        return infer_task(label_values(path, header, body, config["label"]), "auto")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return infer_task(archive["y"], "auto")
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: cannot read its array 'y' ({exc})") from None
+        return FIXED_TASKS[config["dataset"]] if config["task"] == "auto" else config["task"]
+    return PROVIDERS[config["dataset"]](config).task
 
 
 def load_dataset(config: Mapping[str, Any]) -> Dataset:
@@ -53,4 +40,4 @@ def load_dataset(config: Mapping[str, Any]) -> Dataset:
     return _loaded[key]
 
 
-__all__ = ["PROVIDERS", "DataError", "Dataset", "load_dataset", "task_of"]
+__all__ = ["PROVIDERS", "DataError", "Dataset", "check_data", "load_dataset"]

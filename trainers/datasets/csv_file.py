@@ -131,10 +131,6 @@ def column_inputs(path: Path, header: list[str], body: list[tuple[int, list[str]
 
 
 def csv_table(config: Mapping[str, Any]) -> RawData:
-    import keras
-
-    from trainers.datasets.layers import FillMissing
-
     path = Path(config["path"])
     header, body = read_table(path)
     label = config["label"]
@@ -155,10 +151,22 @@ def csv_table(config: Mapping[str, Any]) -> RawData:
     else:
         y, classes = y_raw.astype("float32"), None
 
+    if not columns:
+        raise DataError(f"{path}: there is no column besides the label {label!r} to learn from")
     kinds = {name: _column_kind(path, name, lines, values, declared.get(name)) for name, values in columns.items()}
+    names = {}
+    for name in kinds:
+        if input_name(name) in names:
+            raise DataError(f"{path}: columns {names[input_name(name)]!r} and {name!r} need different names "
+                            "(they read the same once punctuation is replaced)")
+        names[input_name(name)] = name
     raw = column_inputs(path, header, body, kinds, refuse_missing=config["missing"] == "refuse")
 
     def preprocessor(train: dict[str, np.ndarray]) -> Any:
+        import keras
+
+        from trainers.layers import FillMissing
+
         inputs, parts = {}, []
         for name, kind in kinds.items():
             key = input_name(name)

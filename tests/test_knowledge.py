@@ -1,0 +1,181 @@
+"""Planning what trials share, engine side (no TensorFlow): weight sources, teachers, ensemble steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import pytest
+from support import tower_config
+
+from engine import events as ev
+from engine.config import ConfigError, resolve_config
+from engine.ensembles import ensemble_key, plan_ensemble
+from engine.fold import ENSEMBLE, State
+from engine.inheritance import plan_inheritance, plan_teacher
+from engine.log import EventLog
+from engine.scheduler import Scheduler
+
+DIGEST = "ab" * 32
+
+
+def keras_config(**sections) -> dict:
+    raw = {"space": {"kind": "tower", "max_depth": 3}, "data": {"dataset": "mnist1d"}, **sections}
+    return resolve_config(raw)
+
+
+def run_with(config: dict, results: list[tuple[float, float]]) -> tuple[State, Scheduler]:
+    """A state with one completed tower per (val_accuracy, val_loss), each with weights and outputs."""
+    state = State()
+    scheduler = Scheduler(state, now=0.0, clock=lambda: 0.0)
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config, "lineage": "test"})
+    for accuracy, val_loss in results:
+        [item] = scheduler.assign("t", 1, now=0.0)
+        assert item["kind"] == "tower"
+        scheduler.complete(item["lease"], {"val_accuracy": accuracy, "val_loss": val_loss},
+                           {"weights": DIGEST, "outputs": DIGEST})
+    return state, scheduler
+
+
+def test_sharing_from_the_parent_or_averaged_over_the_best() -> None:
+    state, _ = run_with(keras_config(sharing={"mode": "parent"}), [(0.5, 1.0), (0.9, 0.25), (0.7, 0.5)])
+    ids = sorted(state.trials)[1:]
+    assert plan_inheritance(state, parent=ids[1]) == {"mode": "parent", "sources": [ids[1]], "weights": [1.0]}
+    assert plan_inheritance(state, parent=None)["mode"] == "off"
+    state.config = keras_config(sharing={"mode": "average", "weighting": "loss", "sources": 2})
+    plan = plan_inheritance(state, parent=None)
+    best, second = state.top[:2]
+    assert plan["sources"] == [best, second]
+    assert plan["weights"] == pytest.approx([2 / 3, 1 / 3]), "weights follow 1 / val_loss"
+
+
+def test_the_teacher_is_the_best_tower_or_ensemble_and_ramps_up() -> None:
+    config = keras_config(distillation={"teacher": "best", "weight": 0.4, "adaptive": True, "ramp": 4},
+                          ensemble={"strategy": "adaptive"})
+    state, _ = run_with(config, [(0.5, 1.0), (0.9, 0.25)])
+    teacher = plan_teacher(state)
+    assert teacher["kind"] == "trial" and teacher["id"] == state.top[0]
+    assert teacher["weight"] == pytest.approx(0.4 * 2 / 4), "two of four ramp trials completed"
+
+
+def test_adaptive_ensembles_grow_only_when_they_improve() -> None:
+    state, scheduler = run_with(keras_config(), [(0.80, 1.0), (0.85, 0.9), (0.70, 1.2)])
+    state.config = keras_config(ensemble={"strategy": "adaptive", "width": 3})  # from here on, with ensembles
+    best, second, third = state.top
+    [step] = scheduler.assign("t", 1, now=0.0)
+    assert step["kind"] == ENSEMBLE and step["architecture"]["members"] == [best, second]
+    assert {m["trial"] for m in step["members"]} == {best, second} and DIGEST in step["needs"]
+    scheduler.complete(step["lease"], {"val_accuracy": 0.88, "val_loss": 0.8}, {"outputs": DIGEST})
+    assert state.ensemble == step["trial"]
+    [worse] = scheduler.assign("t", 1, now=0.0)
+    assert worse["architecture"]["members"] == [best, second, third]
+    scheduler.complete(worse["lease"], {"val_accuracy": 0.86, "val_loss": 0.9}, {"outputs": DIGEST})
+    assert state.ensemble == step["trial"], "an addition that does not help is set aside"
+    assert plan_ensemble(state) is None, "every beam tower was tried against the best ensemble"
+    [tower] = scheduler.assign("t", 1, now=0.0)
+    assert tower["kind"] == "tower"
+    assert state.top == [best, second, third], "ensembles never enter the beam"
+
+
+def test_intermixed_ensembles_take_every_nth_proposal() -> None:
+    config = keras_config(ensemble={"strategy": "intermixed", "every": 3})
+    state, scheduler = run_with(config, [(0.8, 1.0), (0.7, 1.0)])
+    assert state.proposals == 2
+    [step] = scheduler.assign("t", 1, now=0.0)
+    assert step["kind"] == ENSEMBLE and ensemble_key(step["architecture"]).startswith("ensemble ")
+    [tower] = scheduler.assign("t", 1, now=0.0)
+    assert tower["kind"] == "tower"
+
+
+@pytest.mark.parametrize(("sections", "message"), [
+    ({"sharing": {"mode": "parent"}}, "sharing.mode = 'parent' needs trained networks"),
+    ({"distillation": {"teacher": "ensemble"}, "data": {"dataset": "mnist1d"}}, "needs ensembles"),
+    ({"distillation": {"teacher": "best"}, "data": {"dataset": "diabetes"}}, "needs a classification task"),
+])
+def test_knowledge_sharing_settings_are_checked(sections: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config({"space": {"kind": "tower"}, **sections})
+
+
+def test_version_1_candidates_and_results_are_upcast(tmp_path: Path) -> None:
+    config = tower_config()
+    v1 = [
+        msgpack.packb({"type": ev.SEARCH_STARTED, "v": 1, "at": 0.0,
+                       "payload": {"run_id": "old", "config": config, "lineage": "0.1.0"}}),
+        msgpack.packb({"type": ev.CANDIDATE_PROPOSED, "v": 1, "at": 0.0, "payload": {
+            "architecture": ["dense_64"], "hyperparameters": {}, "key": "dense_64", "parent": None, "mutation": None,
+            "seed": 1, "position": 0}}),
+        msgpack.packb({"type": ev.TRIAL_ASSIGNED, "v": 1, "at": 0.0,
+                       "payload": {"trial": 2, "trainer": "t", "deadline": 1.0}}),
+        msgpack.packb({"type": ev.TRIAL_COMPLETED, "v": 1, "at": 0.0,
+                       "payload": {"trial": 2, "lease": 3, "metrics": {"val_accuracy": 0.5}, "artifacts": {}}}),
+    ]
+    with EventLog.create(tmp_path, sync=False) as log:
+        log.append(v1, expected_head=0)
+        events = list(log.read())
+        assert [raw for _, raw in log.read_raw()] == v1
+    proposed, completed = events[1].payload, events[3].payload
+    assert (proposed["kind"], proposed["inherit"]["mode"], proposed["teacher"]) == ("tower", "off", None)
+    assert completed["inherited"] == []
+
+
+# -- combining members (numpy only) -----------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from trainers.ensembles import evaluate_ensemble, fit_weights, member_predictions, score  # noqa: E402
+
+
+def split_outputs(rng, n_classes: int = 4, sizes=(30, 40, 20)) -> dict:
+    return {split: rng.normal(size=(size, n_classes)) for split, size in zip(("train", "validation", "test"), sizes,
+                                                                             strict=True)}
+
+
+def test_an_ensemble_of_identical_members_predicts_what_one_member_predicts() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    member = split_outputs(rng)
+    targets = {split: rng.integers(0, 4, len(values)) for split, values in member.items()}
+    for combiner in ("average", "weighted"):
+        report = evaluate_ensemble([member, member, member], targets, combiner, "classification", seed=1)
+        for split, values in member.items():
+            assert np.allclose(np.exp(report.outputs[split]), member_predictions(values, "classification"))
+        assert report.metrics["val_accuracy"] == score(member_predictions(member["validation"], "classification"),
+                                                       targets["validation"], "classification")
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), members=st.integers(2, 5), task=st.sampled_from(["classification", "regression"]))
+def test_the_weighted_combiner_never_scores_below_the_best_member_on_its_fitting_data(seed, members, task) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rows = 40
+    if task == "classification":
+        targets = rng.integers(0, 3, rows)
+        predictions = [member_predictions(rng.normal(size=(rows, 3)) + 2 * np.eye(3)[targets] * rng.random(),
+                                          task) for _ in range(members)]
+    else:
+        targets = rng.normal(size=rows)
+        predictions = [(targets + rng.normal(scale=rng.random() + 0.1, size=rows))[:, None] for _ in range(members)]
+    weights = fit_weights(predictions, targets, task)
+    assert abs(sum(weights) - 1) < 1e-9 and min(weights) >= 0
+    mixed = score(sum(w * p for w, p in zip(weights, predictions, strict=True)), targets, task)
+    singles = [score(p, targets, task) for p in predictions]
+    if task == "classification":
+        assert mixed >= max(singles) - 1e-12
+    else:
+        assert mixed <= min(singles) + 1e-12
+
+
+def test_weights_follow_the_better_member() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    targets = rng.normal(size=200)
+    good = (targets + rng.normal(scale=0.1, size=200))[:, None]
+    poor = (targets + rng.normal(scale=1.0, size=200))[:, None]
+    good_weight, poor_weight = fit_weights([good, poor], targets, "regression")
+    assert good_weight > 0.8 > poor_weight

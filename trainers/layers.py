@@ -1,0 +1,48 @@
+"""Layers Lineage adds to Keras, saved with exported models (package ``lineage``): filling missing
+numbers in preprocessing, and combining ensemble members."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="lineage")
+class FillMissing(keras.layers.Layer):
+    """Replaces NaN (a missing number) with a fixed value, the training mean of its column.
+
+    Example::
+
+        >>> FillMissing(2.5)(keras.ops.convert_to_tensor([[1.0], [float("nan")]]))   # [[1.0], [2.5]]
+    """
+
+    def __init__(self, value: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.value = float(value)
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.where(keras.ops.isnan(inputs), self.value, inputs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "value": self.value}
+
+
+@keras.saving.register_keras_serializable(package="lineage")
+class WeightedSum(keras.layers.Layer):
+    """Combines ensemble members' outputs with fixed weights (the weights the ensemble step chose).
+
+    Example::
+
+        >>> WeightedSum([0.7, 0.3])([probabilities_a, probabilities_b])
+    """
+
+    def __init__(self, weights: list[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.member_weights = [float(w) for w in weights]
+
+    def call(self, inputs: list[Any]) -> Any:
+        return sum(w * x for w, x in zip(self.member_weights, inputs, strict=True))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "weights": self.member_weights}
