@@ -195,20 +195,23 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=12, help="parent/child pairs (default 12)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per parent and child (default 20)")
     parser.add_argument("--budget", type=int, default=5, help="the fixed epoch budget compared (default 5)")
-    parser.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget per search (default 8)")
+    parser.add_argument("--minutes", type=float, default=8.0,
+                        help="wall-clock budget of the search with all three features (default 8)")
+    parser.add_argument("--sharing-minutes", type=float, default=4.0,
+                        help="wall-clock budget of each search with and without sharing (default 4)")
     parser.add_argument("--seeds", type=int, default=2, help="search seeds with and without sharing (default 2)")
     parser.add_argument("--students", type=int, default=3, help="distilled/plain student pairs (default 3)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "knowledge.json")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="lineage-knowledge-"))
-    report: dict[str, Any] = {"minutes": args.minutes}
+    report: dict[str, Any] = {"minutes": args.minutes, "sharing_minutes": args.sharing_minutes}
     if args.part in ("sharing", "both"):
         print("weight sharing: parent/child pairs ...", file=sys.stderr, flush=True)
         pairs = sharing_pairs(args.pairs, args.epochs, args.budget, seed=0)
         searches = {}
         for mode in ("off", "parent"):
-            searches[mode] = [engine_run(folder, f"sharing-{mode}-{seed}", BASE, args.minutes,
+            searches[mode] = [engine_run(folder, f"sharing-{mode}-{seed}", BASE, args.sharing_minutes,
                                          ["--set", f"sharing.mode={mode}", "--set", f"search.seed={seed}"])
                               for seed in range(args.seeds)]
         report["sharing"] = {"pairs": pairs, "searches": searches}

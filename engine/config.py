@@ -173,7 +173,8 @@ SHARING_SCHEMA: Schema = {
 
 DISTILLATION_SCHEMA: Schema = {
     "teacher": Option("none", (str,), "knowledge distillation from none, the best completed trial (best) or the "
-                      "current best ensemble (ensemble)", ("none", "best", "ensemble")),
+                      "current best ensemble (ensemble; the best tower while no ensemble beats it)",
+                      ("none", "best", "ensemble")),
     "loss": Option("soft", (str,), "soft: cross-entropy with the teacher's temperature-softened probabilities; "
                    "logits: mean squared error to the teacher's logits", ("soft", "logits")),
     "temperature": Option(4.0, (int, float), "softening temperature of the soft loss", check=positive),

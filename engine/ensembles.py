@@ -5,8 +5,9 @@ A pure function of the state, like the searchers. An ensemble candidate's archit
 recorded outputs and reports the ensemble's validation metric, and the fold keeps the best ensemble.
 
 - ``adaptive``: the ensemble grows greedily. Each tower of the beam (top-K) is tried once as an addition
-  to the best ensemble so far (the best tower alone to begin with); an addition that does not improve
-  the ensemble's validation metric is set aside, so members are only ever added when they help.
+  to the best ensemble so far (the best tower alone to begin with, and again whenever a new tower
+  alone beats the best ensemble); an addition that does not improve the ensemble's validation metric
+  is set aside, so members are only ever added when they help.
 - ``intermixed``: every n-th proposal is such a step (with the best tower not yet tried), the others
   train new architectures: exploration and exploitation interleaved on a fixed schedule.
 
@@ -38,7 +39,12 @@ def plan_ensemble(state: State) -> dict[str, Any] | None:
     if options["strategy"] == "intermixed" and (state.proposals + 1) % options["every"] != 0:
         return None
     best = state.best_ensemble()
-    base = list(best.architecture["members"]) if best is not None else [towers[0].id]
+    # Grow the best ensemble, unless a tower trained since scores at least as well alone: then start
+    # again from that tower, so the ensemble never trails the best single model for long.
+    if best is not None and best.score > towers[0].score:
+        base = list(best.architecture["members"])
+    else:
+        base = [towers[0].id]
     if len(base) >= options["width"]:
         return None
     pool = [state.trials[t] for t in state.top] if options["strategy"] == "adaptive" else towers

@@ -77,6 +77,21 @@ def test_adaptive_ensembles_grow_only_when_they_improve() -> None:
     assert state.top == [best, second, third], "ensembles never enter the beam"
 
 
+def test_a_tower_that_beats_the_best_ensemble_starts_a_new_one() -> None:
+    state, scheduler = run_with(keras_config(), [(0.80, 1.0), (0.75, 0.9)])
+    state.config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
+    first, second = state.top
+    [step] = scheduler.assign("t", 1, now=0.0)
+    scheduler.complete(step["lease"], {"val_accuracy": 0.82, "val_loss": 0.8}, {"outputs": DIGEST})
+    assert plan_ensemble(state) is None, "the ensemble is full and beats every tower"
+    state.config = keras_config(ensemble={"strategy": "none"})
+    [tower] = scheduler.assign("t", 1, now=0.0)
+    scheduler.complete(tower["lease"], {"val_accuracy": 0.95, "val_loss": 0.2}, {"weights": DIGEST,
+                                                                                 "outputs": DIGEST})
+    state.config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
+    assert plan_ensemble(state)["members"] == [tower["trial"], first], "restarted from the new best tower"
+
+
 def test_intermixed_ensembles_take_every_nth_proposal() -> None:
     config = keras_config(ensemble={"strategy": "intermixed", "every": 3})
     state, scheduler = run_with(config, [(0.8, 1.0), (0.7, 1.0)])
