@@ -4,10 +4,10 @@
     block_paths = ["."]                                   # this folder, relative to the config
     blocks = ["conv1d_32_k3", "my_blocks:SqueezeExcite", "my_blocks:dilated_conv", "dense_64"]
 
-``SmallCNN`` is a whole network used as one block: a tower may start with it and add dense blocks
-after it (and, with ensembles, combine it with other networks).
+``SmallCNN``, ``SmallMLP`` and ``SmallGRU`` are whole networks used as blocks: a tower may start with one
+and add dense blocks after it, and with ensembles a search can do nothing but train and combine them.
 
-See examples/user_blocks.toml.
+See examples/user_blocks.toml and examples/ensemble_networks.toml.
 """
 
 from __future__ import annotations
@@ -52,3 +52,31 @@ class SmallCNN(NetworkBlock):
             keras.layers.Conv1D(25, 5, strides=2, padding="same", activation="relu"),
             keras.layers.Flatten(),
         ], name="small_cnn")
+
+
+class SmallMLP(NetworkBlock):
+    """A plain two-layer perceptron on the flattened input."""
+
+    def network(self, input_shape):
+        import keras
+
+        return keras.Sequential([
+            keras.Input(input_shape),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+        ], name="small_mlp")
+
+
+class SmallGRU(NetworkBlock):
+    """A strided convolution to shorten the sequence, then a GRU over it."""
+
+    def network(self, input_shape):
+        import keras
+
+        return keras.Sequential([
+            keras.Input(input_shape),
+            keras.layers.Reshape((input_shape[0], 1)) if len(input_shape) == 1 else keras.layers.Identity(),
+            keras.layers.Conv1D(16, 5, strides=2, padding="same", activation="relu"),
+            keras.layers.GRU(32),
+        ], name="small_gru")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import status_json, write_toml
+from support import ROOT, status_json, write_toml
 
 from blocks.tower import DataSpec, build_tower
 from trainers.distillation import distillation_loss, pack_targets
@@ -181,3 +181,21 @@ def test_an_ensemble_of_one_tower_repeated_predicts_like_the_tower(tmp_path: Pat
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     assert np.allclose(again.predict(x, verbose=0), tower.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_search_of_whole_networks_trains_each_once_then_only_ensembles_them(tmp_path: Path, engine_cli) -> None:
+    from engine import events as ev
+    from engine.log import EventLog
+    run = tmp_path / "nets"
+    engine_cli("run", "--run", str(run), "--config", str(ROOT / "examples" / "ensemble_networks.toml"), "--quiet",
+               "--set", "data.samples=600", "--set", "training.epochs=2", "--set", "space.hparams.learning_rate=[0.01]",
+               "--set", 'space.blocks=["my_blocks:SmallCNN", "my_blocks:SmallMLP"]', timeout=300)
+    with EventLog.open_reader(run) as log:
+        events = list(log.read())
+    proposals = [e.payload for e in events if e.type == ev.CANDIDATE_PROPOSED]
+    towers = [p["architecture"] for p in proposals if p["kind"] == "tower"]
+    assert sorted(towers) == [["my_blocks:SmallCNN"], ["my_blocks:SmallMLP"]], "each network trained once"
+    assert [p["architecture"]["members"] for p in proposals if p["kind"] == "ensemble"], "then combined"
+    assert "space exhausted" in events[-1].payload["reason"]
+    status = status_json(engine_cli, run)
+    assert status["ensemble"] is not None

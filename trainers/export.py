@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, build_tower
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
 from engine.fold import COMPLETED, ENSEMBLE, State, Trial
@@ -99,6 +100,7 @@ def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None,
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
         raise ExportError(f"{out} exists and is not an exported model; export into a new folder")
+    use_paths(config["space"]["block_paths"])
     data = load_dataset(config["data"])
     if chosen.kind == ENSEMBLE:
         model, members = ensemble_model(run_dir, state, chosen, data)

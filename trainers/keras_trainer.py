@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, BuildError, build_tower
 from trainers.datasets import load_dataset
 from trainers.distillation import distillation_loss, pack_targets, packed_accuracy, packed_mae
@@ -86,6 +87,7 @@ class KerasEvaluator(Evaluator):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
+        use_paths(config["space"]["block_paths"])  # user blocks, imported in this process too
         self.training = config["training"]
         configure_threads(self.training["threads"])
         self.data = load_dataset(config["data"])
