@@ -308,12 +308,28 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
                               f"(evaluator.kind = 'keras'), not {config['evaluator']['kind']!r}")
     if config["distillation"]["teacher"] == "ensemble" and config["ensemble"]["strategy"] == "none":
         raise ConfigError("distillation.teacher = 'ensemble' needs ensembles: set ensemble.strategy")
-    if config["distillation"]["teacher"] != "none" and config["data"]["task"] != "classification" \
-            and config["distillation"]["loss"] == "soft":
-        raise ConfigError("distillation.loss = 'soft' needs a classification task; use loss = 'logits'")
+    if config["distillation"]["teacher"] != "none" and config["data"]["task"] != "classification":
+        raise ConfigError(f"distillation.teacher = {config['distillation']['teacher']!r} needs a classification "
+                          f"task (a teacher's class predictions); data.task is {config['data']['task']!r}")
+    if config["ensemble"]["strategy"] != "none" and search["metric"] not in ENSEMBLE_METRICS:
+        raise ConfigError(f"ensemble.strategy = {config['ensemble']['strategy']!r} scores ensembles by "
+                          f"{sorted(ENSEMBLE_METRICS)}; search.metric is {search['metric']!r}")
     if sum(search["mutations"].values()) <= 0:
         raise ConfigError("search.mutations: at least one mutation weight must be greater than 0")
     return config
+
+
+ENSEMBLE_METRICS = frozenset({"val_accuracy", "val_loss", "val_mae"})  # what an ensemble step reports
+
+
+def with_later_sections(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config with the sections added after it was written, at their defaults (which keep
+    the behaviour it was run with: no sharing, no teacher, no ensembles)."""
+    filled = dict(config)
+    for section, schema in (("sharing", SHARING_SCHEMA), ("distillation", DISTILLATION_SCHEMA),
+                            ("ensemble", ENSEMBLE_SCHEMA)):
+        filled.setdefault(section, _resolve(schema, {}, section))
+    return filled
 
 
 def _check_data(data: dict[str, Any]) -> None:

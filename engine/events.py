@@ -134,6 +134,13 @@ def _failed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "blame": "infrastructure" if payload["reason"].startswith("lost ") else "candidate"}
 
 
+def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v2 configs always hold [sharing], [distillation] and [ensemble]; v1 ones may predate them."""
+    from engine.config import with_later_sections
+
+    return {**payload, "config": with_later_sections(payload["config"])}
+
+
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
 SEARCH_RESUMED = "SearchResumed"
@@ -147,16 +154,19 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 1, ("run_id", "config", "lineage"),
+            SEARCH_STARTED, 2, ("run_id", "config", "lineage"),
             "The first event of a run: the whole frozen configuration.",
+            upcasters={1: _config_v1_to_v2},
         ),
         EventType(
-            SEARCH_FORKED, 1, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 2, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
+            upcasters={1: _config_v1_to_v2},
         ),
         EventType(
-            SEARCH_RESUMED, 1, ("overrides", "config"),
+            SEARCH_RESUMED, 2, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
+            upcasters={1: _config_v1_to_v2},
         ),
         EventType(
             CANDIDATE_PROPOSED, 2,

@@ -230,8 +230,8 @@ def _reconfigure(state: State, config: dict[str, Any]) -> None:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
     state.top = [trial.id for trial in state.leaderboard()[: config["search"]["beam"]["k"]]]
-    ensembles = state.leaderboard(ENSEMBLE)
-    state.ensemble = ensembles[0].id if ensembles else None
+    ensembles, best = state.leaderboard(ENSEMBLE), state.best_trial()
+    state.ensemble = ensembles[0].id if ensembles and (best is None or ensembles[0].score > best.score) else None
 
 
 def _proposed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -277,15 +277,18 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     if value is None:
         return
     if trial.kind == ENSEMBLE:
-        # The best ensemble so far: a new one that does not beat it is tried and set aside.
-        best = state.best_ensemble()
-        if best is None or value > best.score:
+        # The best ensemble is one that beats every tower alone and every ensemble before it; one that
+        # does not is tried and set aside.
+        best, tower = state.best_ensemble(), state.best_trial()
+        if (best is None or value > best.score) and (tower is None or value > tower.score):
             state.ensemble = trial.id
         return
     top = state.top
     # Most trials do not enter the top-k: one comparison with its last member says so.
     if len(top) < k or value > state.trials[top[-1]].score:
         _enter_top(state, trial, k)
+        if state.ensemble is not None and value >= state.trials[state.ensemble].score:
+            state.ensemble = None  # a tower alone does as well: no ensemble is worth its cost now
 
 
 def _failed(state: State, p: dict[str, Any], seq: int) -> None:

@@ -51,12 +51,10 @@ def plan_teacher(state: State) -> dict[str, Any] | None:
     options = state.config["distillation"]
     if options["teacher"] == "none":
         return None
-    ensemble, tower = state.best_ensemble(), state.best_trial()
-    # The best ensemble teaches while it beats every tower alone; a better tower teaches better.
-    if options["teacher"] == "ensemble" and ensemble is not None and (tower is None or ensemble.score > tower.score):
-        kind, source = "ensemble", ensemble
+    if options["teacher"] == "ensemble" and state.best_ensemble() is not None:  # it beats every tower alone
+        kind, source = "ensemble", state.best_ensemble()
     else:
-        kind, source = "trial", tower
+        kind, source = "trial", state.best_trial()
     if source is None or "outputs" not in (source.artifacts or {}):
         return None
     weight = options["weight"]

@@ -100,7 +100,7 @@ class Scheduler:
                        "sources": [{**source(t, "weights"), "weight": w}
                                    for t, w in zip(trial.inherit["sources"], trial.inherit["weights"], strict=True)]}
         teacher = {**trial.teacher, **source(trial.teacher["id"], "outputs")} if trial.teacher else None
-        members = ([source(m, "outputs", "weights") for m in trial.architecture["members"]]
+        members = ([source(m, "outputs") for m in trial.architecture["members"]]
                    if trial.kind == ENSEMBLE else None)
         return {
             "lease": lease, "trial": trial.id, "key": trial.key, "kind": trial.kind,

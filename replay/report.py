@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from engine import events as ev
-from engine.fold import State, Trial
+from engine.fold import ENSEMBLE, State, Trial
 
 
 def _trial_dict(trial: Trial) -> dict[str, Any]:
@@ -118,6 +118,9 @@ def render_status(state: State, top: int = 10) -> str:
     if ensemble is not None:
         lines.append(f"best ensemble: trial {ensemble.id}  {search['metric']} {_metric(ensemble, search['metric'])}  "
                      f"members {ensemble.architecture['members']} ({ensemble.architecture['combiner']})")
+    elif state.config["ensemble"]["strategy"] != "none":
+        tried = len(state.leaderboard(ENSEMBLE))
+        lines.append(f"best ensemble: none beats the best tower alone yet ({tried} tried)")
     lines.append(f"leaderboard ({search['metric']}, {search['mode']}):")
     lines.append(render_leaderboard(state, top))
     lines.append(f"beam (top-{search['beam']['k']}): {', '.join(map(str, state.top)) or '-'}")

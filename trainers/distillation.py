@@ -8,13 +8,13 @@ both. For a classification task the loss is
     (1 - w) * CE(labels, softmax(z)) + w * mean((z - t)^2)                                (logits)
 
 with student logits z, teacher logits t, temperature T and teacher weight w (Hinton, Vinyals and
-Dean, 2015, "Distilling the Knowledge in a Neural Network"). For regression, the labels' squared
-error plus w times the squared distance to the teacher's outputs.
+Dean, 2015, "Distilling the Knowledge in a Neural Network"). Distillation is for classification; the
+config refuses a teacher for a regression task.
 
 Example::
 
     >>> targets = pack_targets(labels, teacher_outputs)
-    >>> model.compile(optimizer, loss=distillation_loss("soft", 4.0, 0.5, "classification"),
+    >>> model.compile(optimizer, loss=distillation_loss("soft", 4.0, 0.5),
     ...               metrics=[packed_accuracy()])
 """
 
@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from blocks.tower import CLASSIFICATION
-
 
 def pack_targets(labels: np.ndarray, teacher: np.ndarray) -> np.ndarray:
     """Labels (first column) and the teacher's outputs (the rest), row by row."""
@@ -33,18 +31,15 @@ def pack_targets(labels: np.ndarray, teacher: np.ndarray) -> np.ndarray:
                            teacher.reshape(len(teacher), -1).astype("float32")], axis=1)
 
 
-def distillation_loss(kind: str, temperature: float, weight: float, task: str) -> Any:
-    """The loss of a student trained on packed targets; ``kind`` is ``soft`` or ``logits``."""
+def distillation_loss(kind: str, temperature: float, weight: float) -> Any:
+    """The loss of a student (logits) trained on packed targets; ``kind`` is ``soft`` or ``logits``."""
     import keras
     from keras import ops
 
     def loss(packed: Any, outputs: Any) -> Any:
         truth, teacher = packed[:, :1], packed[:, 1:]
-        if task == CLASSIFICATION:
-            hard = keras.losses.sparse_categorical_crossentropy(ops.cast(truth[:, 0], "int32"), outputs,
-                                                                from_logits=True)
-        else:
-            hard = ops.mean(ops.square(outputs - truth), axis=-1)
+        hard = keras.losses.sparse_categorical_crossentropy(ops.cast(truth[:, 0], "int32"), outputs,
+                                                            from_logits=True)
         if kind == "soft":
             teacher_soft = ops.softmax(teacher / temperature, axis=-1)
             student_log = ops.log_softmax(outputs / temperature, axis=-1)
@@ -68,14 +63,3 @@ def packed_accuracy() -> Any:
         return ops.cast(ops.equal(predicted, packed[:, 0]), "float32")
 
     return keras.metrics.MeanMetricWrapper(accuracy, name="accuracy")
-
-
-def packed_mae() -> Any:
-    """Mean absolute error against the target column of packed targets (reported as ``mae``)."""
-    import keras
-    from keras import ops
-
-    def mae(packed: Any, outputs: Any) -> Any:
-        return ops.mean(ops.abs(outputs - packed[:, :1]), axis=-1)
-
-    return keras.metrics.MeanMetricWrapper(mae, name="mae")

@@ -125,7 +125,8 @@ class EnsembleReport:
 def evaluate_ensemble(members: Sequence[dict[str, np.ndarray]], targets: dict[str, np.ndarray], combiner: str,
                       task: str, seed: int) -> EnsembleReport:
     """Combine members' outputs; the validation metrics are honest (cross-fitted for ``weighted``)."""
-    predictions = {split: [member_predictions(m[split], task) for m in members] for split in SPLITS}
+    splits = [split for split in SPLITS if all(split in m for m in members)]  # an empty split is not recorded
+    predictions = {split: [member_predictions(m[split], task) for m in members] for split in splits}
     validation, truth = predictions["validation"], targets["validation"]
     n = len(members)
     if combiner == "average":
@@ -138,9 +139,11 @@ def evaluate_ensemble(members: Sequence[dict[str, np.ndarray]], targets: dict[st
             fitted = fit_weights([p[fit] for p in validation], truth[fit], task)
             honest[held] = combine([p[held] for p in validation], fitted)
         weights = fit_weights(validation, truth, task)
-    combined = {split: combine(predictions[split], weights) for split in SPLITS}
-    if task == CLASSIFICATION:  # log-probabilities: outputs a student can distil from, like logits
-        combined = {split: np.log(np.clip(values, 1e-12, 1.0)) for split, values in combined.items()}
+    combined = {split: combine(predictions[split], weights) for split in splits}
+    if task == CLASSIFICATION:
+        # Log-probabilities centred per example: logits of the combined prediction, for students to match.
+        logs = {split: np.log(np.clip(values, 1e-12, 1.0)) for split, values in combined.items()}
+        combined = {split: values - values.mean(axis=1, keepdims=True) for split, values in logs.items()}
         metrics = {"val_accuracy": score(honest, truth, task), "val_loss": loss(honest, truth, task)}
     else:
         metrics = {"val_mae": score(honest, truth, task), "val_loss": loss(honest, truth, task)}

@@ -94,7 +94,8 @@ def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None,
     if ensemble:
         chosen = state.best_ensemble() if trial is None else choose_trial(state, trial)
         if chosen is None or chosen.kind != ENSEMBLE:
-            raise ExportError("the run has no completed ensemble to export (see ensemble.strategy)")
+            raise ExportError("the run has no ensemble that beats its best single tower on validation, so there "
+                              "is none to export (see ensemble.strategy); export the best tower without --ensemble")
     else:
         chosen = choose_trial(state, trial)
     out = Path(out)
@@ -216,6 +217,8 @@ def evaluate_model(path: Path | str, run_dir: Path | str | None = None) -> dict[
     except DataError as exc:
         raise ExportError(f"cannot load the run's data to evaluate on: {exc}") from None
     raw, targets = data.raw["test"], data.targets["test"]
+    if not len(targets):
+        raise ExportError("the run's data has no test split to evaluate on (data.test = 0)")
     report = {"examples": int(len(targets)), "trial": exported.metadata["trial"],
               "candidate": exported.metadata["candidate"],
               **_scores(apply_model(exported.model, raw), targets, exported.metadata["task"])}

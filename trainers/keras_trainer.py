@@ -25,7 +25,7 @@ from typing import Any
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, BuildError, build_tower
 from trainers.datasets import load_dataset
-from trainers.distillation import distillation_loss, pack_targets, packed_accuracy, packed_mae
+from trainers.distillation import distillation_loss, pack_targets, packed_accuracy
 from trainers.ensembles import evaluate_ensemble, outputs_bytes, outputs_of
 from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome
 from trainers.sharing import inherit_weights
@@ -93,6 +93,8 @@ class KerasEvaluator(Evaluator):
         self.data = load_dataset(config["data"])
         self.max_params = config["space"]["max_params"]
         self.metric, self.mode = config["search"]["metric"], config["search"]["mode"]
+        self.keeps_outputs = (config["distillation"]["teacher"] != "none"
+                              or config["ensemble"]["strategy"] != "none")
 
     def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
         if work.get("kind") == "ensemble":
@@ -133,8 +135,11 @@ class KerasEvaluator(Evaluator):
             raise EvaluationError(f"validation metrics are not finite: {metrics}")
         metrics.update(params=float(params), epochs=float(len(losses)), train_seconds=trained,
                        inherited_layers=float(len(inherited)), trial_seconds=time.perf_counter() - started)
-        outputs = {split: raw_outputs(model, features[split]) for split in features}
-        return Outcome(metrics, {WEIGHTS: weights_bytes(model), OUTPUTS: outputs_bytes(outputs)}, inherited)
+        artifacts = {WEIGHTS: weights_bytes(model)}
+        if self.keeps_outputs:  # what ensembles combine and students learn from
+            outputs = {split: raw_outputs(model, x) for split, x in features.items() if len(x)}
+            artifacts[OUTPUTS] = outputs_bytes(outputs)
+        return Outcome(metrics, artifacts, inherited)
 
     def _build(self, architecture: list[str], hyperparameters: Mapping[str, Any], name: str) -> Any:
         try:
@@ -172,13 +177,11 @@ class KerasEvaluator(Evaluator):
         import keras
 
         outputs = outputs_of(fetch(teacher["outputs"]))
-        classify = self.data.task == CLASSIFICATION
-        student = keras.Model(model.inputs, model.get_layer("head_logits").output) if classify else model
+        student = keras.Model(model.inputs, model.get_layer("head_logits").output)  # config: classification only
         optimizer = make_optimizer(hyperparameters.get("optimizer", "adam"), hyperparameters.get("learning_rate", 1e-3))
         student.compile(optimizer=optimizer,
-                        loss=distillation_loss(teacher["loss"], teacher["temperature"], teacher["weight"],
-                                               self.data.task),
-                        metrics=[packed_accuracy() if classify else packed_mae()])
+                        loss=distillation_loss(teacher["loss"], teacher["temperature"], teacher["weight"]),
+                        metrics=[packed_accuracy()])
         targets = self.data.targets
         return (student, pack_targets(targets["train"], outputs["train"]),
                 pack_targets(targets["validation"], outputs["validation"]))

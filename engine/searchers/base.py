@@ -112,12 +112,18 @@ class Proposer:
         position = state.proposals
         seed = proposal_seed(state.config["search"]["seed"], position)
         step = plan_ensemble(state)
+        searcher = self.searcher(state.config)
+        if step is None:
+            try:
+                proposal = searcher.propose(state, random.Random(seed))
+            except SpaceExhausted:
+                step = plan_ensemble(state, scheduled=False)  # no tower left to try: ensembles, off schedule
+                if step is None:
+                    raise
         if step is not None:
             return {"kind": ENSEMBLE, "architecture": step, "hyperparameters": {}, "key": ensemble_key(step),
                     "parent": None, "mutation": None, "seed": seed, "position": position,
                     "inherit": dict(NO_INHERITANCE), "teacher": None}
-        searcher = self.searcher(state.config)
-        proposal = searcher.propose(state, random.Random(seed))
         space = searcher.space
         space.validate(proposal.architecture, proposal.hyperparameters)
         return {
