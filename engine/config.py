@@ -86,6 +86,9 @@ SEARCH_SCHEMA: Schema = {
         "k": Option(8, (int,), "beam width: parents are drawn from the top-k completed trials", check=positive),
         "initial": Option(6, (int,), "random candidates proposed before the beam starts mutating",
                           check=non_negative),
+        "explore": Option(0.0, (int, float), "share of the proposals after the initial ones that are fresh random "
+                          "members of the whole space rather than mutations, so one lineage cannot fill the beam",
+                          check=probability),
         "screen": Option("gp", (str,), "how to choose among the beam's mutations: gp (a Gaussian-process "
                          "surrogate ranks them by expected improvement) or none (uniform)", ("gp", "none")),
         "candidates": Option(256, (int,), "most mutations the surrogate ranks per proposal", check=positive),

@@ -65,6 +65,19 @@ def test_beam_grows_the_allowed_depth_as_trials_complete(tmp_path: Path) -> None
     assert max(len(t.architecture) for t in state.trials.values()) == 4
 
 
+def test_beam_explores_fresh_random_members_at_the_configured_rate(tmp_path: Path) -> None:
+    config = tower_config(search__trials=80, search__beam__initial=5, search__beam__explore=0.25,
+                          search__beam__depth_start=1, search__beam__grow_every=100, space__max_depth=4)
+    state = search(tmp_path, config)
+    later = [t for t in state.trials.values() if t.position >= 5]
+    fresh = [t for t in later if t.parent is None]
+    assert 8 <= len(fresh) <= 32, f"about a quarter of 75 proposals, got {len(fresh)}"
+    assert max(len(t.architecture) for t in fresh) > 1, "explorations draw from the whole space, not the beam's depth"
+    assert not any(t.mutation.startswith("add") for t in later if t.parent is not None), "mutations keep the limit"
+    keys = [t.key for t in state.trials.values()]
+    assert len(keys) == len(set(keys))
+
+
 def test_beam_without_screening_draws_mutations_by_their_weights(tmp_path: Path) -> None:
     config = tower_config(search__trials=40, search__beam__screen="none", search__mutations__add=0,
                           search__mutations__remove=0, search__mutations__replace=0, search__mutations__hparam=1)

@@ -10,7 +10,9 @@ by ``search.beam.screen``:
   the highest expected improvement wins (ties broken by the proposal's rng);
 - ``none``: a uniformly random parent and a random mutation drawn by ``search.mutations`` weights.
 
-The first ``search.beam.initial`` proposals are random members, the beam's seeds.
+The first ``search.beam.initial`` proposals are random members, the beam's seeds. After them, a
+share ``search.beam.explore`` of proposals are fresh random members of the whole space: on a space
+where many families do well (MNIST-1D), a greedy beam otherwise fills its top-K with one lineage.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class BeamSearch(Searcher):
         parents = [state.trials[t] for t in state.top]
         if state.proposals < self.options["initial"] or not parents:
             found = self.random_new(state, rng, limit)
+            if found is not None:
+                return found
+        if parents and self.options["explore"] and rng.random() < self.options["explore"]:
+            found = self.random_new(state, rng)
             if found is not None:
                 return found
         if parents and self.options["screen"] == "none":
