@@ -41,10 +41,12 @@ def inherit_weights(model: Any, sources: Sequence[tuple[Any, float]], same_archi
                 found.append((theirs, weight))
         if not found:
             continue
-        total = sum(weight for _, weight in found) or float(len(found))
+        total = sum(weight for _, weight in found)
+        shares = [weight / total for _, weight in found] if total > 0 else [1 / len(found)] * len(found)
+        arrays = [theirs for theirs, _ in found]
         layer.set_weights([
-            sum(np.asarray(arrays[i], dtype="float64") * (weight / total if total else 1 / len(found))
-                for arrays, weight in found).astype(mine[i].dtype)
+            sum(np.asarray(a[i], dtype="float64") * share for a, share in zip(arrays, shares, strict=True))
+            .astype(mine[i].dtype)
             for i in range(len(mine))
         ])
         inherited.append(layer.name)
