@@ -230,8 +230,8 @@ def _reconfigure(state: State, config: dict[str, Any]) -> None:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
     state.top = [trial.id for trial in state.leaderboard()[: config["search"]["beam"]["k"]]]
-    ensembles, best = state.leaderboard(ENSEMBLE), state.best_trial()
-    state.ensemble = ensembles[0].id if ensembles and (best is None or ensembles[0].score > best.score) else None
+    ensembles = sorted(state.leaderboard(ENSEMBLE), key=lambda e: (_merit(e), -e.id), reverse=True)
+    state.ensemble = ensembles[0].id if ensembles and _merit(ensembles[0]) > _best_tower_merit(state) else None
 
 
 def _proposed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -279,15 +279,15 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     if trial.kind == ENSEMBLE:
         # The best ensemble is one that beats every tower alone and every ensemble before it; one that
         # does not is tried and set aside.
-        best, tower = state.best_ensemble(), state.best_trial()
-        if (best is None or value > best.score) and (tower is None or value > tower.score):
+        best = state.best_ensemble()
+        if (best is None or _merit(trial) > _merit(best)) and _merit(trial) > _best_tower_merit(state):
             state.ensemble = trial.id
         return
     top = state.top
     # Most trials do not enter the top-k: one comparison with its last member says so.
     if len(top) < k or value > state.trials[top[-1]].score:
         _enter_top(state, trial, k)
-        if state.ensemble is not None and value >= state.trials[state.ensemble].score:
+        if state.ensemble is not None and _merit(trial) >= _merit(state.trials[state.ensemble]):
             state.ensemble = None  # a tower alone does as well: no ensemble is worth its cost now
 
 
@@ -323,6 +323,17 @@ def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | N
     """The search metric as a number where larger is better (None when absent or not finite)."""
     metric, sign, _ = _ranking(config)
     return _signed((metrics or {}).get(metric), sign)
+
+
+def _merit(trial: Trial) -> tuple[float, float]:
+    """How ensembles and towers compare: the search's score, ties broken by the lower validation loss
+    (a small validation split ties often on accuracy)."""
+    loss = (trial.metrics or {}).get("val_loss")
+    return trial.score, -loss if isinstance(loss, (int, float)) and math.isfinite(loss) else -math.inf
+
+
+def _best_tower_merit(state: State) -> tuple[float, float]:
+    return max((_merit(state.trials[t]) for t in state.top), default=(-math.inf, -math.inf))
 
 
 def _enter_top(state: State, trial: Trial, k: int) -> None:

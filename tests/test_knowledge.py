@@ -92,6 +92,18 @@ def test_a_tower_that_beats_the_best_ensemble_starts_a_new_one() -> None:
     assert plan_ensemble(state)["members"] == [tower["trial"], first], "restarted from the new best tower"
 
 
+def test_an_ensemble_that_ties_the_best_tower_wins_on_validation_loss() -> None:
+    state, scheduler = run_with(keras_config(), [(0.99, 0.10), (0.98, 0.12)])
+    state.config = keras_config(ensemble={"strategy": "adaptive"})
+    [same] = scheduler.assign("t", 1, now=0.0)
+    scheduler.complete(same["lease"], {"val_accuracy": 0.99, "val_loss": 0.11}, {"outputs": DIGEST})
+    assert state.ensemble is None, "a tie on accuracy with a higher loss is no improvement"
+    state.config = keras_config(ensemble={"strategy": "adaptive", "combiner": "weighted"})
+    [better] = scheduler.assign("t", 1, now=0.0)
+    scheduler.complete(better["lease"], {"val_accuracy": 0.99, "val_loss": 0.07}, {"outputs": DIGEST})
+    assert state.ensemble == better["trial"], "the same accuracy with a lower loss is"
+
+
 def test_intermixed_ensembles_take_every_nth_proposal() -> None:
     config = keras_config(ensemble={"strategy": "intermixed", "every": 3})
     state, scheduler = run_with(config, [(0.8, 1.0), (0.7, 1.0)])
