@@ -156,8 +156,12 @@ def ensembles(folder: Path, minutes: float, seeds: int) -> dict[str, Any]:
     run = Path(summary["run"])
     state = state_at(run)
     export_model(run, folder / "single")
+    single = evaluate_model(folder / "single")
+    if state.best_ensemble() is None:  # none beat the best tower on validation
+        return {"search": summary, "best_single_test": single["accuracy"], "best_ensemble_test": None,
+                "ensembles_tried": sum(t.kind == "ensemble" for t in state.trials.values())}
     export_model(run, folder / "ensemble", ensemble=True)
-    single, ensemble = evaluate_model(folder / "single"), evaluate_model(folder / "ensemble")
+    ensemble = evaluate_model(folder / "ensemble")
     config = resolve_config(apply_overrides(state.config, {"search.trials": 1}))
     evaluator = KerasEvaluator(config)
     data = load_dataset(config["data"])
@@ -182,6 +186,11 @@ def ensembles(folder: Path, minutes: float, seeds: int) -> dict[str, Any]:
             "ensemble_val": state.best_ensemble().metrics["val_accuracy"], "students": students,
             "teacher_test_from_outputs": float(np.mean(outputs_of(teacher_bytes)["test"].argmax(1) ==
                                                        data.targets["test"]))}
+
+
+def write(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
 
 
 def median(values: list) -> float | None:
@@ -215,6 +224,7 @@ def main() -> int:
                                          ["--set", f"sharing.mode={mode}", "--set", f"search.seed={seed}"])
                               for seed in range(args.seeds)]
         report["sharing"] = {"pairs": pairs, "searches": searches}
+        write(args.out, report)  # each part is kept even if a later one fails
         scratch = [p["scratch"]["epochs_to_parent"] for p in pairs]
         inherited = [p["inherited"]["epochs_to_parent"] for p in pairs]
         both = [(s, i) for s, i in zip(scratch, inherited, strict=True) if s is not None and i is not None]
@@ -227,6 +237,16 @@ def main() -> int:
                   f"{statistics.median(s for s, _ in both)}, inherited {statistics.median(i for _, i in both)}; "
                   f"median ratio {ratio:.2f} (target <= 0.70)")
             report["sharing"]["epoch_ratio"] = ratio
+        # A child that never reaches it within the budget counts as one epoch past it: a lower bound, which
+        # favours whichever side missed.
+        never = args.epochs + 1
+        either = [(s or never, i or never) for s, i in zip(scratch, inherited, strict=True) if s or i]
+        if either:
+            censored = statistics.median(i / s for s, i in either)
+            print(f"  counting 'never within {args.epochs}' as {never} epochs ({len(either)} pairs where either "
+                  f"reaches it): median ratio {censored:.2f}, total epochs scratch {sum(s for s, _ in either)}, "
+                  f"inherited {sum(i for _, i in either)}")
+            report["sharing"]["censored_epoch_ratio"] = censored
         for mode in ("scratch", "inherited"):
             best = median([p[mode][f"best_within_{args.budget}"] for p in pairs])
             print(f"  median best validation accuracy within {args.budget} epochs, {mode}: {best:.4f}")
@@ -239,14 +259,18 @@ def main() -> int:
         result = ensembles(folder, args.minutes, args.students)
         report["ensembles"] = result
         print(f"\nensembles and distillation, {args.minutes:g}-minute search with all three features")
+        if result["best_ensemble_test"] is None:
+            print(f"  no ensemble beat the best tower on validation ({result['ensembles_tried']} tried); best single "
+                  f"test accuracy {result['best_single_test']:.4f}")
+            write(args.out, report)
+            return 0
         print(f"  test accuracy: best single {result['best_single_test']:.4f}, best ensemble "
               f"{result['best_ensemble_test']:.4f} ({result['ensemble_members']} members); target: +0.5 point "
               f"and >= 0.985")
         for label, rows in result["students"].items():
             print(f"  {SMALL} {label}: median test accuracy {median([r['test_accuracy'] for r in rows]):.4f} "
                   f"({int(rows[0]['params'])} parameters)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, default=str))
+    write(args.out, report)
     print(f"wrote {args.out}")
     return 0
 
