@@ -36,19 +36,19 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
     options = state.config["ensemble"]
     if options["strategy"] == "none":
         return None
+    if scheduled and options["strategy"] == "intermixed" and (state.proposals + 1) % options["every"] != 0:
+        return None
     towers = [t for t in state.leaderboard() if "outputs" in (t.artifacts or {})]  # what ensembles combine
     if len(towers) < 2:
-        return None
-    if scheduled and options["strategy"] == "intermixed" and (state.proposals + 1) % options["every"] != 0:
         return None
     # The best ensemble beats every tower alone; without one, start from the best tower.
     best = state.best_ensemble()
     base = list(best.architecture["members"]) if best is not None else [towers[0].id]
     if len(base) >= options["width"]:
         return None
-    pool = [state.trials[t] for t in state.top] if options["strategy"] == "adaptive" else towers
+    pool = [t for t in towers if t.id in state.top] if options["strategy"] == "adaptive" else towers
     for candidate in pool:
-        if candidate.id in base or "outputs" not in (candidate.artifacts or {}):
+        if candidate.id in base:
             continue
         architecture = {"members": base + [candidate.id], "combiner": options["combiner"]}
         if ensemble_key(architecture) not in state.keys:
