@@ -12,8 +12,10 @@ epochs, early stopping, data and split), using this machine's 2 cores for ``--mi
 
 Time runs from each system's launch (so imports and data loading count) and only results completed
 within the budget count. For each run: best validation accuracy over time and over trials, the time
-and the number of trials to the first 90% validation accuracy, and the test accuracy of the best
-model (by validation). For Lineage runs, the share of each trainer's time spent in ``model.fit``.
+and the number of trials to the first 90% validation accuracy, and the test accuracy of the model
+each system hands back when the budget ends: its best by validation accuracy (Lineage breaks ties
+on accuracy by validation loss, ``search.tie_break``; Optuna and KerasTuner keep the first). For
+Lineage runs, the share of each trainer's time spent in ``model.fit``.
 
 Usage::
 
@@ -78,15 +80,17 @@ def test_accuracy(config: dict[str, Any], architecture: list[str], hyperparamete
 
 
 def summarize(name: str, seed: int, launched: float, minutes: float, results: list[dict[str, Any]],
-              best_test: float | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Results (``ended`` wall time, ``val_accuracy``, ``params``) within the budget -> the figures."""
+              best_test: float | None, extra: dict[str, Any] | None = None,
+              chosen: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Results (``ended`` wall time, ``val_accuracy``, ``params``) within the budget -> the figures;
+    ``chosen`` is the result the system hands back (default: the first with the best validation accuracy)."""
     within = sorted((r for r in results if r["ended"] - launched <= 60 * minutes), key=lambda r: r["ended"])
     curve, best = [], 0.0
     for index, result in enumerate(within, start=1):
         best = max(best, result["val_accuracy"])
         curve.append({"trial": index, "seconds": result["ended"] - launched, "best_val_accuracy": best})
     reached = next((point for point in curve if point["best_val_accuracy"] >= TARGET_VALIDATION), None)
-    top = max(within, key=lambda r: r["val_accuracy"], default=None)
+    top = chosen or max(within, key=lambda r: r["val_accuracy"], default=None)
     return {
         "system": name, "seed": seed, "trials": len(within), "curve": curve,
         "best_val_accuracy": top["val_accuracy"] if top else None,
@@ -121,21 +125,23 @@ def lineage(name: str, seed: int, minutes: float, workdir: Path) -> dict[str, An
         if event.type == ev.TRIAL_COMPLETED:
             metrics = event.payload["metrics"]
             results.append({"ended": event.at, "val_accuracy": metrics["val_accuracy"], "params": metrics["params"],
-                            "trial": event.payload["trial"]})
+                            "trial": event.payload["trial"], "seq": event.seq})
             span = spans[trainer_of[event.payload["lease"]]]
             span[1] = event.at
             span[2] += metrics["train_seconds"]
     efficiency = {trainer: fit / (end - start) for trainer, (start, end, fit) in spans.items() if end > start}
     within = [r for r in results if r["ended"] - launched <= 60 * minutes]
-    best_test = None
+    best_test = best = None
     if within:
-        best = max(within, key=lambda r: r["val_accuracy"])
+        # Lineage's best when the budget ended: the fold's leaderboard after the last result in time.
+        handed_back = state_at(run, max(r["seq"] for r in within)).best_trial()
+        best = next(r for r in within if r["trial"] == handed_back.id)
         export_model(run, workdir / f"{name}-{seed}-model", trial=best["trial"])
         best_test = evaluate_model(workdir / f"{name}-{seed}-model")["accuracy"]
     failed = sum(e.type == ev.TRIAL_FAILED for e in events)
     extra = {"trainer_fit_share": efficiency, "failed": failed,
              "finished": state_at(run).finished}
-    return summarize(name, seed, launched, minutes, results, best_test, extra)
+    return summarize(name, seed, launched, minutes, results, best_test, extra, chosen=best)
 
 
 # -- Optuna TPE ------------------------------------------------------------------------------------

@@ -82,6 +82,9 @@ SEARCH_SCHEMA: Schema = {
     "seed": Option(0, (int,), "run seed; every proposal's rng derives from it and the proposal's position"),
     "metric": Option("", (str,), "metric the search optimises (default: the space's own)"),
     "mode": Option("", (str,), "max or min (default: the space's own)", ("", "max", "min")),
+    "tie_break": Option("val_loss", (str,), "which of two trials with the same score ranks higher: val_loss (the "
+                        "lower validation loss; a small validation split ties often on accuracy) or first (the "
+                        "earlier trial)", ("val_loss", "first")),
     "beam": {
         "k": Option(8, (int,), "beam width: parents are drawn from the top-k completed trials", check=positive),
         "initial": Option(6, (int,), "random candidates proposed before the beam starts mutating",
@@ -89,6 +92,9 @@ SEARCH_SCHEMA: Schema = {
         "explore": Option(0.0, (int, float), "share of the proposals after the initial ones that are fresh random "
                           "members of the whole space rather than mutations, so one lineage cannot fill the beam",
                           check=probability),
+        "explore_draws": Option(32, (int,), "random members an exploring proposal draws; with screen = gp the "
+                                "surrogate keeps the one with the highest expected improvement (1: a plain random "
+                                "draw)", check=positive),
         "screen": Option("gp", (str,), "how to choose among the beam's mutations: gp (a Gaussian-process "
                          "surrogate ranks them by expected improvement) or none (uniform)", ("gp", "none")),
         "candidates": Option(256, (int,), "most mutations the surrogate ranks per proposal", check=positive),
@@ -207,7 +213,7 @@ ENGINE_SCHEMA: Schema = {
 #: The search `engine run` makes with no arguments (the same as examples/mnist1d.toml).
 DEFAULT_SEARCH: dict[str, Any] = {
     "search": {"algorithm": "beam", "trials": 40, "seed": 0,
-               "beam": {"k": 6, "initial": 6, "depth_start": 2, "grow_every": 8}},
+               "beam": {"k": 6, "initial": 6, "depth_start": 6, "explore": 0.5}},
     "space": {
         "kind": "tower",
         "blocks": ["conv1d_16_k3", "conv1d_32_k3", "conv1d_32_k5", "conv1d_64_k3", "conv1d_64_k5",

@@ -141,6 +141,19 @@ def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "config": with_later_sections(payload["config"])}
 
 
+#: Search options added with config v3, at the values that keep the behaviour older runs had.
+LEGACY_SEARCH = {"tie_break": "first"}
+LEGACY_BEAM = {"explore": 0.0, "explore_draws": 1}
+
+
+def _config_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+    """v3 configs always hold search.tie_break and search.beam.explore(_draws); v2 ones may predate them."""
+    config = dict(payload["config"])
+    search = config["search"] = {**LEGACY_SEARCH, **config["search"]}
+    search["beam"] = {**LEGACY_BEAM, **search["beam"]}
+    return {**payload, "config": config}
+
+
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
 SEARCH_RESUMED = "SearchResumed"
@@ -154,19 +167,19 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 2, ("run_id", "config", "lineage"),
+            SEARCH_STARTED, 3, ("run_id", "config", "lineage"),
             "The first event of a run: the whole frozen configuration.",
-            upcasters={1: _config_v1_to_v2},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3},
         ),
         EventType(
-            SEARCH_FORKED, 2, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 3, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
-            upcasters={1: _config_v1_to_v2},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3},
         ),
         EventType(
-            SEARCH_RESUMED, 2, ("overrides", "config"),
+            SEARCH_RESUMED, 3, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
-            upcasters={1: _config_v1_to_v2},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3},
         ),
         EventType(
             CANDIDATE_PROPOSED, 2,

@@ -96,7 +96,7 @@ class State:
     finished: str | None = None
     forked_from: dict[str, Any] | None = None
     resumes: int = 0
-    ranking: tuple[str, float, int] | None = None  # (metric, +1 or -1, beam width), from the config
+    ranking: tuple[str, float, int, bool] | None = None  # (metric, +1 or -1, beam width, ties by loss)
     ensemble: int | None = None  # the best completed ensemble
 
     @property
@@ -107,11 +107,16 @@ class State:
         return self.trials[self.top[0]] if self.top else None
 
     def leaderboard(self, kind: str = TOWER) -> list[Trial]:
-        """Completed trials of a kind (towers, or ensembles) with a score, best first (ties: the earlier
-        trial first)."""
+        """Completed trials of a kind (towers, or ensembles) with a score, best first (ties broken by
+        ``search.tie_break``, then the earlier trial first)."""
         scored = [self.trials[t] for t in self.completed
                   if self.trials[t].score is not None and self.trials[t].kind == kind]
-        return sorted(scored, key=lambda trial: (-trial.score, trial.id))
+        return sorted(scored, key=self.rank, reverse=True)
+
+    def rank(self, trial: Trial) -> tuple[float, float, int]:
+        """A completed trial's place on the leaderboard, larger is better: its score, then (with
+        ``search.tie_break = "val_loss"``) the lower validation loss, then the earlier trial."""
+        return trial.score, _merit(trial)[1] if self.ranking[3] else 0.0, -trial.id
 
     def best_ensemble(self) -> Trial | None:
         return self.trials[self.ensemble] if self.ensemble is not None else None
@@ -271,7 +276,7 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
     trial.inherited = p["inherited"]
-    metric, sign, k = state.ranking
+    metric, sign, k, _ = state.ranking
     value = trial.score = _signed(p["metrics"].get(metric), sign)
     state.completed.append(trial.id)
     if value is None:
@@ -285,7 +290,7 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
         return
     top = state.top
     # Most trials do not enter the top-k: one comparison with its last member says so.
-    if len(top) < k or value > state.trials[top[-1]].score:
+    if len(top) < k or state.rank(trial) > state.rank(state.trials[top[-1]]):
         _enter_top(state, trial, k)
         if state.ensemble is not None and _merit(trial) >= _merit(state.trials[state.ensemble]):
             state.ensemble = None  # a tower alone does as well: no ensemble is worth its cost now
@@ -308,9 +313,10 @@ def _finished(state: State, p: dict[str, Any], seq: int) -> None:
     state.finished = p["reason"]
 
 
-def _ranking(config: dict[str, Any]) -> tuple[str, float, int]:
+def _ranking(config: dict[str, Any]) -> tuple[str, float, int, bool]:
     search = config["search"]
-    return search["metric"], 1.0 if search["mode"] == "max" else -1.0, search["beam"]["k"]
+    return (search["metric"], 1.0 if search["mode"] == "max" else -1.0, search["beam"]["k"],
+            search["tie_break"] == "val_loss")
 
 
 def _signed(value: Any, sign: float) -> float | None:
@@ -321,7 +327,7 @@ def _signed(value: Any, sign: float) -> float | None:
 
 def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
     """The search metric as a number where larger is better (None when absent or not finite)."""
-    metric, sign, _ = _ranking(config)
+    metric, sign, _, _ = _ranking(config)
     return _signed((metrics or {}).get(metric), sign)
 
 
@@ -338,14 +344,11 @@ def _best_tower_merit(state: State) -> tuple[float, float]:
 
 def _enter_top(state: State, trial: Trial, k: int) -> None:
     top, trials = state.top, state.trials
-    rank = len(top)
-    while rank > 0:
-        other = trials[top[rank - 1]]
-        if (other.score, -other.id) >= (trial.score, -trial.id):
-            break
-        rank -= 1
-    if rank < k:
-        top.insert(rank, trial.id)
+    place, rank = len(top), state.rank(trial)
+    while place > 0 and state.rank(trials[top[place - 1]]) < rank:
+        place -= 1
+    if place < k:
+        top.insert(place, trial.id)
         del top[k:]
 
 

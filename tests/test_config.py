@@ -88,3 +88,11 @@ def test_the_cli_writes_nothing_for_a_bad_config(tmp_path: Path, engine_cli, com
     assert named in result.stderr and str(path) in result.stderr
     assert result.stderr.count("\n") == 1, "one clear error line, not a traceback"
     assert not run.exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_embedded_default_search_is_the_mnist1d_example() -> None:
+    """`engine run` with no arguments runs what examples/mnist1d.toml says it runs."""
+    from engine.config import DEFAULT_SEARCH
+
+    example = load_config(Path(__file__).parent.parent / "examples" / "mnist1d.toml")
+    assert resolve_config(DEFAULT_SEARCH) == resolve_config(example)

@@ -100,3 +100,23 @@ def test_a_wall_clock_budget_stops_new_proposals_and_lets_running_ones_finish(tm
         scheduler.complete(running["lease"], {"val_acc": 80.0}, {})
         assert scheduler.finish_if_done()
     assert state.finished == "time budget of 1 minutes spent" and state.proposals == 1
+
+
+@pytest.mark.parametrize(("tie_break", "best"), [("val_loss", 1), ("first", 0)])
+def test_trials_with_the_same_score_are_ranked_by_the_tie_break(tmp_path: Path, tie_break: str, best: int) -> None:
+    """A small validation split ties often on accuracy; the lower validation loss then ranks first."""
+    from engine.scheduler import Scheduler
+
+    config = tower_config(search__trials=3, search__beam__initial=3, search__tie_break=tie_break)
+    log, state = create_run(tmp_path, config, sync=False)
+    scheduler = Scheduler(state, now=0.0)
+    with log:
+        items = scheduler.assign("t", 3, now=0.0)
+        for item, loss in zip(items, (0.5, 0.3, 0.9), strict=True):
+            scheduler.complete(item["lease"], {"val_accuracy": 0.9, "val_loss": loss}, {})
+        log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+        events = list(log.read())
+    ids = [item["trial"] for item in items]
+    assert len(ids) == 3 and state.best_trial().id == ids[best]
+    assert [t.id for t in state.leaderboard()] == state.top
+    assert fold_all(events) == state

@@ -195,3 +195,20 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
     screened = sum(proposals_with_failing_block("gp", seed) for seed in range(3))
     uniform = sum(proposals_with_failing_block("none", seed) for seed in range(3))
     assert screened < uniform / 2, (screened, uniform)
+
+
+def test_screened_exploration_keeps_the_most_promising_random_draws(tmp_path: Path) -> None:
+    """Every proposal after the seeds explores; screening 32 draws finds better towers than one draw."""
+    from trainers.synthetic import synthetic_accuracy
+
+    def explored_quality(draws: int, seed: int) -> float:
+        config = tower_config(search__trials=40, search__seed=seed, search__beam__initial=5,
+                              search__beam__explore=1.0, search__beam__explore_draws=draws)
+        state = search(tmp_path / f"{draws}-{seed}", config)
+        fresh = [t for t in state.trials.values() if t.position >= 10]
+        assert all(t.parent is None for t in fresh), "explorations are fresh members, not mutations"
+        return float(np.mean([synthetic_accuracy(t.architecture, t.hyperparameters) for t in fresh]))
+
+    screened = [explored_quality(32, seed) for seed in range(3)]
+    plain = [explored_quality(1, seed) for seed in range(3)]
+    assert all(s > p for s, p in zip(screened, plain, strict=True)), (screened, plain)

@@ -11,14 +11,17 @@ by ``search.beam.screen``:
 - ``none``: a uniformly random parent and a random mutation drawn by ``search.mutations`` weights.
 
 The first ``search.beam.initial`` proposals are random members, the beam's seeds. After them, a
-share ``search.beam.explore`` of proposals are fresh random members of the whole space: on a space
-where many families do well (MNIST-1D), a greedy beam otherwise fills its top-K with one lineage.
+share ``search.beam.explore`` of proposals are fresh members of the whole space: on a space where
+many families do well (MNIST-1D), a greedy beam otherwise fills its top-K with one lineage. An
+exploring proposal draws ``search.beam.explore_draws`` random members and, screened by the same
+surrogate, keeps the most promising: exploration that still learns from every result.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +59,7 @@ class BeamSearch(Searcher):
             if found is not None:
                 return found
         if parents and self.options["explore"] and rng.random() < self.options["explore"]:
-            found = self.random_new(state, rng)
+            found = self._explore(state, rng)
             if found is not None:
                 return found
         if parents and self.options["screen"] == "none":
@@ -77,6 +80,21 @@ class BeamSearch(Searcher):
         else:
             parent, child = self._screen(state, candidates, rng)
         return Proposal(child.architecture, child.hyperparameters, parent.id, child.mutation)
+
+    def _explore(self, state: State, rng: random.Random) -> Proposal | None:
+        """A fresh member of the whole space: the best of ``explore_draws`` untried random draws."""
+        draws: dict[str, Proposal] = {}
+        for _ in range(self.options["explore_draws"]):
+            found = self.random_new(state, rng)
+            if found is None:
+                break
+            draws.setdefault(self.space.describe(found.architecture, found.hyperparameters), found)
+        if len(draws) < 2 or self.options["screen"] == "none" or len(state.completed) < 2:
+            return next(iter(draws.values()), None)
+        keys = list(draws)
+        best = self._most_promising(state, [(key, draws[key].architecture, draws[key].hyperparameters)
+                                            for key in keys], rng)
+        return draws[keys[best]]
 
     def _children(self, parent: Trial, limit: int | None) -> list[tuple[str, Neighbour]]:
         cached = self._neighbours.get((parent.id, limit))
@@ -122,6 +140,14 @@ class BeamSearch(Searcher):
         if len(candidates) > self.options["candidates"]:
             picked = sorted(rng.sample(range(len(candidates)), self.options["candidates"]))
             candidates = [candidates[i] for i in picked]
+        rows = [(self.space.describe(c.architecture, c.hyperparameters), c.architecture, c.hyperparameters)
+                for _, c in candidates]
+        return candidates[self._most_promising(state, rows, rng)]
+
+    def _most_promising(self, state: State, rows: list[tuple[str, Any, dict[str, Any]]],
+                        rng: random.Random) -> int:
+        """The index of the row (key, architecture, hyperparameters) with the highest expected improvement
+        under a GP fitted on the completed trials (a random one when the GP cannot be fitted)."""
         history = self._history(state)
         scores = [t.score for t in history]
         # Failed candidates (over the parameter budget, diverging, unbuildable) count as poor results,
@@ -133,20 +159,16 @@ class BeamSearch(Searcher):
             floor = min(scores) - max(float(np.std(scores)), 1e-3)
             history, scores = history + failed, scores + [floor] * len(failed)
         train = [self._encode(t.key, t.architecture, t.hyperparameters) for t in history]
-        rows = [
-            self._encode(self.space.describe(c.architecture, c.hyperparameters), c.architecture, c.hyperparameters)
-            for _, c in candidates
-        ]
-        vectorizer = Vectorizer(train + rows)
-        scores = np.array(scores)
+        features = [self._encode(*row) for row in rows]
+        vectorizer = Vectorizer(train + features)
         try:
-            gp = GaussianProcess().fit(vectorizer.transform(train), scores)
+            gp = GaussianProcess().fit(vectorizer.transform(train), np.array(scores))
         except np.linalg.LinAlgError:
-            return rng.choice(candidates)
-        mean, std = gp.predict(vectorizer.transform(rows))
+            return rng.randrange(len(rows))
+        mean, std = gp.predict(vectorizer.transform(features))
         ei = expected_improvement(mean, std, gp.best_mean)
         top = float(ei.max())
         # Scores within a hair of the best are ties, broken by the rng: this keeps the choice exact
         # even where linear algebra differs in its last bits between machines.
         ties = [i for i, value in enumerate(ei) if value >= top - TIE * max(1.0, abs(top))]
-        return candidates[rng.choice(ties)]
+        return rng.choice(ties)
