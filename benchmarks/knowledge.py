@@ -9,9 +9,9 @@ Weight sharing (``--part sharing``):
   ``--minutes`` each: seconds and trials until 90% validation accuracy.
 
 Ensembles and distillation (``--part ensembles``): ``engine run`` with all three features
-(``examples/mnist1d_ensemble.toml``) for ``--minutes``; on the test split: the best single model, the
-best ensemble, and a small architecture trained with the best ensemble as its teacher beside the same
-architecture trained without one (several seeds).
+(``examples/mnist1d_ensemble.toml``) for ``--minutes``, once per ``--ensemble-seeds`` search seed; on the
+test split: the best single model, the best ensemble, and a small architecture trained with the best
+ensemble as its teacher beside the same architecture trained without one (``--students`` seeds each).
 
 Usage::
 
@@ -140,7 +140,7 @@ def engine_run(folder: Path, name: str, config: Path, minutes: float, settings: 
             "trials_to_90": trials_to_90}
 
 
-def ensembles(folder: Path, minutes: float, seeds: int) -> dict[str, Any]:
+def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dict[str, Any]:
     import keras
     import numpy as np
 
@@ -152,16 +152,18 @@ def ensembles(folder: Path, minutes: float, seeds: int) -> dict[str, Any]:
     from trainers.export import evaluate_model, export_model
     from trainers.keras_trainer import KerasEvaluator, load_weights
 
-    summary = engine_run(folder, "all-three", ALL_THREE, minutes, [])
+    summary = engine_run(folder, f"all-three-{search_seed}", ALL_THREE, minutes,
+                         ["--set", f"search.seed={search_seed}"])
     run = Path(summary["run"])
     state = state_at(run)
-    export_model(run, folder / "single")
-    single = evaluate_model(folder / "single")
+    export_model(run, folder / f"single-{search_seed}")
+    single = evaluate_model(folder / f"single-{search_seed}")
     if state.best_ensemble() is None:  # none beat the best tower on validation
-        return {"search": summary, "best_single_test": single["accuracy"], "best_ensemble_test": None,
+        return {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"],
+                "best_ensemble_test": None,
                 "ensembles_tried": sum(t.kind == "ensemble" for t in state.trials.values())}
-    export_model(run, folder / "ensemble", ensemble=True)
-    ensemble = evaluate_model(folder / "ensemble")
+    export_model(run, folder / f"ensemble-{search_seed}", ensemble=True)
+    ensemble = evaluate_model(folder / f"ensemble-{search_seed}")
     config = resolve_config(apply_overrides(state.config, {"search.trials": 1}))
     evaluator = KerasEvaluator(config)
     data = load_dataset(config["data"])
@@ -181,7 +183,9 @@ def ensembles(folder: Path, minutes: float, seeds: int) -> dict[str, Any]:
             test = float(np.mean(tower.predict(data.features["test"], verbose=0).argmax(1) == data.targets["test"]))
             students[label].append({"val_accuracy": outcome.metrics["val_accuracy"], "test_accuracy": test,
                                     "params": outcome.metrics["params"]})
-    return {"search": summary, "best_single_test": single["accuracy"], "best_ensemble_test": ensemble["accuracy"],
+    return {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"],
+            "best_ensemble_test": ensemble["accuracy"], "ensemble_val_loss": state.best_ensemble().metrics["val_loss"],
+            "single_val_loss": state.best_trial().metrics["val_loss"],
             "ensemble_members": len(state.best_ensemble().architecture["members"]),
             "ensemble_val": state.best_ensemble().metrics["val_accuracy"], "students": students,
             "teacher_test_from_outputs": float(np.mean(outputs_of(teacher_bytes)["test"].argmax(1) ==
@@ -210,6 +214,8 @@ def main() -> int:
                         help="wall-clock budget of each search with and without sharing (default 4)")
     parser.add_argument("--seeds", type=int, default=2, help="search seeds with and without sharing (default 2)")
     parser.add_argument("--students", type=int, default=3, help="distilled/plain student pairs (default 3)")
+    parser.add_argument("--ensemble-seeds", type=int, default=2,
+                        help="searches with all three features, one per seed (default 2)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "knowledge.json")
     args = parser.parse_args()
 
@@ -256,20 +262,23 @@ def main() -> int:
                   f"best {median([r['best_val_accuracy'] for r in runs])}")
     if args.part in ("ensembles", "both"):
         print("ensembles and distillation ...", file=sys.stderr, flush=True)
-        result = ensembles(folder, args.minutes, args.students)
-        report["ensembles"] = result
-        print(f"\nensembles and distillation, {args.minutes:g}-minute search with all three features")
-        if result["best_ensemble_test"] is None:
-            print(f"  no ensemble beat the best tower on validation ({result['ensembles_tried']} tried); best single "
-                  f"test accuracy {result['best_single_test']:.4f}")
+        report["ensembles"] = results = []
+        for seed in range(args.ensemble_seeds):
+            results.append(ensembles(folder, args.minutes, args.students, seed))
             write(args.out, report)
-            return 0
-        print(f"  test accuracy: best single {result['best_single_test']:.4f}, best ensemble "
-              f"{result['best_ensemble_test']:.4f} ({result['ensemble_members']} members); target: +0.5 point "
-              f"and >= 0.985")
-        for label, rows in result["students"].items():
-            print(f"  {SMALL} {label}: median test accuracy {median([r['test_accuracy'] for r in rows]):.4f} "
-                  f"({int(rows[0]['params'])} parameters)")
+        print(f"\nensembles and distillation, {args.minutes:g}-minute searches with all three features")
+        for result in results:
+            if result["best_ensemble_test"] is None:
+                print(f"  seed {result['seed']}: no ensemble beat the best tower on validation "
+                      f"({result['ensembles_tried']} tried); best single test accuracy "
+                      f"{result['best_single_test']:.4f}")
+                continue
+            print(f"  seed {result['seed']}: test accuracy best single {result['best_single_test']:.4f}, best ensemble "
+                  f"{result['best_ensemble_test']:.4f} ({result['ensemble_members']} members; target: +0.5 point "
+                  f"and >= 0.985)")
+            for label, rows in result["students"].items():
+                print(f"    {SMALL} {label}: median test accuracy {median([r['test_accuracy'] for r in rows]):.4f} "
+                      f"({int(rows[0]['params'])} parameters)")
     write(args.out, report)
     print(f"wrote {args.out}")
     return 0

@@ -199,6 +199,10 @@ ENSEMBLE_SCHEMA: Schema = {
     "combiner": Option("average", (str,), "average of member outputs, or weighted (weights learned on half of "
                        "the validation split and scored on the other half, then swapped)", ("average", "weighted")),
     "width": Option(5, (int,), "most members in an ensemble", check=positive),
+    "criterion": Option("val_loss", (str,), "what an ensemble must beat every tower alone on to be kept: val_loss "
+                        "(the validation loss, a proper score that does not saturate like accuracy on a small "
+                        "validation split) or score (the search metric, ties broken by validation loss)",
+                        ("val_loss", "score")),
     "every": Option(5, (int,), "intermixed: every n-th proposal is an ensemble step", check=positive),
 }
 

@@ -141,9 +141,10 @@ def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "config": with_later_sections(payload["config"])}
 
 
-#: Search options added with config v3, at the values that keep the behaviour older runs had.
-LEGACY_SEARCH = {"tie_break": "first"}
-LEGACY_BEAM = {"explore": 0.0, "explore_draws": 1}
+# Options added to the config since, at the values that keep the behaviour older runs had.
+LEGACY_SEARCH = {"tie_break": "first"}  # v3
+LEGACY_BEAM = {"explore": 0.0, "explore_draws": 1}  # v3
+LEGACY_ENSEMBLE = {"criterion": "score"}  # v4
 
 
 def _config_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
@@ -151,6 +152,13 @@ def _config_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
     config = dict(payload["config"])
     search = config["search"] = {**LEGACY_SEARCH, **config["search"]}
     search["beam"] = {**LEGACY_BEAM, **search["beam"]}
+    return {**payload, "config": config}
+
+
+def _config_v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
+    """v4 configs always hold ensemble.criterion; before it, ensembles were compared by score."""
+    config = dict(payload["config"])
+    config["ensemble"] = {**LEGACY_ENSEMBLE, **config["ensemble"]}
     return {**payload, "config": config}
 
 
@@ -167,19 +175,19 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 3, ("run_id", "config", "lineage"),
+            SEARCH_STARTED, 4, ("run_id", "config", "lineage"),
             "The first event of a run: the whole frozen configuration.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4},
         ),
         EventType(
-            SEARCH_FORKED, 3, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 4, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4},
         ),
         EventType(
-            SEARCH_RESUMED, 3, ("overrides", "config"),
+            SEARCH_RESUMED, 4, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4},
         ),
         EventType(
             CANDIDATE_PROPOSED, 2,

@@ -20,7 +20,7 @@ import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine import events as ev
 
@@ -96,7 +96,7 @@ class State:
     finished: str | None = None
     forked_from: dict[str, Any] | None = None
     resumes: int = 0
-    ranking: tuple[str, float, int, bool] | None = None  # (metric, +1 or -1, beam width, ties by loss)
+    ranking: Ranking | None = None  # how trials compare, from the config
     ensemble: int | None = None  # the best completed ensemble
 
     @property
@@ -116,7 +116,7 @@ class State:
     def rank(self, trial: Trial) -> tuple[float, float, int]:
         """A completed trial's place on the leaderboard, larger is better: its score, then (with
         ``search.tie_break = "val_loss"``) the lower validation loss, then the earlier trial."""
-        return trial.score, _merit(trial)[1] if self.ranking[3] else 0.0, -trial.id
+        return trial.score, _merit(trial)[1] if self.ranking.ties_by_loss else 0.0, -trial.id
 
     def best_ensemble(self) -> Trial | None:
         return self.trials[self.ensemble] if self.ensemble is not None else None
@@ -235,8 +235,9 @@ def _reconfigure(state: State, config: dict[str, Any]) -> None:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
     state.top = [trial.id for trial in state.leaderboard()[: config["search"]["beam"]["k"]]]
-    ensembles = sorted(state.leaderboard(ENSEMBLE), key=lambda e: (_merit(e), -e.id), reverse=True)
-    state.ensemble = ensembles[0].id if ensembles and _merit(ensembles[0]) > _best_tower_merit(state) else None
+    ensembles = sorted(state.leaderboard(ENSEMBLE), key=lambda e: (_ensemble_merit(state, e), -e.id), reverse=True)
+    state.ensemble = (ensembles[0].id if ensembles and _ensemble_merit(state, ensembles[0]) > _best_tower_merit(state)
+                      else None)
 
 
 def _proposed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -276,7 +277,7 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
     trial.inherited = p["inherited"]
-    metric, sign, k, _ = state.ranking
+    metric, sign, k = state.ranking.metric, state.ranking.sign, state.ranking.k
     value = trial.score = _signed(p["metrics"].get(metric), sign)
     state.completed.append(trial.id)
     if value is None:
@@ -285,15 +286,19 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
         # The best ensemble is one that beats every tower alone and every ensemble before it; one that
         # does not is tried and set aside.
         best = state.best_ensemble()
-        if (best is None or _merit(trial) > _merit(best)) and _merit(trial) > _best_tower_merit(state):
+        merit = _ensemble_merit(state, trial)
+        if (best is None or merit > _ensemble_merit(state, best)) and merit > _best_tower_merit(state):
             state.ensemble = trial.id
         return
     top = state.top
     # Most trials do not enter the top-k: one comparison with its last member says so.
-    if len(top) < k or state.rank(trial) > state.rank(state.trials[top[-1]]):
+    entered = len(top) < k or state.rank(trial) > state.rank(state.trials[top[-1]])
+    if entered:
         _enter_top(state, trial, k)
-        if state.ensemble is not None and _merit(trial) >= _merit(state.trials[state.ensemble]):
-            state.ensemble = None  # a tower alone does as well: no ensemble is worth its cost now
+    # By score only a tower entering the top can match the ensemble; by loss any tower can.
+    if (state.ensemble is not None and (entered or state.ranking.ensembles_by_loss)
+            and _ensemble_merit(state, trial) >= _ensemble_merit(state, state.trials[state.ensemble])):
+        state.ensemble = None  # a tower alone does as well: no ensemble is worth its cost now
 
 
 def _failed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -313,10 +318,20 @@ def _finished(state: State, p: dict[str, Any], seq: int) -> None:
     state.finished = p["reason"]
 
 
-def _ranking(config: dict[str, Any]) -> tuple[str, float, int, bool]:
+class Ranking(NamedTuple):
+    """How trials compare, from the config."""
+
+    metric: str
+    sign: float  # +1 when larger is better, -1 when smaller is
+    k: int  # beam width
+    ties_by_loss: bool  # search.tie_break = "val_loss"
+    ensembles_by_loss: bool  # ensemble.criterion = "val_loss"
+
+
+def _ranking(config: dict[str, Any]) -> Ranking:
     search = config["search"]
-    return (search["metric"], 1.0 if search["mode"] == "max" else -1.0, search["beam"]["k"],
-            search["tie_break"] == "val_loss")
+    return Ranking(search["metric"], 1.0 if search["mode"] == "max" else -1.0, search["beam"]["k"],
+                   search["tie_break"] == "val_loss", config["ensemble"]["criterion"] == "val_loss")
 
 
 def _signed(value: Any, sign: float) -> float | None:
@@ -327,8 +342,8 @@ def _signed(value: Any, sign: float) -> float | None:
 
 def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
     """The search metric as a number where larger is better (None when absent or not finite)."""
-    metric, sign, _, _ = _ranking(config)
-    return _signed((metrics or {}).get(metric), sign)
+    ranking = _ranking(config)
+    return _signed((metrics or {}).get(ranking.metric), ranking.sign)
 
 
 def _merit(trial: Trial) -> tuple[float, float]:
@@ -338,8 +353,17 @@ def _merit(trial: Trial) -> tuple[float, float]:
     return trial.score, -loss if isinstance(loss, (int, float)) and math.isfinite(loss) else -math.inf
 
 
-def _best_tower_merit(state: State) -> tuple[float, float]:
-    return max((_merit(state.trials[t]) for t in state.top), default=(-math.inf, -math.inf))
+def _ensemble_merit(state: State, trial: Trial) -> tuple[float, ...]:
+    """How ensembles and towers compare (``ensemble.criterion``): by merit, or by validation loss alone."""
+    merit = _merit(trial)
+    return (merit[1],) if state.ranking.ensembles_by_loss else merit
+
+
+def _best_tower_merit(state: State) -> tuple[float, ...]:
+    # By score the best tower is in the top; by loss it may be any completed tower.
+    towers = (t for t in state.completed if state.trials[t].kind == TOWER) if state.ranking.ensembles_by_loss \
+        else state.top
+    return max((_ensemble_merit(state, state.trials[t]) for t in towers), default=(-math.inf, -math.inf))
 
 
 def _enter_top(state: State, trial: Trial, k: int) -> None:

@@ -76,18 +76,20 @@ def test_trial_failed_v1_events_are_upcast_with_a_blame(tmp_path: Path) -> None:
 
 
 def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path) -> None:
-    """Config v3 added search.tie_break and beam exploration; a v2 run replays as it ran (ties to the
-    earlier trial, no exploration) instead of taking today's defaults."""
+    """Config v3 added search.tie_break and beam exploration, v4 ensemble.criterion; a v2 run replays as it
+    ran (ties to the earlier trial, no exploration, ensembles by score) instead of taking today's defaults."""
     from support import tower_config
 
     config = tower_config()
     del config["search"]["tie_break"], config["search"]["beam"]["explore"], config["search"]["beam"]["explore_draws"]
+    del config["ensemble"]["criterion"]
     old = [msgpack.packb({"type": ev.SEARCH_STARTED, "v": 2, "at": 0.0,
                           "payload": {"run_id": "old", "config": config, "lineage": "0.1.0"}})]
     with EventLog.create(tmp_path, sync=False) as log:
         log.append(old, expected_head=0)
         (started,) = log.read()
     search = started.payload["config"]["search"]
-    assert started.v == 3
+    assert started.v == 4
     assert (search["tie_break"], search["beam"]["explore"], search["beam"]["explore_draws"]) == ("first", 0.0, 1)
+    assert started.payload["config"]["ensemble"]["criterion"] == "score", "v4 added ensemble.criterion"
     assert tower_config()["search"]["tie_break"] == "val_loss", "new runs break ties by validation loss"

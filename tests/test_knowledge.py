@@ -104,6 +104,23 @@ def test_an_ensemble_that_ties_the_best_tower_wins_on_validation_loss() -> None:
     assert state.ensemble == better["trial"], "the same accuracy with a lower loss is"
 
 
+@pytest.mark.parametrize("criterion", ["val_loss", "score"])
+def test_the_ensemble_criterion_decides_what_an_ensemble_must_beat(criterion: str) -> None:
+    """By validation loss, an ensemble that lowers the loss is kept though it ties or trails on accuracy,
+    and any tower with a lower loss clears it; by score, accuracy comes first."""
+    config = keras_config(ensemble={"strategy": "adaptive", "criterion": criterion})
+    state, scheduler = run_with(config, [(0.99, 0.10), (0.98, 0.12)])
+    [step] = scheduler.assign("t", 1, now=0.0)
+    assert step["kind"] == ENSEMBLE
+    scheduler.complete(step["lease"], {"val_accuracy": 0.985, "val_loss": 0.06}, {"outputs": DIGEST})
+    assert state.ensemble == (step["trial"] if criterion == "val_loss" else None)
+    if criterion == "val_loss":
+        state.config = keras_config(ensemble={"strategy": "none", "criterion": criterion})
+        [tower] = scheduler.assign("t", 1, now=0.0)
+        scheduler.complete(tower["lease"], {"val_accuracy": 0.9, "val_loss": 0.05}, {"outputs": DIGEST})
+        assert tower["trial"] not in state.top[:1] and state.ensemble is None, "a tower with a lower loss clears it"
+
+
 def test_intermixed_ensembles_take_every_nth_proposal() -> None:
     config = keras_config(ensemble={"strategy": "intermixed", "every": 3})
     state, scheduler = run_with(config, [(0.8, 1.0), (0.7, 1.0)])

@@ -106,6 +106,7 @@ weight = 0.3
 [ensemble]
 strategy = "adaptive"
 combiner = "weighted"
+criterion = "score"   # children of 2-epoch parents keep lowering the loss; accuracy lets an ensemble stand
 width = 3
 """
 
