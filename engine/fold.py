@@ -116,7 +116,7 @@ class State:
     def rank(self, trial: Trial) -> tuple[float, float, int]:
         """A completed trial's place on the leaderboard, larger is better: its score, then (with
         ``search.tie_break = "val_loss"``) the lower validation loss, then the earlier trial."""
-        return trial.score, _merit(trial)[1] if self.ranking.ties_by_loss else 0.0, -trial.id
+        return trial.score, _neg_loss(trial) if self.ranking.ties_by_loss else 0.0, -trial.id
 
     def best_ensemble(self) -> Trial | None:
         return self.trials[self.ensemble] if self.ensemble is not None else None
@@ -235,9 +235,8 @@ def _reconfigure(state: State, config: dict[str, Any]) -> None:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
     state.top = [trial.id for trial in state.leaderboard()[: config["search"]["beam"]["k"]]]
-    ensembles = sorted(state.leaderboard(ENSEMBLE), key=lambda e: (_ensemble_merit(state, e), -e.id), reverse=True)
-    state.ensemble = (ensembles[0].id if ensembles and _ensemble_merit(state, ensembles[0]) > _best_tower_merit(state)
-                      else None)
+    best = max(state.leaderboard(ENSEMBLE), key=lambda e: (_ensemble_merit(state, e), -e.id), default=None)
+    state.ensemble = best.id if best is not None and _ensemble_merit(state, best) > _best_tower_merit(state) else None
 
 
 def _proposed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -346,17 +345,16 @@ def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | N
     return _signed((metrics or {}).get(ranking.metric), ranking.sign)
 
 
-def _merit(trial: Trial) -> tuple[float, float]:
-    """How ensembles and towers compare: the search's score, ties broken by the lower validation loss
-    (a small validation split ties often on accuracy)."""
+def _neg_loss(trial: Trial) -> float:
+    """Minus the validation loss (larger is better; -inf when there is none)."""
     loss = (trial.metrics or {}).get("val_loss")
-    return trial.score, -loss if isinstance(loss, (int, float)) and math.isfinite(loss) else -math.inf
+    return -loss if isinstance(loss, (int, float)) and math.isfinite(loss) else -math.inf
 
 
 def _ensemble_merit(state: State, trial: Trial) -> tuple[float, ...]:
-    """How ensembles and towers compare (``ensemble.criterion``): by merit, or by validation loss alone."""
-    merit = _merit(trial)
-    return (merit[1],) if state.ranking.ensembles_by_loss else merit
+    """How ensembles and towers compare (``ensemble.criterion``): by validation loss alone, or by the
+    search's score with ties broken by the lower validation loss."""
+    return (_neg_loss(trial),) if state.ranking.ensembles_by_loss else (trial.score, _neg_loss(trial))
 
 
 def _best_tower_merit(state: State) -> tuple[float, ...]:

@@ -91,10 +91,8 @@ class BeamSearch(Searcher):
             draws.setdefault(self.space.describe(found.architecture, found.hyperparameters), found)
         if len(draws) < 2 or self.options["screen"] == "none" or len(state.completed) < 2:
             return next(iter(draws.values()), None)
-        keys = list(draws)
-        best = self._most_promising(state, [(key, draws[key].architecture, draws[key].hyperparameters)
-                                            for key in keys], rng)
-        return draws[keys[best]]
+        rows = [(key, draw.architecture, draw.hyperparameters) for key, draw in draws.items()]
+        return list(draws.values())[self._most_promising(state, rows, rng)]
 
     def _children(self, parent: Trial, limit: int | None) -> list[tuple[str, Neighbour]]:
         cached = self._neighbours.get((parent.id, limit))
