@@ -145,6 +145,7 @@ def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
 LEGACY_SEARCH = {"tie_break": "first"}  # v3
 LEGACY_BEAM = {"explore": 0.0, "explore_draws": 1}  # v3
 LEGACY_ENSEMBLE = {"criterion": "score"}  # v4
+LEGACY_TOWER_SPACE = {"draw": "positions"}  # v5
 
 
 def _config_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +163,14 @@ def _config_v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "config": config}
 
 
+def _config_v4_to_v5(payload: dict[str, Any]) -> dict[str, Any]:
+    """v5 tower spaces always hold space.draw; before it, random towers were drawn left to right."""
+    config = dict(payload["config"])
+    if config["space"]["kind"] == "tower":
+        config["space"] = {**LEGACY_TOWER_SPACE, **config["space"]}
+    return {**payload, "config": config}
+
+
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
 SEARCH_RESUMED = "SearchResumed"
@@ -175,19 +184,19 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 4, ("run_id", "config", "lineage"),
+            SEARCH_STARTED, 5, ("run_id", "config", "lineage"),
             "The first event of a run: the whole frozen configuration.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5},
         ),
         EventType(
-            SEARCH_FORKED, 4, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 5, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5},
         ),
         EventType(
-            SEARCH_RESUMED, 4, ("overrides", "config"),
+            SEARCH_RESUMED, 5, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4},
+            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5},
         ),
         EventType(
             CANDIDATE_PROPOSED, 2,

@@ -15,9 +15,12 @@ WEIGHTS = {"add": 1.0, "replace": 1.0, "remove": 1.0, "hparam": 1.0}
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32), kind=st.sampled_from(["tower", "nb201"]), limit=st.integers(1, 6))
+@given(seed=st.integers(0, 2**32), kind=st.sampled_from(["tower", "tower_by_positions", "nb201"]),
+       limit=st.integers(1, 6))
 def test_random_members_and_their_neighbours_are_valid(seed: int, kind: str, limit: int) -> None:
-    config = tower_config(space__max_depth=6) if kind == "tower" else nb201_config()
+    draw = "positions" if kind == "tower_by_positions" else "blocks"
+    kind = "tower" if kind.startswith("tower") else kind
+    config = tower_config(space__max_depth=6, space__draw=draw) if kind == "tower" else nb201_config()
     space = make_space(config["space"])
     rng = random.Random(seed)
     arch, hp = space.random(rng, max_depth=limit)
@@ -38,6 +41,23 @@ def test_random_members_and_their_neighbours_are_valid(seed: int, kind: str, lim
             assert sum(a != b for a, b in zip(arch, child.architecture, strict=True)) == 1
     mutated = space.mutate(arch, hp, rng, WEIGHTS, max_depth=limit)
     assert space.describe(mutated.architecture, mutated.hyperparameters) in keys
+
+
+def test_random_towers_draw_every_block_alike_then_order_them() -> None:
+    """Drawn as a collection, a block is as likely as any other wherever it ends up; drawn left to right,
+    a dense block early forces dense blocks after it, so convolutions are rare in deep towers."""
+    blocks = ["conv1d_32_k3", "conv1d_64_k3", "maxpool1d", "dense_32", "dense_64", "gru_32"]
+    convolutions = {}
+    for draw in ("blocks", "positions"):
+        space = make_space(tower_config(space__blocks=blocks, space__min_depth=4, space__draw=draw)["space"])
+        rng = random.Random(0)
+        towers = [space.random(rng)[0] for _ in range(1500)]
+        convolutions[draw] = sum(b.startswith("conv") for t in towers for b in t) / len(towers)
+        if draw == "blocks":
+            assert all(t.index(b) < t.index("dense_32") for t in towers if "dense_32" in t for b in t
+                       if not b.startswith("dense"))
+    assert 4 * 2 / 6 - 0.1 < convolutions["blocks"] < 4 * 2 / 6 + 0.1  # 4 blocks, 2 of 6 names convolutions
+    assert convolutions["positions"] < 0.8 * convolutions["blocks"]
 
 
 def test_nb201_has_24_neighbours_and_a_stable_description() -> None:

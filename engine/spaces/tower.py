@@ -59,6 +59,10 @@ class TowerSpace(Space):
                          "user block", check=_check_blocks),
         "min_depth": Option(1, (int,), "fewest blocks in a tower", check=positive),
         "max_depth": Option(6, (int,), "most blocks in a tower", check=positive),
+        "draw": Option("blocks", (str,), "how random towers are drawn: 'blocks' draws each block uniformly and then "
+                       "orders them so the tower builds (convolutions before dense blocks); 'positions' draws left "
+                       "to right among the blocks that fit, which rarely puts many order-keeping blocks in a tower",
+                       ("blocks", "positions")),
         "max_params": Option(0, (int,), "most trainable parameters a candidate may have (0: no limit); "
                              "trainers fail larger ones without training them", check=non_negative),
         "hparams": {
@@ -82,6 +86,7 @@ class TowerSpace(Space):
         self.blocks: list[str] = list(config.get("blocks", DEFAULT_BLOCKS))
         self.min_depth: int = config.get("min_depth", 1)
         self._max_depth: int = config.get("max_depth", 6)
+        self.draw: str = config.get("draw", "blocks")
         self.hparams: dict[str, list] = {k: list(v) for k, v in config.get("hparams", {}).items()}
         if self.min_depth > self._max_depth:
             raise ConfigError(
@@ -161,17 +166,48 @@ class TowerSpace(Space):
 
     def random(self, rng: random.Random, max_depth: int | None = None) -> tuple[Architecture, Hyperparameters]:
         limit = self._limit(max_depth)
+        draw = self._draw_blocks if self.draw == "blocks" else self._draw_positions
         for _ in range(100):
-            depth = rng.randint(self.min_depth, limit)
-            tower: list[str] = []
-            while len(tower) < depth:
-                allowed = [b for b in self.blocks if self._fits(tower, b)]
-                if not allowed:
-                    break
-                tower.append(rng.choice(allowed))
-            if len(tower) == depth:
+            tower = draw(rng.randint(self.min_depth, limit), rng)
+            if tower is not None:
                 return tower, {key: rng.choice(values) for key, values in self.hparams.items()}
         raise SpaceError(f"could not draw a valid tower of depth {self.min_depth}..{limit} from space.blocks")
+
+    def _draw_positions(self, depth: int, rng: random.Random) -> list[str] | None:
+        tower: list[str] = []
+        while len(tower) < depth:
+            allowed = [b for b in self.blocks if self._fits(tower, b)]
+            if not allowed:
+                return None
+            tower.append(rng.choice(allowed))
+        return tower
+
+    def _draw_blocks(self, depth: int, rng: random.Random) -> list[str] | None:
+        """Each block uniformly among those that still leave an orderable tower, then ordered.
+
+        Drawn left to right, every block after the first dense one must be dense too, so a depth-6 tower
+        of MNIST-1D's space would hold 2.6 order-keeping blocks on average; drawn as a collection, 4.6.
+        """
+        drawn: list[str] = []
+        while len(drawn) < depth:
+            allowed = [b for b in self.blocks if self._problem(self._arrange([*drawn, b])) is None]
+            if not allowed:
+                return None
+            drawn.append(rng.choice(allowed))
+        return self._arrange(drawn)
+
+    def _arrange(self, blocks: list[str]) -> list[str]:
+        """Blocks in an order that builds, if any does: a whole network first, then the order-keeping
+        blocks, then one that needs order but loses it (global pooling), then the rest, each group
+        in drawn order."""
+
+        def place(name: str) -> int:
+            spec = self._specs[name]
+            if spec.family == "network":
+                return 0
+            return 1 if spec.keeps_order else 2 if spec.order_matters else 3
+
+        return sorted(blocks, key=place)
 
     def neighbours(
         self, architecture: Architecture, hyperparameters: Hyperparameters,
