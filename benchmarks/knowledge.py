@@ -158,16 +158,17 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
     state = state_at(run)
     export_model(run, folder / f"single-{search_seed}")
     single = evaluate_model(folder / f"single-{search_seed}")
-    if state.best_ensemble() is None:  # none beat the best tower on validation
-        return {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"],
-                "best_ensemble_test": None,
+    found = {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"]}
+    best = state.best_ensemble()
+    if best is None:  # none beat the best tower on validation
+        return {**found, "best_ensemble_test": None,
                 "ensembles_tried": sum(t.kind == "ensemble" for t in state.trials.values())}
     export_model(run, folder / f"ensemble-{search_seed}", ensemble=True)
     ensemble = evaluate_model(folder / f"ensemble-{search_seed}")
     config = resolve_config(apply_overrides(state.config, {"search.trials": 1}))
     evaluator = KerasEvaluator(config)
     data = load_dataset(config["data"])
-    teacher_digest = state.best_ensemble().artifacts["outputs"]
+    teacher_digest = best.artifacts["outputs"]
     teacher_bytes = ArtifactStore(run / ARTIFACTS_DIR).read(teacher_digest)
     students = {"with teacher": [], "without teacher": []}
     for seed in range(seeds):
@@ -183,11 +184,10 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
             test = float(np.mean(tower.predict(data.features["test"], verbose=0).argmax(1) == data.targets["test"]))
             students[label].append({"val_accuracy": outcome.metrics["val_accuracy"], "test_accuracy": test,
                                     "params": outcome.metrics["params"]})
-    return {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"],
-            "best_ensemble_test": ensemble["accuracy"], "ensemble_val_loss": state.best_ensemble().metrics["val_loss"],
+    return {**found, "best_ensemble_test": ensemble["accuracy"], "ensemble_val_loss": best.metrics["val_loss"],
             "single_val_loss": state.best_trial().metrics["val_loss"],
-            "ensemble_members": len(state.best_ensemble().architecture["members"]),
-            "ensemble_val": state.best_ensemble().metrics["val_accuracy"], "students": students,
+            "ensemble_members": len(best.architecture["members"]),
+            "ensemble_val": best.metrics["val_accuracy"], "students": students,
             "teacher_test_from_outputs": float(np.mean(outputs_of(teacher_bytes)["test"].argmax(1) ==
                                                        data.targets["test"]))}
 

@@ -141,34 +141,30 @@ def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "config": with_later_sections(payload["config"])}
 
 
-# Options added to the config since, at the values that keep the behaviour older runs had.
-LEGACY_SEARCH = {"tie_break": "first"}  # v3
-LEGACY_BEAM = {"explore": 0.0, "explore_draws": 1}  # v3
-LEGACY_ENSEMBLE = {"criterion": "score"}  # v4
-LEGACY_TOWER_SPACE = {"draw": "positions"}  # v5
+def _legacy(section: dict[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``section`` with ``values`` filled in where the sub-section at ``path`` lacks them:
+    options added to the config since, at the values that keep the behaviour older runs had."""
+    if not path:
+        return {**values, **section}
+    return {**section, path[0]: _legacy(section[path[0]], path[1:], values)}
 
 
 def _config_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
     """v3 configs always hold search.tie_break and search.beam.explore(_draws); v2 ones may predate them."""
-    config = dict(payload["config"])
-    search = config["search"] = {**LEGACY_SEARCH, **config["search"]}
-    search["beam"] = {**LEGACY_BEAM, **search["beam"]}
-    return {**payload, "config": config}
+    config = _legacy(payload["config"], ("search",), {"tie_break": "first"})
+    return {**payload, "config": _legacy(config, ("search", "beam"), {"explore": 0.0, "explore_draws": 1})}
 
 
 def _config_v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
     """v4 configs always hold ensemble.criterion; before it, ensembles were compared by score."""
-    config = dict(payload["config"])
-    config["ensemble"] = {**LEGACY_ENSEMBLE, **config["ensemble"]}
-    return {**payload, "config": config}
+    return {**payload, "config": _legacy(payload["config"], ("ensemble",), {"criterion": "score"})}
 
 
 def _config_v4_to_v5(payload: dict[str, Any]) -> dict[str, Any]:
     """v5 tower spaces always hold space.draw; before it, random towers were drawn left to right."""
-    config = dict(payload["config"])
-    if config["space"]["kind"] == "tower":
-        config["space"] = {**LEGACY_TOWER_SPACE, **config["space"]}
-    return {**payload, "config": config}
+    if payload["config"]["space"]["kind"] != "tower":
+        return payload
+    return {**payload, "config": _legacy(payload["config"], ("space",), {"draw": "positions"})}
 
 
 SEARCH_STARTED = "SearchStarted"

@@ -15,11 +15,9 @@ WEIGHTS = {"add": 1.0, "replace": 1.0, "remove": 1.0, "hparam": 1.0}
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32), kind=st.sampled_from(["tower", "tower_by_positions", "nb201"]),
-       limit=st.integers(1, 6))
-def test_random_members_and_their_neighbours_are_valid(seed: int, kind: str, limit: int) -> None:
-    draw = "positions" if kind == "tower_by_positions" else "blocks"
-    kind = "tower" if kind.startswith("tower") else kind
+@given(seed=st.integers(0, 2**32), kind=st.sampled_from(["tower", "nb201"]), limit=st.integers(1, 6),
+       draw=st.sampled_from(["blocks", "positions"]))
+def test_random_members_and_their_neighbours_are_valid(seed: int, kind: str, limit: int, draw: str) -> None:
     config = tower_config(space__max_depth=6, space__draw=draw) if kind == "tower" else nb201_config()
     space = make_space(config["space"])
     rng = random.Random(seed)
