@@ -128,6 +128,22 @@ def test_export_then_predict_gives_what_the_trained_model_gives(churn_run: Path,
     assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-4 for p in predictions)
 
 
+def test_array_inputs_to_predict_read_from_npy_and_npz(tmp_path: Path) -> None:
+    """``engine predict --input`` takes an .npy array, or an .npz archive's array ``x``."""
+    from trainers.export import ExportedModel, ExportError, read_inputs
+
+    exported = ExportedModel(model=None, metadata={"data": {"dataset": "npz"}}, path=tmp_path)
+    rows = np.arange(12, dtype="float64").reshape(3, 4)
+    np.save(tmp_path / "rows.npy", rows)
+    np.savez(tmp_path / "rows.npz", x=rows)
+    np.savez(tmp_path / "other.npz", y=rows)
+    for name in ("rows.npy", "rows.npz"):
+        read = read_inputs(exported, tmp_path / name)
+        assert read.dtype == np.float32 and np.array_equal(read, rows)
+    with pytest.raises(ExportError, match="no array 'x'"):
+        read_inputs(exported, tmp_path / "other.npz")
+
+
 def test_the_cli_exports_predicts_and_evaluates(churn_run: Path, tmp_path: Path, engine_cli) -> None:
     engine_cli("export", "--run", str(churn_run), "--out", str(tmp_path / "m"), "--trial",
                str(status_json(engine_cli, churn_run)["leaderboard"][-1]["trial"]))

@@ -183,9 +183,9 @@ def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
     if source.suffix not in (".npy", ".npz"):
         raise ExportError(f"{source}: give an .npy or .npz file with the examples in array 'x'")
     try:
+        if source.suffix == ".npy":  # one array, not an archive to open and close
+            return np.load(source, allow_pickle=False).astype("float32")
         with np.load(source, allow_pickle=False) as loaded:
-            if source.suffix == ".npy":
-                return loaded.astype("float32")
             if "x" not in loaded.files:
                 raise ExportError(f"{source}: no array 'x' (it holds {loaded.files})")
             return loaded["x"].astype("float32")
