@@ -93,8 +93,12 @@ SEARCH_SCHEMA: Schema = {
                           "members of the whole space rather than mutations, so one lineage cannot fill the beam",
                           check=probability),
         "explore_draws": Option(32, (int,), "random members an exploring proposal draws; with screen = gp the "
-                                "surrogate keeps the one with the highest expected improvement (1: a plain random "
-                                "draw)", check=positive),
+                                "surrogate keeps one, as explore_pick says (1: a plain random draw)",
+                                check=positive),
+        "explore_pick": Option("thompson", (str,), "which draw an exploring proposal keeps: thompson (the best "
+                               "under one sample of the surrogate's posterior, so every family keeps a chance) or "
+                               "ei (the highest expected improvement, which can collapse onto one family)",
+                               ("thompson", "ei")),
         "screen": Option("gp", (str,), "how to choose among the beam's mutations: gp (a Gaussian-process "
                          "surrogate ranks them by expected improvement) or none (uniform)", ("gp", "none")),
         "candidates": Option(256, (int,), "most mutations the surrogate ranks per proposal", check=positive),

@@ -167,6 +167,16 @@ def _config_v4_to_v5(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "config": _legacy(payload["config"], ("space",), {"draw": "positions"})}
 
 
+def _config_v5_to_v6(payload: dict[str, Any]) -> dict[str, Any]:
+    """v6 configs always hold search.beam.explore_pick; before it, exploring proposals kept the draw with
+    the highest expected improvement."""
+    return {**payload, "config": _legacy(payload["config"], ("search", "beam"), {"explore_pick": "ei"})}
+
+
+# The three events that carry the whole configuration share its history.
+CONFIG_UPCASTERS = {1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5,
+                    5: _config_v5_to_v6}
+
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
 SEARCH_RESUMED = "SearchResumed"
@@ -180,19 +190,19 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 5, ("run_id", "config", "lineage"),
+            SEARCH_STARTED, 6, ("run_id", "config", "lineage"),
             "The first event of a run: the whole frozen configuration.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5},
+            upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
-            SEARCH_FORKED, 5, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 6, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5},
+            upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
-            SEARCH_RESUMED, 5, ("overrides", "config"),
+            SEARCH_RESUMED, 6, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
-            upcasters={1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5},
+            upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
             CANDIDATE_PROPOSED, 2,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 from support import nb201_config, tower_config
 
 from engine.fold import State
@@ -149,6 +151,18 @@ def test_the_gaussian_process_fits_and_ranks_by_expected_improvement() -> None:
     assert ei[0] > ei[1] >= 0
 
 
+def test_posterior_samples_follow_the_gaussian_process_and_repeat_with_their_rng() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2, size=(30, 5)).astype(float)
+    gp = GaussianProcess().fit(x, x @ np.array([1.0, -2.0, 0.5, 0.0, 1.5]) + rng.normal(0, 0.1, 30))
+    candidates = rng.integers(0, 2, size=(8, 5)).astype(float) * 0.7  # off the training points: real doubt
+    mean, std = gp.predict(candidates)
+    draws = np.array([gp.sample(candidates, random.Random(seed)) for seed in range(2000)])
+    assert np.allclose(draws.mean(0), mean, atol=4 * std.max() / np.sqrt(2000))
+    assert np.allclose(draws.std(0), std, rtol=0.1)
+    assert np.array_equal(gp.sample(candidates, random.Random(7)), gp.sample(candidates, random.Random(7)))
+
+
 def test_screened_beam_finds_good_nb201_cells_quickly(tmp_path: Path) -> None:
     """A cheap check of search quality; the benchmark measures it properly (500+ seeds)."""
     from trainers.table import load_table
@@ -197,18 +211,32 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
     assert screened < uniform / 2, (screened, uniform)
 
 
-def test_screened_exploration_keeps_the_most_promising_random_draws(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pick", ["thompson", "ei"])
+def test_screened_exploration_keeps_promising_random_draws(tmp_path: Path, pick: str) -> None:
     """Every proposal after the seeds explores; screening 32 draws finds better towers than one draw."""
+    screened = [explored(tmp_path, pick, 32, seed)[0] for seed in range(3)]
+    plain = [explored(tmp_path, pick, 1, seed)[0] for seed in range(3)]
+    assert all(s > p for s, p in zip(screened, plain, strict=True)), (screened, plain)
+
+
+def test_thompson_exploration_spreads_over_more_blocks_than_expected_improvement(tmp_path: Path) -> None:
+    """Picking by expected improvement crowds exploration onto the surrogate's favourite blocks; a posterior
+    sample keeps the mix of blocks nearer to plain random draws."""
+    thompson = [explored(tmp_path, "thompson", 32, seed)[1] for seed in range(3)]
+    ei = [explored(tmp_path, "ei", 32, seed)[1] for seed in range(3)]
+    assert sum(thompson) < sum(ei), (thompson, ei)
+
+
+def explored(tmp_path: Path, pick: str, draws: int, seed: int) -> tuple[float, float]:
+    """The mean synthetic accuracy of a run's explored towers, and the share of their blocks that the
+    commonest block takes."""
     from trainers.synthetic import synthetic_accuracy
 
-    def explored_quality(draws: int, seed: int) -> float:
-        config = tower_config(search__trials=40, search__seed=seed, search__beam__initial=5,
-                              search__beam__explore=1.0, search__beam__explore_draws=draws)
-        state = search(tmp_path / f"{draws}-{seed}", config)
-        fresh = [t for t in state.trials.values() if t.position >= 10]
-        assert all(t.parent is None for t in fresh), "explorations are fresh members, not mutations"
-        return float(np.mean([synthetic_accuracy(t.architecture, t.hyperparameters) for t in fresh]))
-
-    screened = [explored_quality(32, seed) for seed in range(3)]
-    plain = [explored_quality(1, seed) for seed in range(3)]
-    assert all(s > p for s, p in zip(screened, plain, strict=True)), (screened, plain)
+    config = tower_config(search__trials=40, search__seed=seed, search__beam__initial=5, search__beam__explore=1.0,
+                          search__beam__explore_draws=draws, search__beam__explore_pick=pick)
+    state = search(tmp_path / f"{pick}-{draws}-{seed}", config)
+    fresh = [t for t in state.trials.values() if t.position >= 10]
+    assert all(t.parent is None for t in fresh), "explorations are fresh members, not mutations"
+    blocks = [block for t in fresh for block in t.architecture]
+    commonest = max(blocks.count(block) for block in set(blocks)) / len(blocks)
+    return float(np.mean([synthetic_accuracy(t.architecture, t.hyperparameters) for t in fresh])), commonest

@@ -13,8 +13,14 @@ by ``search.beam.screen``:
 The first ``search.beam.initial`` proposals are random members, the beam's seeds. After them, a
 share ``search.beam.explore`` of proposals are fresh members of the whole space: on a space where
 many families do well (MNIST-1D), a greedy beam otherwise fills its top-K with one lineage. An
-exploring proposal draws ``search.beam.explore_draws`` random members and, screened by the same
-surrogate, keeps the most promising: exploration that still learns from every result.
+exploring proposal draws ``search.beam.explore_draws`` random members and keeps one by the same
+surrogate, as ``search.beam.explore_pick`` says:
+
+- ``thompson`` (default): the draw that is best under one sample of the GP's posterior. Likely
+  towers win more often, but every family keeps its chance in proportion to the surrogate's doubt;
+- ``ei``: the draw with the highest expected improvement. On MNIST-1D this collapsed exploration
+  onto the surrogate's favourite family (a run whose early GRU tower did well proposed GRUs in 17
+  of 21 explorations, against a fifth of random draws).
 """
 
 from __future__ import annotations
@@ -92,7 +98,7 @@ class BeamSearch(Searcher):
         if len(draws) < 2 or self.options["screen"] == "none" or len(state.completed) < 2:
             return next(iter(draws.values()), None)
         rows = [(key, draw.architecture, draw.hyperparameters) for key, draw in draws.items()]
-        return list(draws.values())[self._most_promising(state, rows, rng)]
+        return list(draws.values())[self._most_promising(state, rows, rng, self.options["explore_pick"])]
 
     def _children(self, parent: Trial, limit: int | None) -> list[tuple[str, Neighbour]]:
         cached = self._neighbours.get((parent.id, limit))
@@ -143,9 +149,10 @@ class BeamSearch(Searcher):
         return candidates[self._most_promising(state, rows, rng)]
 
     def _most_promising(self, state: State, rows: list[tuple[str, Any, dict[str, Any]]],
-                        rng: random.Random) -> int:
-        """The index of the row (key, architecture, hyperparameters) with the highest expected improvement
-        under a GP fitted on the completed trials (a random one when the GP cannot be fitted)."""
+                        rng: random.Random, pick: str = "ei") -> int:
+        """The index of the row (key, architecture, hyperparameters) that a GP fitted on the completed
+        trials likes best: by expected improvement (``pick = "ei"``) or by one posterior sample
+        (``"thompson"``); a random one when the GP cannot be fitted."""
         history = self._history(state)
         scores = [t.score for t in history]
         # Failed candidates (over the parameter budget, diverging, unbuildable) count as poor results,
@@ -161,6 +168,8 @@ class BeamSearch(Searcher):
         vectorizer = Vectorizer(train + features)
         try:
             gp = GaussianProcess().fit(vectorizer.transform(train), np.array(scores))
+            if pick == "thompson":
+                return int(np.argmax(gp.sample(vectorizer.transform(features), rng)))
         except np.linalg.LinAlgError:
             return rng.randrange(len(rows))
         mean, std = gp.predict(vectorizer.transform(features))

@@ -10,11 +10,13 @@ Example::
     >>> gp = GaussianProcess().fit(train_features, scores)
     >>> mean, std = gp.predict(candidate_features)
     >>> expected_improvement(mean, std, gp.best_mean)
+    >>> gp.sample(candidate_features, random.Random(0))   # one posterior draw (Thompson sampling)
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,6 +87,17 @@ class GaussianProcess:
         reduction = cross @ self._whiten
         var = np.maximum(1.0 - (reduction * reduction).sum(1), 1e-12)
         return self._mu + self._sd * mean, self._sd * np.sqrt(var)
+
+    def sample(self, x: np.ndarray, rng: random.Random) -> np.ndarray:
+        """One draw of the latent function at the rows of ``x`` from the joint posterior (Thompson
+        sampling), in target units; the normal deviates come from ``rng``, so a seeded rng repeats it."""
+        cross = np.exp(-0.5 * self.rate * _squared_distances(x, self._x))
+        reduction = cross @ self._whiten
+        covariance = np.exp(-0.5 * self.rate * _squared_distances(x, x)) - reduction @ reduction.T
+        w, v = np.linalg.eigh(covariance)
+        deviates = np.array([rng.gauss(0.0, 1.0) for _ in range(len(x))])
+        latent = cross @ self._alpha + v @ (np.sqrt(np.maximum(w, 0.0)) * deviates)
+        return self._mu + self._sd * latent
 
 
 def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
