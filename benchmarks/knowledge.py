@@ -158,7 +158,8 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
     state = state_at(run)
     export_model(run, folder / f"single-{search_seed}")
     single = evaluate_model(folder / f"single-{search_seed}")
-    found = {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"]}
+    found = {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"],
+             "replicas_trained": sum(t.mutation == "replica" for t in state.trials.values())}
     best = state.best_ensemble()
     if best is None:  # none beat the best tower on validation
         return {**found, "best_ensemble_test": None,
@@ -187,6 +188,7 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
     return {**found, "best_ensemble_test": ensemble["accuracy"], "ensemble_val_loss": best.metrics["val_loss"],
             "single_val_loss": state.best_trial().metrics["val_loss"],
             "ensemble_members": len(best.architecture["members"]),
+            "ensemble_replicas": sum(state.trials[m].mutation == "replica" for m in best.architecture["members"]),
             "ensemble_val": best.metrics["val_accuracy"], "students": students,
             "teacher_test_from_outputs": float(np.mean(outputs_of(teacher_bytes)["test"].argmax(1) ==
                                                        data.targets["test"]))}
@@ -274,8 +276,8 @@ def main() -> int:
                       f"{result['best_single_test']:.4f}")
                 continue
             print(f"  seed {result['seed']}: test accuracy best single {result['best_single_test']:.4f}, best ensemble "
-                  f"{result['best_ensemble_test']:.4f} ({result['ensemble_members']} members; target: +0.5 point "
-                  f"and >= 0.985)")
+                  f"{result['best_ensemble_test']:.4f} ({result['ensemble_members']} members, "
+                  f"{result['ensemble_replicas']} of them replicas; target: +0.5 point and >= 0.985)")
             for label, rows in result["students"].items():
                 print(f"    {SMALL} {label}: median test accuracy {median([r['test_accuracy'] for r in rows]):.4f} "
                       f"({int(rows[0]['params'])} parameters)")

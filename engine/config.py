@@ -208,6 +208,11 @@ ENSEMBLE_SCHEMA: Schema = {
                         "validation split) or score (the search metric, ties broken by validation loss)",
                         ("val_loss", "score")),
     "every": Option(5, (int,), "intermixed: every n-th proposal is an ensemble step", check=positive),
+    "replicas": Option(0, (int,), "times each tower the ensemble is built from (the best tower, or the best "
+                       "ensemble's members) is trained again with another seed, fresh weights and no teacher, "
+                       "so the ensemble can average independent mistakes (deep ensembles)", check=non_negative),
+    "replica_wait": Option(6, (int,), "towers that must complete after a tower before it is replicated, so a "
+                           "lucky early leader is not", check=non_negative),
 }
 
 ENGINE_SCHEMA: Schema = {
@@ -323,6 +328,8 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
         if config[section][key] != off and not uses_keras:
             raise ConfigError(f"{section}.{key} = {config[section][key]!r} needs trained networks "
                               f"(evaluator.kind = 'keras'), not {config['evaluator']['kind']!r}")
+    if config["ensemble"]["replicas"] and config["ensemble"]["strategy"] == "none":
+        raise ConfigError("ensemble.replicas trains towers again for an ensemble: set ensemble.strategy")
     if config["distillation"]["teacher"] == "ensemble" and config["ensemble"]["strategy"] == "none":
         raise ConfigError("distillation.teacher = 'ensemble' needs ensembles: set ensemble.strategy")
     if config["distillation"]["teacher"] != "none" and config["data"]["task"] != "classification":

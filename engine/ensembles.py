@@ -11,16 +11,26 @@ recorded outputs and reports the ensemble's validation metric, and the fold keep
 - ``intermixed``: every n-th proposal is such a step (with the best tower not yet tried), the others
   train new architectures: exploration and exploitation interleaved on a fixed schedule.
 
+With ``ensemble.replicas = n``, each tower the ensemble is built from (the best tower, or the best
+ensemble's members) is trained n more times with other seeds, as deep ensembles are (Lakshminarayanan
+et al., 2017), once ``ensemble.replica_wait`` new towers have completed after it (a lucky early leader
+is not worth it). A replica is a tower trial of the same architecture, from fresh weights and without
+a teacher, so its mistakes are its own; replicas are proposed when no ensemble step is due and join
+the pool the ensemble grows from.
+
 Example::
 
     >>> plan_ensemble(state)      # None, or {"members": [12, 30], "combiner": "average"}
+    >>> plan_replica(state)       # None, or the trial to train again with another seed
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.fold import State
+from engine.fold import TOWER, State, Trial
+
+REPLICA = "replica"  # the mutation of a tower trained again with another seed
 
 
 def ensemble_key(architecture: dict[str, Any]) -> str:
@@ -46,7 +56,8 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
     base = list(best.architecture["members"]) if best is not None else [towers[0].id]
     if len(base) >= options["width"]:
         return None
-    pool = [t for t in towers if t.id in state.top] if options["strategy"] == "adaptive" else towers
+    pool = ([t for t in towers if t.id in state.top or t.mutation == REPLICA]
+            if options["strategy"] == "adaptive" else towers)
     for candidate in pool:
         if candidate.id in base:
             continue
@@ -54,3 +65,30 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
         if ensemble_key(architecture) not in state.keys:
             return architecture
     return None
+
+
+def plan_replica(state: State) -> Trial | None:
+    """The tower to train again with another seed, or None: the first tower the ensemble is built from
+    (the best ensemble's members, else the best tower) with fewer than ``ensemble.replicas`` replicas,
+    once ``ensemble.replica_wait`` new towers have completed after it."""
+    options = state.config["ensemble"]
+    if options["strategy"] == "none" or not options["replicas"]:
+        return None
+    best = state.best_ensemble()
+    members = [state.trials[m] for m in best.architecture["members"]] if best is not None else state.leaderboard()[:1]
+    originals = dict.fromkeys(m.parent if m.mutation == REPLICA else m.id for m in members)
+    new_towers = [t for t in state.completed if state.trials[t].kind == TOWER and state.trials[t].mutation != REPLICA]
+    for original in originals:
+        waited = sum(t > original for t in new_towers) >= options["replica_wait"]
+        if waited and len(_replicas(state, original)) < options["replicas"]:
+            return state.trials[original]
+    return None
+
+
+def replica_key(state: State, original: Trial) -> str:
+    """The dedupe key of ``original``'s next replica."""
+    return f"{original.key} (replica {len(_replicas(state, original.id)) + 1})"
+
+
+def _replicas(state: State, original: int) -> list[int]:
+    return [t.id for t in state.trials.values() if t.mutation == REPLICA and t.parent == original]

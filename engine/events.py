@@ -168,9 +168,10 @@ def _config_v4_to_v5(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_v5_to_v6(payload: dict[str, Any]) -> dict[str, Any]:
-    """v6 configs always hold search.beam.explore_pick; before it, exploring proposals kept the draw with
-    the highest expected improvement."""
-    return {**payload, "config": _legacy(payload["config"], ("search", "beam"), {"explore_pick": "ei"})}
+    """v6 configs always hold search.beam.explore_pick and ensemble.replicas; before them, exploring
+    proposals kept the draw with the highest expected improvement, and no tower was trained twice."""
+    config = _legacy(payload["config"], ("search", "beam"), {"explore_pick": "ei"})
+    return {**payload, "config": _legacy(config, ("ensemble",), {"replicas": 0, "replica_wait": 6})}
 
 
 # The three events that carry the whole configuration share its history.

@@ -131,10 +131,44 @@ def test_intermixed_ensembles_take_every_nth_proposal() -> None:
     assert tower["kind"] == "tower"
 
 
+def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
+    """Deep ensembles: once no ensemble step is due, the towers the ensemble is built from are trained
+    again with other seeds, without inherited weights or a teacher, and the replicas join its pool."""
+    config = keras_config(ensemble={"strategy": "adaptive", "replicas": 2, "replica_wait": 1},
+                          sharing={"mode": "parent"}, distillation={"teacher": "best"})
+    state, scheduler = run_with(config, [(0.85, 0.9), (0.80, 1.0)])
+    best, second = state.top
+    assert state.trials[second].mutation != "replica", "the best tower waited for one more tower to complete"
+    outputs = {"weights": DIGEST, "outputs": DIGEST}
+
+    def next_candidate(val_accuracy: float, val_loss: float) -> dict:
+        [item] = scheduler.assign("t", 1, now=0.0)
+        scheduler.complete(item["lease"], {"val_accuracy": val_accuracy, "val_loss": val_loss}, outputs)
+        return item
+
+    assert next_candidate(0.84, 0.95)["architecture"]["members"] == [best, second]  # set aside
+    replica, original = state.trials[next_candidate(0.84, 0.92)["trial"]], state.trials[best]
+    assert (replica.kind, replica.architecture, replica.hyperparameters, replica.parent) == (
+        "tower", original.architecture, original.hyperparameters, best)
+    assert replica.mutation == "replica" and replica.key == original.key + " (replica 1)"
+    assert replica.seed != original.seed and replica.inherit["mode"] == "off" and replica.teacher is None
+    pair = next_candidate(0.87, 0.7)
+    assert pair["architecture"]["members"] == [best, replica.id], "the replica joins the pool"
+    assert state.ensemble == pair["trial"]
+    assert next_candidate(0.86, 0.8)["architecture"]["members"] == [best, replica.id, second]
+    again = state.trials[next_candidate(0.83, 0.93)["trial"]]
+    assert again.parent == best and again.key.endswith("(replica 2)"), "a replica counts for its original"
+    assert next_candidate(0.88, 0.6)["architecture"]["members"] == [best, replica.id, again.id]
+    assert next_candidate(0.87, 0.65)["architecture"]["members"] == [best, replica.id, again.id, second]
+    tower = state.trials[next_candidate(0.5, 2.0)["trial"]]
+    assert tower.kind == "tower" and tower.mutation != "replica", "two replicas each, then the search goes on"
+
+
 @pytest.mark.parametrize(("sections", "message"), [
     ({"sharing": {"mode": "parent"}}, "sharing.mode = 'parent' needs trained networks"),
     ({"distillation": {"teacher": "ensemble"}, "data": {"dataset": "mnist1d"}}, "needs ensembles"),
     ({"distillation": {"teacher": "best"}, "data": {"dataset": "diabetes"}}, "needs a classification task"),
+    ({"ensemble": {"replicas": 2}, "data": {"dataset": "mnist1d"}}, "ensemble.replicas .* set ensemble.strategy"),
 ])
 def test_knowledge_sharing_settings_are_checked(sections: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -108,6 +108,8 @@ strategy = "adaptive"
 combiner = "weighted"
 criterion = "score"   # children of 2-epoch parents keep lowering the loss; accuracy lets an ensemble stand
 width = 3
+replicas = 1
+replica_wait = 2
 """
 
 
@@ -135,6 +137,8 @@ def test_a_run_with_all_three_replays_to_the_same_ensemble_and_verifies(knowledg
     assert any(p["kind"] == "ensemble" for p in proposals)
     assert any(p["inherit"]["mode"] == "parent" for p in proposals), "children inherit from their parents"
     assert any(p["teacher"] for p in proposals), "students learn from a teacher"
+    replicas = [p for p in proposals if p["mutation"] == "replica"]
+    assert replicas and all(p["inherit"]["mode"] == "off" and p["teacher"] is None for p in replicas)
     inherited = [e.payload["inherited"] for e in events if e.type == ev.TRIAL_COMPLETED]
     assert any(inherited), "some child copied layers"
     assert "reproduce exactly" in engine_cli("replay", "--run", str(knowledge_run), "--verify").stdout

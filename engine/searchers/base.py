@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
-from engine.ensembles import ensemble_key, plan_ensemble
+from engine.ensembles import REPLICA, ensemble_key, plan_ensemble, plan_replica, replica_key
 from engine.events import NO_INHERITANCE
 from engine.fold import ENSEMBLE, TOWER, State, Trial
 from engine.inheritance import plan_inheritance, plan_teacher
@@ -107,13 +107,20 @@ class Proposer:
 
     def propose(self, state: State) -> dict[str, Any]:
         """The payload of the next CandidateProposed event: an ensemble step when the ensemble strategy
-        calls for one, else the searcher's next tower with what it inherits. May raise
-        :class:`SpaceExhausted`."""
+        calls for one, else a replica of an ensemble's tower when one is due, else the searcher's next
+        tower with what it inherits. May raise :class:`SpaceExhausted`."""
         position = state.proposals
         seed = proposal_seed(state.config["search"]["seed"], position)
+        common = {"seed": seed, "position": position}
         step = plan_ensemble(state)
         searcher = self.searcher(state.config)
         if step is None:
+            replicated = plan_replica(state)
+            if replicated is not None:  # fresh weights and no teacher: its mistakes are its own
+                return {"kind": TOWER, "architecture": replicated.architecture,
+                        "hyperparameters": replicated.hyperparameters, "key": replica_key(state, replicated),
+                        "parent": replicated.id, "mutation": REPLICA, **common,
+                        "inherit": dict(NO_INHERITANCE), "teacher": None}
             try:
                 proposal = searcher.propose(state, random.Random(seed))
             except SpaceExhausted:
@@ -122,8 +129,7 @@ class Proposer:
                     raise
         if step is not None:
             return {"kind": ENSEMBLE, "architecture": step, "hyperparameters": {}, "key": ensemble_key(step),
-                    "parent": None, "mutation": None, "seed": seed, "position": position,
-                    "inherit": dict(NO_INHERITANCE), "teacher": None}
+                    "parent": None, "mutation": None, **common, "inherit": dict(NO_INHERITANCE), "teacher": None}
         space = searcher.space
         space.validate(proposal.architecture, proposal.hyperparameters)
         return {
@@ -133,8 +139,7 @@ class Proposer:
             "key": space.describe(proposal.architecture, proposal.hyperparameters),
             "parent": proposal.parent,
             "mutation": proposal.mutation,
-            "seed": seed,
-            "position": position,
+            **common,
             "inherit": plan_inheritance(state, proposal.parent),
             "teacher": plan_teacher(state),
         }
