@@ -133,7 +133,7 @@ def test_intermixed_ensembles_take_every_nth_proposal() -> None:
 
 def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
     """Deep ensembles: once no ensemble step is due, the towers the ensemble is built from are trained
-    again with other seeds, without inherited weights or a teacher, and the replicas join its pool."""
+    again with other seeds, without inherited weights, and the replicas join its pool."""
     config = keras_config(ensemble={"strategy": "adaptive", "replicas": 2, "replica_wait": 1},
                           sharing={"mode": "parent"}, distillation={"teacher": "best"})
     state, scheduler = run_with(config, [(0.85, 0.9), (0.80, 1.0)])
@@ -151,7 +151,8 @@ def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
     assert (replica.kind, replica.architecture, replica.hyperparameters, replica.parent) == (
         "tower", original.architecture, original.hyperparameters, best)
     assert replica.mutation == "replica" and replica.key == original.key + " (replica 1)"
-    assert replica.seed != original.seed and replica.inherit["mode"] == "off" and replica.teacher is None
+    assert replica.seed != original.seed and replica.inherit["mode"] == "off", "fresh weights: its own mistakes"
+    assert replica.teacher["id"] == state.top[0], "the teacher any new tower would get"
     pair = next_candidate(0.87, 0.7)
     assert pair["architecture"]["members"] == [best, replica.id], "the replica joins the pool"
     assert state.ensemble == pair["trial"]

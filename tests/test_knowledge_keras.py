@@ -138,7 +138,7 @@ def test_a_run_with_all_three_replays_to_the_same_ensemble_and_verifies(knowledg
     assert any(p["inherit"]["mode"] == "parent" for p in proposals), "children inherit from their parents"
     assert any(p["teacher"] for p in proposals), "students learn from a teacher"
     replicas = [p for p in proposals if p["mutation"] == "replica"]
-    assert replicas and all(p["inherit"]["mode"] == "off" and p["teacher"] is None for p in replicas)
+    assert replicas and all(p["inherit"]["mode"] == "off" for p in replicas), "replicas start from fresh weights"
     inherited = [e.payload["inherited"] for e in events if e.type == ev.TRIAL_COMPLETED]
     assert any(inherited), "some child copied layers"
     assert "reproduce exactly" in engine_cli("replay", "--run", str(knowledge_run), "--verify").stdout

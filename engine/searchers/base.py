@@ -116,11 +116,11 @@ class Proposer:
         searcher = self.searcher(state.config)
         if step is None:
             replicated = plan_replica(state)
-            if replicated is not None:  # fresh weights and no teacher: its mistakes are its own
+            if replicated is not None:  # fresh weights, so its mistakes are its own; the teacher others get
                 return {"kind": TOWER, "architecture": replicated.architecture,
                         "hyperparameters": replicated.hyperparameters, "key": replica_key(state, replicated),
                         "parent": replicated.id, "mutation": REPLICA, **common,
-                        "inherit": dict(NO_INHERITANCE), "teacher": None}
+                        "inherit": dict(NO_INHERITANCE), "teacher": plan_teacher(state)}
             try:
                 proposal = searcher.propose(state, random.Random(seed))
             except SpaceExhausted:
