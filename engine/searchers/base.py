@@ -111,16 +111,10 @@ class Proposer:
         tower with what it inherits. May raise :class:`SpaceExhausted`."""
         position = state.proposals
         seed = proposal_seed(state.config["search"]["seed"], position)
-        common = {"seed": seed, "position": position}
         step = plan_ensemble(state)
         searcher = self.searcher(state.config)
-        if step is None:
-            replicated = plan_replica(state)
-            if replicated is not None:  # fresh weights, so its mistakes are its own; the teacher others get
-                return {"kind": TOWER, "architecture": replicated.architecture,
-                        "hyperparameters": replicated.hyperparameters, "key": replica_key(state, replicated),
-                        "parent": replicated.id, "mutation": REPLICA, **common,
-                        "inherit": dict(NO_INHERITANCE), "teacher": plan_teacher(state)}
+        replicated = plan_replica(state) if step is None else None
+        if step is None and replicated is None:
             try:
                 proposal = searcher.propose(state, random.Random(seed))
             except SpaceExhausted:
@@ -129,17 +123,24 @@ class Proposer:
                     raise
         if step is not None:
             return {"kind": ENSEMBLE, "architecture": step, "hyperparameters": {}, "key": ensemble_key(step),
-                    "parent": None, "mutation": None, **common, "inherit": dict(NO_INHERITANCE), "teacher": None}
-        space = searcher.space
-        space.validate(proposal.architecture, proposal.hyperparameters)
+                    "parent": None, "mutation": None, "seed": seed, "position": position,
+                    "inherit": dict(NO_INHERITANCE), "teacher": None}
+        if replicated is not None:  # fresh weights, so its mistakes are its own
+            proposal = Proposal(replicated.architecture, replicated.hyperparameters, replicated.id, REPLICA)
+            key, inherit = replica_key(state, replicated), dict(NO_INHERITANCE)
+        else:
+            searcher.space.validate(proposal.architecture, proposal.hyperparameters)
+            key = searcher.space.describe(proposal.architecture, proposal.hyperparameters)
+            inherit = plan_inheritance(state, proposal.parent)
         return {
             "kind": TOWER,
             "architecture": proposal.architecture,
             "hyperparameters": proposal.hyperparameters,
-            "key": space.describe(proposal.architecture, proposal.hyperparameters),
+            "key": key,
             "parent": proposal.parent,
             "mutation": proposal.mutation,
-            **common,
-            "inherit": plan_inheritance(state, proposal.parent),
+            "seed": seed,
+            "position": position,
+            "inherit": inherit,
             "teacher": plan_teacher(state),
         }

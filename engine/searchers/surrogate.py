@@ -82,22 +82,23 @@ class GaussianProcess:
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the latent function, in target units."""
-        cross = np.exp(-0.5 * self.rate * _squared_distances(x, self._x))
-        mean = cross @ self._alpha
-        reduction = cross @ self._whiten
+        mean, reduction = self._posterior(x)
         var = np.maximum(1.0 - (reduction * reduction).sum(1), 1e-12)
         return self._mu + self._sd * mean, self._sd * np.sqrt(var)
 
     def sample(self, x: np.ndarray, rng: random.Random) -> np.ndarray:
         """One draw of the latent function at the rows of ``x`` from the joint posterior (Thompson
         sampling), in target units; the normal deviates come from ``rng``, so a seeded rng repeats it."""
-        cross = np.exp(-0.5 * self.rate * _squared_distances(x, self._x))
-        reduction = cross @ self._whiten
+        mean, reduction = self._posterior(x)
         covariance = np.exp(-0.5 * self.rate * _squared_distances(x, x)) - reduction @ reduction.T
         w, v = np.linalg.eigh(covariance)
         deviates = np.array([rng.gauss(0.0, 1.0) for _ in range(len(x))])
-        latent = cross @ self._alpha + v @ (np.sqrt(np.maximum(w, 0.0)) * deviates)
-        return self._mu + self._sd * latent
+        return self._mu + self._sd * (mean + v @ (np.sqrt(np.maximum(w, 0.0)) * deviates))
+
+    def _posterior(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The standardised posterior mean at ``x``, and ``R`` with prior minus posterior covariance R R'."""
+        cross = np.exp(-0.5 * self.rate * _squared_distances(x, self._x))
+        return cross @ self._alpha, cross @ self._whiten
 
 
 def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
