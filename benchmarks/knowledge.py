@@ -9,9 +9,11 @@ Weight sharing (``--part sharing``):
   ``--minutes`` each: seconds and trials until 90% validation accuracy.
 
 Ensembles and distillation (``--part ensembles``): ``engine run`` with all three features
-(``examples/mnist1d_ensemble.toml``) for ``--minutes``, once per ``--ensemble-seeds`` search seed; on the
-test split: the best single model, the best ensemble, and a small architecture trained with the best
-ensemble as its teacher beside the same architecture trained without one (``--students`` seeds each).
+(``examples/mnist1d_ensemble.toml``) for ``--minutes``, once per ``--ensemble-seeds`` search seed, beside
+the same search without ensembles and distillation (weight sharing kept) for the same minutes; on the
+test split: the baseline's best single model, the best single model and the best ensemble of the search
+with them, and a small architecture trained with the best ensemble as its teacher beside the same
+architecture trained without one (``--students`` seeds each).
 
 Usage::
 
@@ -152,13 +154,18 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
     from trainers.export import evaluate_model, export_model
     from trainers.keras_trainer import KerasEvaluator, load_weights
 
+    baseline = engine_run(folder, f"baseline-{search_seed}", ALL_THREE, minutes,
+                          ["--set", f"search.seed={search_seed}", "--set", "ensemble.strategy=none",
+                           "--set", "ensemble.replicas=0", "--set", "distillation.teacher=none"])
+    export_model(Path(baseline["run"]), folder / f"baseline-single-{search_seed}")
+    baseline["best_single_test"] = evaluate_model(folder / f"baseline-single-{search_seed}")["accuracy"]
     summary = engine_run(folder, f"all-three-{search_seed}", ALL_THREE, minutes,
                          ["--set", f"search.seed={search_seed}"])
     run = Path(summary["run"])
     state = state_at(run)
     export_model(run, folder / f"single-{search_seed}")
     single = evaluate_model(folder / f"single-{search_seed}")
-    found = {"seed": search_seed, "search": summary, "best_single_test": single["accuracy"],
+    found = {"seed": search_seed, "baseline": baseline, "search": summary, "best_single_test": single["accuracy"],
              "replicas_trained": sum(t.mutation == "replica" for t in state.trials.values())}
     best = state.best_ensemble()
     if best is None:  # none beat the best tower on validation
@@ -268,19 +275,24 @@ def main() -> int:
         for seed in range(args.ensemble_seeds):
             results.append(ensembles(folder, args.minutes, args.students, seed))
             write(args.out, report)
-        print(f"\nensembles and distillation, {args.minutes:g}-minute searches with all three features")
+        print(f"\nensembles and distillation, {args.minutes:g}-minute searches with all three features, beside the "
+              f"same search without ensembles and distillation")
         for result in results:
+            print(f"  seed {result['seed']}: test accuracy of the best single model without them "
+                  f"{result['baseline']['best_single_test']:.4f}; with them: best single "
+                  f"{result['best_single_test']:.4f}", end="")
             if result["best_ensemble_test"] is None:
-                print(f"  seed {result['seed']}: no ensemble beat the best tower on validation "
-                      f"({result['ensembles_tried']} tried); best single test accuracy "
-                      f"{result['best_single_test']:.4f}")
+                print(f", no ensemble beat the best tower on validation ({result['ensembles_tried']} tried)")
                 continue
-            print(f"  seed {result['seed']}: test accuracy best single {result['best_single_test']:.4f}, best ensemble "
-                  f"{result['best_ensemble_test']:.4f} ({result['ensemble_members']} members, "
+            print(f", best ensemble {result['best_ensemble_test']:.4f} ({result['ensemble_members']} members, "
                   f"{result['ensemble_replicas']} of them replicas; target: +0.5 point and >= 0.985)")
             for label, rows in result["students"].items():
                 print(f"    {SMALL} {label}: median test accuracy {median([r['test_accuracy'] for r in rows]):.4f} "
                       f"({int(rows[0]['params'])} parameters)")
+        print(f"  medians over seeds: best single without them "
+              f"{median([r['baseline']['best_single_test'] for r in results]):.4f}, with them "
+              f"{median([r['best_single_test'] for r in results]):.4f}; best ensemble "
+              f"{median([r['best_ensemble_test'] for r in results]):.4f}")
     write(args.out, report)
     print(f"wrote {args.out}")
     return 0
