@@ -213,6 +213,10 @@ ENSEMBLE_SCHEMA: Schema = {
                        "so the ensemble can average independent mistakes (deep ensembles)", check=non_negative),
     "replica_wait": Option(6, (int,), "towers that must complete after a tower before it is replicated, so a "
                            "lucky early leader is not", check=non_negative),
+    "start": Option("criterion", (str,), "the tower an adaptive ensemble grows from (and replicas retrain) while "
+                    "no ensemble beats every tower: criterion (the tower an ensemble must beat, by "
+                    "ensemble.criterion) or leader (the search's best tower, as runs before config v7 did)",
+                    ("criterion", "leader")),
 }
 
 ENGINE_SCHEMA: Schema = {

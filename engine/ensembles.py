@@ -5,9 +5,9 @@ A pure function of the state, like the searchers. An ensemble candidate's archit
 recorded outputs and reports the ensemble's validation metric, and the fold keeps the best ensemble.
 
 - ``adaptive``: the ensemble grows greedily. Each tower of the beam (top-K) is tried once as an addition
-  to the best ensemble (one that beats every tower alone), or to the best tower when there is no such
-  ensemble (to begin with, or since a new tower did as well alone); an addition that does not improve
-  on its base is set aside, so members are only ever added when they help.
+  to the best ensemble (one that beats every tower alone), or, when there is no such ensemble (to begin
+  with, or since a new tower did as well alone), to the tower it has to beat (``ensemble.start``); an
+  addition that does not improve on its base is set aside, so members are only ever added when they help.
 - ``intermixed``: every n-th proposal is such a step (with the best tower not yet tried), the others
   train new architectures: exploration and exploitation interleaved on a fixed schedule.
 
@@ -52,9 +52,9 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
     towers = [t for t in state.leaderboard() if "outputs" in (t.artifacts or {})]  # what ensembles combine
     if len(towers) < 2:
         return None
-    # The best ensemble beats every tower alone; without one, start from the best tower.
+    # The best ensemble beats every tower alone; without one, start from the tower it has to beat.
     best = state.best_ensemble()
-    base = list(best.architecture["members"]) if best is not None else [towers[0].id]
+    base = list(best.architecture["members"]) if best is not None else [_start(state, towers).id]
     if len(base) >= options["width"]:
         return None
     pool = ([t for t in towers if t.id in state.top or t.mutation == REPLICA]
@@ -70,13 +70,17 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
 
 def plan_replica(state: State) -> Trial | None:
     """The tower to train again with another seed, or None: the first tower the ensemble is built from
-    (the best ensemble's members, else the best tower) with fewer than ``ensemble.replicas`` replicas,
+    (the best ensemble's members, else the tower it grows from) with fewer than ``ensemble.replicas`` replicas,
     once ``ensemble.replica_wait`` new towers have completed after it."""
     options = state.config["ensemble"]
     if options["strategy"] == "none" or not options["replicas"]:
         return None
     best = state.best_ensemble()
-    members = [state.trials[m] for m in best.architecture["members"]] if best is not None else state.leaderboard()[:1]
+    if best is not None:
+        members = [state.trials[m] for m in best.architecture["members"]]
+    else:
+        towers = state.leaderboard()
+        members = [_start(state, towers)] if towers else []
     originals = dict.fromkeys(m.parent if m.mutation == REPLICA else m.id for m in members)
     new_towers = [t for t in state.completed if state.trials[t].kind == TOWER and state.trials[t].mutation != REPLICA]
     for original in originals:
@@ -84,6 +88,17 @@ def plan_replica(state: State) -> Trial | None:
         if waited and len(_replicas(state, original)) < options["replicas"]:
             return state.trials[original]
     return None
+
+
+def _start(state: State, towers: list[Trial]) -> Trial:
+    """The tower to grow an ensemble from while none beats every tower (``ensemble.start``): the one an
+    ensemble must beat, if its outputs were recorded, else the search's best tower (``towers[0]``). By
+    validation loss the two can differ, and growing from the leader then rarely clears the bar."""
+    strongest = state.strongest_tower()
+    if state.config["ensemble"]["start"] == "criterion" and strongest is not None and "outputs" in (
+            strongest.artifacts or {}):
+        return strongest
+    return towers[0]
 
 
 def replica_key(state: State, original: Trial) -> str:

@@ -174,9 +174,15 @@ def _config_v5_to_v6(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "config": _legacy(config, ("ensemble",), {"replicas": 0, "replica_wait": 6})}
 
 
+def _config_v6_to_v7(payload: dict[str, Any]) -> dict[str, Any]:
+    """v7 configs always hold ensemble.start; before it, ensembles grew from the search's best tower even
+    where another tower had the lower validation loss they had to beat."""
+    return {**payload, "config": _legacy(payload["config"], ("ensemble",), {"start": "leader"})}
+
+
 # The three events that carry the whole configuration share its history.
 CONFIG_UPCASTERS = {1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5,
-                    5: _config_v5_to_v6}
+                    5: _config_v5_to_v6, 6: _config_v6_to_v7}
 
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
@@ -191,17 +197,17 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 6, ("run_id", "config", "lineage"),
+            SEARCH_STARTED, 7, ("run_id", "config", "lineage"),
             "The first event of a run: the whole frozen configuration.",
             upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
-            SEARCH_FORKED, 6, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 7, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
             upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
-            SEARCH_RESUMED, 6, ("overrides", "config"),
+            SEARCH_RESUMED, 7, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
             upcasters=CONFIG_UPCASTERS,
         ),

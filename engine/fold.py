@@ -121,6 +121,13 @@ class State:
     def best_ensemble(self) -> Trial | None:
         return self.trials[self.ensemble] if self.ensemble is not None else None
 
+    def strongest_tower(self) -> Trial | None:
+        """The tower every ensemble must beat (``ensemble.criterion``): the completed tower with the lowest
+        validation loss, or by score the best of the leaderboard. By loss it need not be ``best_trial()``."""
+        towers = (t for t in self.completed if self.trials[t].kind == TOWER) if self.ranking.ensembles_by_loss \
+            else self.top
+        return max((self.trials[t] for t in towers), key=lambda t: (_ensemble_merit(self, t), -t.id), default=None)
+
 
 def fold(state: State, event: ev.Event) -> State:
     """Apply one event to the state (in place) and return it."""
@@ -358,10 +365,8 @@ def _ensemble_merit(state: State, trial: Trial) -> tuple[float, ...]:
 
 
 def _best_tower_merit(state: State) -> tuple[float, ...]:
-    # By score the best tower is in the top; by loss it may be any completed tower.
-    towers = (t for t in state.completed if state.trials[t].kind == TOWER) if state.ranking.ensembles_by_loss \
-        else state.top
-    return max((_ensemble_merit(state, state.trials[t]) for t in towers), default=(-math.inf, -math.inf))
+    strongest = state.strongest_tower()
+    return _ensemble_merit(state, strongest) if strongest is not None else (-math.inf, -math.inf)
 
 
 def _enter_top(state: State, trial: Trial, k: int) -> None:

@@ -77,26 +77,28 @@ def test_trial_failed_v1_events_are_upcast_with_a_blame(tmp_path: Path) -> None:
 
 def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path) -> None:
     """Config v3 added search.tie_break and beam exploration, v4 ensemble.criterion, v5 space.draw, v6
-    search.beam.explore_pick and ensemble.replicas; a v2 run replays as it ran (ties to the earlier trial, no
-    exploration, ensembles by score, towers drawn left to right, no replicas) instead of today's defaults."""
+    search.beam.explore_pick and ensemble.replicas, v7 ensemble.start; a v2 run replays as it ran (ties to
+    the earlier trial, no exploration, ensembles by score grown from the leader, towers drawn left to right,
+    no replicas) instead of today's defaults."""
     from support import tower_config
 
     config = tower_config()
     del config["search"]["tie_break"], config["search"]["beam"]["explore"], config["search"]["beam"]["explore_draws"]
     del config["ensemble"]["criterion"], config["space"]["draw"], config["search"]["beam"]["explore_pick"]
-    del config["ensemble"]["replicas"]
+    del config["ensemble"]["replicas"], config["ensemble"]["start"]
     old = [msgpack.packb({"type": ev.SEARCH_STARTED, "v": 2, "at": 0.0,
                           "payload": {"run_id": "old", "config": config, "lineage": "0.1.0"}})]
     with EventLog.create(tmp_path, sync=False) as log:
         log.append(old, expected_head=0)
         (started,) = log.read()
     search = started.payload["config"]["search"]
-    assert started.v == 6
+    assert started.v == 7
     assert (search["tie_break"], search["beam"]["explore"], search["beam"]["explore_draws"]) == ("first", 0.0, 1)
     assert started.payload["config"]["ensemble"]["criterion"] == "score", "v4 added ensemble.criterion"
     assert started.payload["config"]["space"]["draw"] == "positions", "v5 added space.draw"
     assert search["beam"]["explore_pick"] == "ei", "v6 added search.beam.explore_pick"
     assert started.payload["config"]["ensemble"]["replicas"] == 0, "and ensemble.replicas"
+    assert started.payload["config"]["ensemble"]["start"] == "leader", "v7 added ensemble.start"
     assert tower_config()["search"]["tie_break"] == "val_loss", "new runs break ties by validation loss"
     assert tower_config()["space"]["draw"] == "blocks", "new runs draw towers as collections of blocks"
     assert tower_config()["search"]["beam"]["explore_pick"] == "thompson"

@@ -10,7 +10,7 @@ from support import tower_config
 
 from engine import events as ev
 from engine.config import ConfigError, resolve_config
-from engine.ensembles import ensemble_key, plan_ensemble
+from engine.ensembles import ensemble_key, plan_ensemble, plan_replica
 from engine.fold import ENSEMBLE, State
 from engine.inheritance import plan_inheritance, plan_teacher
 from engine.log import EventLog
@@ -119,6 +119,20 @@ def test_the_ensemble_criterion_decides_what_an_ensemble_must_beat(criterion: st
         [tower] = scheduler.assign("t", 1, now=0.0)
         scheduler.complete(tower["lease"], {"val_accuracy": 0.9, "val_loss": 0.05}, {"outputs": DIGEST})
         assert tower["trial"] not in state.top[:1] and state.ensemble is None, "a tower with a lower loss clears it"
+
+
+@pytest.mark.parametrize("start", ["criterion", "leader"])
+def test_ensembles_grow_from_the_tower_they_must_beat(start: str) -> None:
+    """By validation loss the tower an ensemble must beat need not lead on accuracy; growing from the
+    leader then pairs a high-loss tower with others, which seldom clears the low-loss one."""
+    config = keras_config(ensemble={"strategy": "adaptive", "start": start, "replicas": 1, "replica_wait": 0})
+    state, scheduler = run_with(keras_config(), [(0.99, 0.10), (0.98, 0.06), (0.97, 0.08)])
+    state.config = config
+    leader, low_loss, third = state.top
+    assert state.best_trial().id == leader and state.strongest_tower().id == low_loss
+    members = plan_ensemble(state)["members"]
+    assert members == ([low_loss, leader] if start == "criterion" else [leader, low_loss])
+    assert plan_replica(state).id == (low_loss if start == "criterion" else leader)
 
 
 def test_intermixed_ensembles_take_every_nth_proposal() -> None:
