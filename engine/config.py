@@ -208,8 +208,8 @@ ENSEMBLE_SCHEMA: Schema = {
                         "validation split) or score (the search metric, ties broken by validation loss)",
                         ("val_loss", "score")),
     "every": Option(5, (int,), "intermixed: every n-th proposal is an ensemble step", check=positive),
-    "replicas": Option(0, (int,), "times each tower the ensemble is built from (the best tower, or the best "
-                       "ensemble's members) is trained again with another seed and fresh weights, "
+    "replicas": Option(0, (int,), "times each tower the ensemble is built from (the tower it grows from, or "
+                       "the best ensemble's members) is trained again with another seed and fresh weights, "
                        "so the ensemble can average independent mistakes (deep ensembles)", check=non_negative),
     "replica_wait": Option(6, (int,), "towers that must complete after a tower before it is replicated, so a "
                            "lucky early leader is not", check=non_negative),

@@ -11,8 +11,8 @@ recorded outputs and reports the ensemble's validation metric, and the fold keep
 - ``intermixed``: every n-th proposal is such a step (with the best tower not yet tried), the others
   train new architectures: exploration and exploitation interleaved on a fixed schedule.
 
-With ``ensemble.replicas = n``, each tower the ensemble is built from (the best tower, or the best
-ensemble's members) is trained n more times with other seeds, as deep ensembles are (Lakshminarayanan
+With ``ensemble.replicas = n``, each tower the ensemble is built from (the tower it grows from, or the
+best ensemble's members) is trained n more times with other seeds, as deep ensembles are (Lakshminarayanan
 et al., 2017), once ``ensemble.replica_wait`` new towers have completed after it (a lucky early leader
 is not worth it). A replica is a tower trial of the same architecture from fresh weights, so its
 mistakes are its own, with the teacher any new tower would get (a replica without one tested up to 2
@@ -52,9 +52,7 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
     towers = [t for t in state.leaderboard() if "outputs" in (t.artifacts or {})]  # what ensembles combine
     if len(towers) < 2:
         return None
-    # The best ensemble beats every tower alone; without one, start from the tower it has to beat.
-    best = state.best_ensemble()
-    base = list(best.architecture["members"]) if best is not None else [_start(state, towers).id]
+    base = _grown_from(state, towers)
     if len(base) >= options["width"]:
         return None
     pool = ([t for t in towers if t.id in state.top or t.mutation == REPLICA]
@@ -75,12 +73,7 @@ def plan_replica(state: State) -> Trial | None:
     options = state.config["ensemble"]
     if options["strategy"] == "none" or not options["replicas"]:
         return None
-    best = state.best_ensemble()
-    if best is not None:
-        members = [state.trials[m] for m in best.architecture["members"]]
-    else:
-        towers = state.leaderboard()
-        members = [_start(state, towers)] if towers else []
+    members = [state.trials[m] for m in _grown_from(state, state.leaderboard())]
     originals = dict.fromkeys(m.parent if m.mutation == REPLICA else m.id for m in members)
     new_towers = [t for t in state.completed if state.trials[t].kind == TOWER and state.trials[t].mutation != REPLICA]
     for original in originals:
@@ -90,15 +83,19 @@ def plan_replica(state: State) -> Trial | None:
     return None
 
 
-def _start(state: State, towers: list[Trial]) -> Trial:
-    """The tower to grow an ensemble from while none beats every tower (``ensemble.start``): the one an
-    ensemble must beat, if its outputs were recorded, else the search's best tower (``towers[0]``). By
-    validation loss the two can differ, and growing from the leader then rarely clears the bar."""
+def _grown_from(state: State, towers: list[Trial]) -> list[int]:
+    """What the ensemble is built from: the best ensemble's members (it beats every tower alone), else
+    (``ensemble.start``) the tower an ensemble must beat if its outputs were recorded, else the best of
+    ``towers``. By validation loss those two towers can differ, and growing from the leader then rarely
+    clears the bar."""
+    best = state.best_ensemble()
+    if best is not None:
+        return list(best.architecture["members"])
     strongest = state.strongest_tower()
     if state.config["ensemble"]["start"] == "criterion" and strongest is not None and "outputs" in (
             strongest.artifacts or {}):
-        return strongest
-    return towers[0]
+        return [strongest.id]
+    return [towers[0].id] if towers else []
 
 
 def replica_key(state: State, original: Trial) -> str:
