@@ -61,7 +61,7 @@ def lineage_trajectory(dataset: str, algorithm: str, seed: int, trials: int) -> 
     table = load_table(dataset)
     trajectory = []
     for _ in range(trials):
-        [item] = scheduler.assign("bench", 1, now=0.0)
+        [item] = scheduler.assign("bench", 1)
         accuracy = table.observe(item["architecture"], seed)["val_acc"]
         scheduler.complete(item["lease"], {"val_acc": accuracy}, {})
         scheduler.take()

@@ -2,7 +2,9 @@
 
 A blob lives at ``<run>/artifacts/<first two hex digits>/<sha256>``. Trainers upload it in chunks
 over the protocol; a blob appears under its digest only once every byte arrived and the digest
-checks out, so a reader never sees half of one.
+checks out, so a reader never sees half of one. Each uploader's partial uploads are its own
+(``.partial/<uploader>-<digest>-<total>``): the first chunk fixes the total, an uploader may have at
+most ``UPLOAD_QUOTA`` bytes declared in flight, and uploads nobody added to for a while are removed.
 
 Example::
 
@@ -16,12 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
 from engine.protocol import CHUNK, MAX_BLOB
 
 ARTIFACTS_DIR = "artifacts"
+UPLOAD_QUOTA = MAX_BLOB  # bytes one uploader may have declared in unfinished uploads
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_UPLOADER = re.compile(r"[0-9a-z]{1,64}")
 
 
 class ArtifactError(ValueError):
@@ -41,6 +48,8 @@ class ArtifactStore:
         self._partial = self.root / ".partial"
 
     def path(self, digest: str) -> Path:
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise ArtifactError("an artifact is named by a sha256 hex digest (64 lowercase hex digits)")
         return self.root / digest[:2] / digest
 
     def has(self, digest: str) -> bool:
@@ -62,8 +71,8 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactError(f"no artifact {digest}") from None
 
-    def put_chunk(self, digest: str, offset: int, total: int, data: bytes) -> int:
-        """Accept the chunk at ``offset`` of a ``total``-byte blob; returns the bytes held so far.
+    def put_chunk(self, digest: str, offset: int, total: int, data: bytes, uploader: str = "local") -> int:
+        """Accept the chunk at ``offset`` of ``uploader``'s ``total``-byte blob; returns the bytes held so far.
 
         Chunks must arrive in order; a chunk at another offset is ignored and the answer says where
         to resume (an upload cut short by a restart picks up where it stopped). When the last byte
@@ -73,8 +82,12 @@ class ArtifactStore:
             return total
         if total > self.max_blob:
             raise ArtifactError(f"blob of {total} bytes exceeds the {self.max_blob}-byte limit")
+        if not _UPLOADER.fullmatch(uploader):
+            raise ArtifactError("an uploader is named by 1-64 lowercase letters and digits")
         self._partial.mkdir(parents=True, exist_ok=True)
-        part = self._partial / digest
+        part = self._partial / f"{uploader}-{digest}-{total}"
+        if not part.exists():
+            self._check_new_upload(uploader, digest, total)
         have = part.stat().st_size if part.exists() else 0
         if offset != have:
             return have
@@ -90,6 +103,31 @@ class ArtifactStore:
                 raise ArtifactError(f"upload of {digest} does not match its digest; discarded")
             self._commit(digest, content)
         return have
+
+    def _check_new_upload(self, uploader: str, digest: str, total: int) -> None:
+        declared = 0
+        for other in self._partial.glob(f"{uploader}-*"):
+            _, other_digest, other_total = other.name.split("-")  # the uploader, a digest, a number: no "-"
+            if other_digest == digest:
+                raise ArtifactError(f"the upload of {digest} was begun as {other_total} bytes, not {total}: the "
+                                    "first chunk fixes a blob's size")
+            declared += int(other_total)
+        if declared + total > UPLOAD_QUOTA:
+            raise ArtifactError(f"{declared + total} bytes would be in unfinished uploads, over the "
+                                f"{UPLOAD_QUOTA}-byte quota of one uploader")
+
+    def expire_uploads(self, idle: float) -> list[Path]:
+        """Remove partial uploads nothing was added to for ``idle`` seconds; returns what was removed."""
+        removed = []
+        cutoff = time.time() - idle
+        for part in self._partial.glob("*") if self._partial.is_dir() else ():
+            try:
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+                    removed.append(part)
+            except FileNotFoundError:  # finished or removed meanwhile
+                continue
+        return removed
 
     def read_chunk(self, digest: str, offset: int) -> tuple[bytes, int]:
         """The chunk of a blob starting at ``offset`` and the blob's total size."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -79,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "log.\nThe engine binds to loopback unless given CurveZMQ keys (see `engine keys`).")
     _add_run(serve)
     _add_engine(serve, DEFAULT_BIND, DEFAULT_PUB, "search.seed=3")
+    serve.add_argument("--grace", type=float, default=20.0, metavar="S",
+                       help="on a finished run, how long to tell trainers that come back that the search is done "
+                            "(default 20)")
     _add_quiet(serve)
 
     trainer = command("trainer", "run a trainer daemon that evaluates candidates for an engine",
@@ -207,17 +209,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     check_bind([args.bind, args.pub], args.keys)
     log, state = open_run(args.run, _load(args), budget=_budget(args))
-    if state.finished is not None:
-        log.close()
-        print(render_status(state))
-        return 0
-    server = EngineServer(log, state, bind=args.bind, pub=args.pub, keys=args.keys)
+    server = EngineServer(log, state, bind=args.bind, pub=args.pub, keys=args.keys, return_grace=args.grace)
     progress = Progress(interval=10.0, enabled=not args.quiet)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.start()
-        print(f"engine serving {args.run}: trainers connect to {server.endpoint}; events on {server.pub_endpoint}",
-              file=sys.stderr, flush=True)
+        if server.returning:
+            print(f"engine: {args.run} is finished ({state.finished}); telling trainers that come back for "
+                  f"{server.linger:g}s (raise --trials to search on)", file=sys.stderr, flush=True)
+        else:
+            print(f"engine serving {args.run}: trainers connect to {server.endpoint}; events on "
+                  f"{server.pub_endpoint}", file=sys.stderr, flush=True)
         state = server.serve(on_turn=progress.update)
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: engine serve --run {args.run}", file=sys.stderr)
@@ -256,7 +258,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.config import DEFAULT_SEARCH, apply_overrides, resolve_config
     from engine.progress import Progress
     from engine.runner import run_local
-    from replay.report import render_status, status_dict
+    from replay.report import render_status, status_dict, strict_json
 
     config = None
 
@@ -275,33 +277,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: engine run --run {args.run}", file=sys.stderr)
         return 130
-    print(json.dumps(status_dict(state)) if args.json else render_status(state))
+    print(strict_json(status_dict(state)) if args.json else render_status(state))
     return 0 if state.finished is not None else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from replay.report import render_status, status_dict
+    from engine.runs import read_endpoints
+    from engine.watch import describe
+    from replay.report import render_status, status_dict, strict_json
     from replay.state import state_at
 
     state = state_at(args.run)
-    print(json.dumps(status_dict(state, args.top)) if args.json else render_status(state, args.top))
+    engine = read_endpoints(args.run)  # while an engine serves the run: where, and what it refused so far
+    if args.json:
+        print(strict_json({**status_dict(state, args.top), "engine": engine}))
+        return 0
+    print(render_status(state, args.top))
+    if engine is not None:
+        print(f"engine: serving at {engine['router']} (pid {engine['pid']}); refused or dropped so far: "
+              f"{describe(engine.get('refused', {}))}")
     return 0
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     from engine.follow import follow
-    from replay.report import event_dict, render_event
+    from replay.report import event_dict, render_event, strict_json
 
     wanted = set(args.type or [])
     for event in follow(args.run, start=args.start, forever=args.follow):
         if wanted and event.type not in wanted:
             continue
-        print(json.dumps(event_dict(event)) if args.json else render_event(event), flush=True)
+        print(strict_json(event_dict(event)) if args.json else render_event(event), flush=True)
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from replay.report import render_status, state_dict
+    from replay.report import render_status, state_dict, strict_json
     from replay.state import state_at
     from replay.verify import Mismatch, verify
 
@@ -317,7 +328,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     state = state_at(args.run, args.at)
     if args.json:
-        print(json.dumps(state_dict(state)))
+        print(strict_json(state_dict(state)))
     else:
         print(render_status(state, args.top))
         print(f"(replayed {state.seq} events in {time.perf_counter() - started:.2f}s)", file=sys.stderr)
@@ -342,22 +353,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from replay.report import strict_json
     from trainers.export import load_model, predict
 
     for row in predict(load_model(args.model), args.input):
         if args.json:
-            print(json.dumps(row))
+            print(strict_json(row))
         else:
             print(row.get("class", row.get("value")))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from replay.report import strict_json
     from trainers.export import evaluate_model
 
     report = evaluate_model(args.model, args.run)
     if args.json:
-        print(json.dumps(report))
+        print(strict_json(report))
     else:
         def score(row: dict) -> str:
             if "accuracy" in row:

@@ -220,8 +220,10 @@ TYPES = EventTypes(
             upcasters={1: _proposed_v1_to_v2},
         ),
         EventType(
-            TRIAL_ASSIGNED, 1, ("trial", "trainer", "deadline"),
-            "A lease (id = this event's seq) hands a queued candidate to one trainer.",
+            TRIAL_ASSIGNED, 2, ("trial", "trainer", "holder", "deadline"),
+            "A lease (id = this event's seq) hands a queued candidate to one trainer; holder is the hash of "
+            "that trainer's secret (protocol.proof_of), and only a session proving it may report on the lease.",
+            upcasters={1: lambda payload: {**payload, "holder": None}},  # before holders, the name alone
         ),
         EventType(
             TRIAL_COMPLETED, 2, ("trial", "lease", "metrics", "artifacts", "inherited"),

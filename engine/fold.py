@@ -70,12 +70,20 @@ class Trial:
 
 @dataclass(slots=True)
 class Lease:
-    """One assignment of a trial to a trainer. Its id is the seq of its TrialAssigned event."""
+    """One assignment of a trial to a trainer. Its id is the seq of its TrialAssigned event.
+
+    ``holder`` is the hash of the trainer's secret: only a session proving it may report on the lease
+    (None for leases recorded before holders were, where the trainer's name decides).
+    """
 
     id: int
     trial: int
     trainer: str
     deadline: float
+    holder: str | None = None
+
+    def held_by(self, name: str, holder: str) -> bool:
+        return self.holder == holder if self.holder is not None else self.trainer == name
 
 
 @dataclass
@@ -264,7 +272,7 @@ def _assigned(state: State, p: dict[str, Any], seq: int) -> None:
     else:
         queue.remove(trial.id)
     trial.status, trial.lease = RUNNING, seq
-    state.leases[seq] = Lease(seq, trial.id, p["trainer"], p["deadline"])
+    state.leases[seq] = Lease(seq, trial.id, p["trainer"], p["deadline"], p["holder"])
 
 
 def _release(state: State, p: dict[str, Any]) -> Trial:

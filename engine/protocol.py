@@ -8,6 +8,15 @@ Trainer -> engine: ``hello``, ``ready``, ``heartbeat``, ``result``, ``fail``, ``
 ``blob_get``, ``bye``. Engine -> trainer: ``welcome``, ``work``, ``ack``, ``beat``, ``blob_ok``,
 ``blob``, ``error``.
 
+Nothing a peer sends can make decoding recurse or an error grow: containers nested deeper than
+``MAX_DEPTH`` are refused before any field is looked at, and an error names the field and what it
+must be, never the value it got (an error reply is at most ``MAX_ERROR`` characters).
+
+A trainer proves it is the same trainer across connections with the ``secret`` of its hello (random,
+made once per trainer process): the engine keeps only its hash with the trainer's CurveZMQ key
+(:func:`proof_of`), records it with every lease it hands out, and accepts reports on a lease only
+from a session with that proof.
+
 Example::
 
     >>> frame = encode("ready", slots=1)
@@ -17,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -24,11 +34,13 @@ from typing import Any
 
 import msgpack
 
-PROTOCOL = 2
+PROTOCOL = 3
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
 MAX_SLOTS = 64
+MAX_DEPTH = 16  # engine messages nest about 7 deep (work items); trainer messages 2
+MAX_ERROR = 200
 
 Validator = Callable[[str, Any], None]
 
@@ -44,7 +56,7 @@ class ProtocolError(ValueError):
 def _integer(low: int = 0, high: int = 2**63 - 1) -> Validator:
     def check(name: str, value: Any) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise ProtocolError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
+            raise ProtocolError(f"{name} must be an integer in [{low}, {high}], not {_kind(value)}")
 
     return check
 
@@ -60,20 +72,20 @@ def _text(limit: int) -> Validator:
 def _choice(*allowed: str) -> Validator:
     def check(name: str, value: Any) -> None:
         if value not in allowed:
-            raise ProtocolError(f"{name} must be one of {list(allowed)}, not {value!r}")
+            raise ProtocolError(f"{name} must be one of {list(allowed)}")
 
     return check
 
 
 def _number(name: str, value: Any) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ProtocolError(f"{name} must be a number, not {value!r}")
+        raise ProtocolError(f"{name} must be a number, not {_kind(value)}")
 
 
 def _finite(name: str, value: Any) -> None:
     _number(name, value)
     if not math.isfinite(value) or value < 0:
-        raise ProtocolError(f"{name} must be a finite number of 0 or more, not {value!r}")
+        raise ProtocolError(f"{name} must be a finite number of 0 or more")
 
 
 def _integers(limit: int) -> Validator:
@@ -88,21 +100,32 @@ def _integers(limit: int) -> Validator:
     return check
 
 
-_KEY = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_KEY = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_SECRET = re.compile(r"[0-9a-f]{32}")
+
+
+def _kind(value: Any) -> str:
+    """What a value is, in a few words that never repeat the value itself."""
+    return "true or false" if isinstance(value, bool) else f"a value of type {type(value).__name__}"
 
 
 def _digest(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not _DIGEST.match(value):
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
         raise ProtocolError(f"{name} must be a sha256 hex digest")
+
+
+def _secret(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not _SECRET.fullmatch(value):
+        raise ProtocolError(f"{name} must be 32 lowercase hex digits")
 
 
 def _metrics(name: str, value: Any) -> None:
     if not isinstance(value, dict) or len(value) > 64:
         raise ProtocolError(f"{name} must be a map of at most 64 metrics")
     for key, number in value.items():
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise ProtocolError(f"{name} has an invalid metric name {key!r}")
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise ProtocolError(f"{name} has an invalid metric name (names are 1-64 of A-Z a-z 0-9 _ . : / -)")
         _number(f"{name}.{key}", number)
 
 
@@ -110,8 +133,8 @@ def _artifacts(name: str, value: Any) -> None:
     if not isinstance(value, dict) or len(value) > 32:
         raise ProtocolError(f"{name} must be a map of at most 32 artifacts")
     for key, digest in value.items():
-        if not isinstance(key, str) or not _KEY.match(key):
-            raise ProtocolError(f"{name} has an invalid artifact name {key!r}")
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise ProtocolError(f"{name} has an invalid artifact name (names are 1-64 of A-Z a-z 0-9 _ . : / -)")
         _digest(f"{name}.{key}", digest)
 
 
@@ -120,7 +143,7 @@ def _names(name: str, value: Any) -> None:
         raise ProtocolError(f"{name} must be a list of at most 4096 layer names")
     for entry in value:
         if not isinstance(entry, str) or len(entry) > 256:
-            raise ProtocolError(f"{name} must hold layer names (text of at most 256 characters), not {entry!r}")
+            raise ProtocolError(f"{name} must hold layer names (text of at most 256 characters)")
 
 
 def _chunk(name: str, value: Any) -> None:
@@ -147,7 +170,8 @@ Spec = dict[str, Validator]
 
 #: What a trainer may send, field by field. Every field is required.
 TRAINER_MESSAGES: dict[str, Spec] = {
-    "hello": {"name": _text(128), "host": _text(255), "pid": _integer(), "leases": _integers(MAX_SLOTS)},
+    "hello": {"name": _text(128), "host": _text(255), "pid": _integer(), "leases": _integers(MAX_SLOTS),
+              "secret": _secret},
     "ready": {"slots": _integer(1, MAX_SLOTS)},
     "heartbeat": {"leases": _integers(MAX_SLOTS)},
     "result": {"lease": _integer(), "metrics": _metrics, "artifacts": _artifacts, "inherited": _names,
@@ -161,13 +185,14 @@ TRAINER_MESSAGES: dict[str, Spec] = {
 
 #: What the engine sends.
 ENGINE_MESSAGES: dict[str, Spec] = {
-    "welcome": {"run": _text(64), "config": _map, "heartbeat": _finite, "lease_timeout": _finite},
+    "welcome": {"run": _text(64), "name": _text(128), "config": _map, "heartbeat": _finite,
+                "lease_timeout": _finite},
     "work": {"items": _list, "retry": _finite, "done": _flag},
     "ack": {"lease": _integer(), "accepted": _flag, "reason": _text(4000)},
     "beat": {"unknown": _integers(MAX_SLOTS)},
     "blob_ok": {"digest": _digest, "have": _integer(0, MAX_BLOB), "complete": _flag},
     "blob": {"digest": _digest, "offset": _integer(0, MAX_BLOB), "total": _integer(0, MAX_BLOB), "data": _chunk},
-    "error": {"code": _text(32), "message": _text(4000)},
+    "error": {"code": _text(32), "message": _text(MAX_ERROR)},
 }
 
 _ALL = {**TRAINER_MESSAGES, **ENGINE_MESSAGES}
@@ -179,6 +204,36 @@ def encode(kind: str, **fields: Any) -> bytes:
     if set(fields) != set(spec):
         raise ProtocolError(f"{kind} takes fields {sorted(spec)}, got {sorted(fields)}")
     return msgpack.packb({"p": PROTOCOL, "t": kind, **fields})
+
+
+def error(code: str, message: str) -> bytes:
+    """An error reply: a code and a message cut to ``MAX_ERROR`` characters."""
+    if len(message) > MAX_ERROR:
+        message = message[: MAX_ERROR - 3] + "..."
+    return encode("error", code=code[:32], message=message)
+
+
+def proof_of(secret: str, key: str = "") -> str:
+    """What the engine keeps of a trainer's secret and CurveZMQ public key (and records with its
+    leases): half a sha256. A secret that leaked proves nothing from another key."""
+    return hashlib.sha256(f"{key}:{secret}".encode()).hexdigest()[:32]
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether containers nest more than ``limit`` deep; iterative, and it stops at the first too deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def decode(frame: bytes, messages: dict[str, Spec]) -> tuple[str, dict[str, Any]]:
@@ -194,16 +249,20 @@ def decode(frame: bytes, messages: dict[str, Spec]) -> tuple[str, dict[str, Any]
         raise ProtocolError(f"not a msgpack message ({type(exc).__name__})") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a msgpack map")
+    if _too_deep(message, MAX_DEPTH):
+        raise ProtocolError(f"a message may nest at most {MAX_DEPTH} deep")
     version = message.pop("p", None)
     if version != PROTOCOL:
-        raise ProtocolError(f"protocol version {version!r} is not supported (this engine speaks {PROTOCOL})",
+        said = version if isinstance(version, int) and not isinstance(version, bool) and 0 <= version < 1000 \
+            else "missing" if version is None else "not a version"
+        raise ProtocolError(f"protocol version {said} is not supported (this engine speaks {PROTOCOL})",
                             code="version")
     kind = message.pop("t", None)
     spec = messages.get(kind) if isinstance(kind, str) else None
     if spec is None:
-        raise ProtocolError(f"unknown message type {kind!r}")
+        raise ProtocolError("unknown message type")
     if set(message) != set(spec):
-        raise ProtocolError(f"{kind} takes fields {sorted(spec)}, got {sorted(map(str, message))}")
+        raise ProtocolError(f"{kind} takes fields {sorted(spec)}")
     for name, check in spec.items():
         check(f"{kind}.{name}", message[name])
     return kind, message

@@ -6,24 +6,28 @@ from the stored bytes). The caller commits the drafts with :meth:`take` in one t
 it answers anyone.
 
 Lease deadlines for heartbeats live here, outside the state: they are wall-clock bookkeeping of
-this process, renewed by heartbeats and reset when an engine resumes a run.
+this process, renewed by heartbeats and reset when an engine resumes a run. A new lease's deadline
+starts when its work is sent (:meth:`sent`), not when it was decided: proposing can take seconds.
 
 Example::
 
     >>> scheduler = Scheduler(state)
-    >>> work = scheduler.assign("trainer-1", slots=1, now=time.monotonic())
+    >>> work = scheduler.assign("trainer-1", slots=1, holder=protocol.proof_of(secret))
+    >>> scheduler.sent([item["lease"] for item in work], now=time.monotonic())
     >>> scheduler.complete(work[0]["lease"], {"val_acc": 91.2}, {})
     >>> log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine import events as ev
 from engine.fold import ENSEMBLE, State, fold, score
+from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
 
 CANDIDATE = "candidate"
@@ -66,18 +70,26 @@ class Scheduler:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    def assign(self, trainer: str, slots: int, now: float) -> list[dict[str, Any]]:
-        """Lease up to ``slots`` candidates to ``trainer``: queued ones first, then new proposals."""
+    def assign(self, trainer: str, slots: int, holder: str | None = None) -> list[dict[str, Any]]:
+        """Lease up to ``slots`` candidates to ``trainer`` (whose secret hashes to ``holder``): queued
+        ones first, then new proposals. Their deadlines start once :meth:`sent` says the work left."""
         items = []
         while len(items) < slots:
             trial_id = self._next_trial()
             if trial_id is None:
                 break
             deadline = self._clock() + self.lease_timeout
-            lease = self.emit(ev.TRIAL_ASSIGNED, {"trial": trial_id, "trainer": trainer, "deadline": deadline}).seq
-            self.deadlines[lease] = now + self.lease_timeout
+            lease = self.emit(ev.TRIAL_ASSIGNED, {"trial": trial_id, "trainer": trainer, "holder": holder,
+                                                   "deadline": deadline}).seq
+            self.deadlines[lease] = math.inf
             items.append(self.work_item(lease))
         return items
+
+    def sent(self, leases: Iterable[int], now: float) -> None:
+        """Start the deadlines of leases whose work was just sent."""
+        for lease in leases:
+            if lease in self.deadlines:
+                self.deadlines[lease] = now + self.lease_timeout
 
     def work_item(self, lease: int) -> dict[str, Any]:
         """What a trainer needs to evaluate a lease's candidate; ``needs`` lists the artifacts (by digest)
@@ -137,9 +149,15 @@ class Scheduler:
         held = self.state.leases.get(lease)
         if held is None:
             return False, "lease is not in flight (a repeated or late result)"
+        problem = problem_with(self.state.config, metrics)
+        if problem is not None:
+            # A diverged training is the candidate's failure; a metric the run does not know, or one out
+            # of its bounds, is the trainer's.
+            blame = CANDIDATE if "not finite" in problem else INFRASTRUCTURE
+            self.fail(lease, f"result refused: {problem}", blame)
+            return True, "recorded as failed"
         if score(self.state.config, metrics) is None:
-            metric = self.state.config["search"]["metric"]
-            self.fail(lease, f"result has no finite {metric!r} (got {metrics.get(metric)!r})")
+            self.fail(lease, f"result has no {self.state.config['search']['metric']!r}")
             return True, "recorded as failed"
         self.deadlines.pop(lease, None)
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
@@ -169,12 +187,12 @@ class Scheduler:
             self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None, "blame": INFRASTRUCTURE,
                                          "reason": f"lost {trial.losses} times; last: {reason}"})
 
-    def heartbeat(self, trainer: str, leases: list[int], now: float) -> list[int]:
-        """Renew the deadlines of a trainer's leases; returns those it should give up."""
+    def heartbeat(self, trainer: str, holder: str | None, leases: list[int], now: float) -> list[int]:
+        """Renew the deadlines of a trainer's leases; returns those it should give up (not its own)."""
         unknown = []
         for lease in leases:
             held = self.state.leases.get(lease)
-            if held is None or held.trainer != trainer:
+            if held is None or not held.held_by(trainer, holder):
                 unknown.append(lease)
             else:
                 self.deadlines[lease] = now + self.lease_timeout
@@ -185,9 +203,11 @@ class Scheduler:
         for lease in [lease for lease, deadline in self.deadlines.items() if deadline < now]:
             self.lose(lease, f"no heartbeat for {self.lease_timeout:g}s")
 
-    def forget_trainer(self, trainer: str, keep: set[int], reason: str) -> None:
-        """Lose the trainer's leases it no longer holds (it restarted, or said goodbye)."""
-        gone = [held.id for held in self.state.leases.values() if held.trainer == trainer and held.id not in keep]
+    def forget_trainer(self, trainer: str, holder: str | None, keep: set[int], reason: str) -> None:
+        """Lose the trainer's leases it no longer holds (it reconnected without them, or said goodbye);
+        leases someone else holds are not its to give up."""
+        gone = [held.id for held in self.state.leases.values()
+                if held.held_by(trainer, holder) and held.id not in keep]
         for lease in gone:
             self.lose(lease, reason)
 

@@ -6,8 +6,12 @@ transaction, publishes them on the PUB socket in seq order, and only then sends 
 trainer is never told about something that is not on disk.
 
 The engine binds to loopback by default; binding elsewhere needs CurveZMQ keys (``engine keys``),
-and with keys an unauthorised trainer is refused during the handshake. Every frame is size-limited
-and validated; garbage is logged and dropped, and the engine keeps serving.
+and with keys an unauthorised trainer is refused during the handshake (and the refusal logged).
+Every frame is size-limited and validated; garbage is counted, logged (rate-limited) and answered
+with a short error that never repeats it, and the engine keeps serving. A session is bound to the
+connection that said hello (its ZeroMQ routing identity and, with keys, its public key); only the
+session whose secret a lease records may report on it. A peer that does not read its replies gets at
+most ``REPLY_QUEUE`` of them queued; the rest are dropped and counted.
 
 Example::
 
@@ -31,18 +35,24 @@ from typing import Any
 import zmq
 
 from engine import protocol
+from engine import watch as refused
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
 from engine.fold import State
+from engine.gatekeeper import Gatekeeper
 from engine.keys import is_loopback, server_keys
 from engine.log import EventLog
 from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
+from engine.watch import Watch
 
 log = logging.getLogger("lineage.engine")
 
 MAX_BATCH = 256
 POLL_SECONDS = 0.05
 RETRY_SECONDS = 0.2
+REPLY_QUEUE = 64  # replies queued for one peer before more are dropped (ZeroMQ's send high-water mark)
+HOUSEKEEPING_SECONDS = 1.0
+RETURN_GRACE = 20.0  # trainers retry at least every 5 s (trainers.daemon.MAX_BACKOFF): 20 s reaches them all
 
 
 class ServerError(RuntimeError):
@@ -86,19 +96,37 @@ def _probe_tcp(endpoint: str) -> None:
 
 @dataclass
 class Session:
-    """A trainer connection that said hello."""
+    """A trainer connection that said hello, bound to its routing identity (the dict key), its CurveZMQ
+    public key (``key``, empty without keys) and the hash of its secret (``holder``)."""
 
     name: str
+    holder: str
+    key: str
+    address: str
+    heard: float
     told_done: bool = False
 
 
+@dataclass(frozen=True)
+class Peer:
+    """Who sent a message: its routing identity, network address and CurveZMQ key, as ZeroMQ says."""
+
+    identity: bytes
+    address: str
+    key: str
+
+
 class EngineServer:
-    """Serves one run to trainers until its search finishes (or :meth:`stop` is called)."""
+    """Serves one run to trainers until its search finishes (or :meth:`stop` is called).
+
+    A run that was already finished when the engine started is served for ``return_grace`` seconds,
+    so trainers that lost their engine just as the search ended are told it is done.
+    """
 
     def __init__(
         self, log_: EventLog, state: State, *, bind: str = "tcp://127.0.0.1:5555",
         pub: str = "tcp://127.0.0.1:5556", keys: Path | str | None = None, linger: float | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context | None = None, return_grace: float = RETURN_GRACE,
     ) -> None:
         self.log = log_
         self.state = state
@@ -106,13 +134,24 @@ class EngineServer:
         self.store = ArtifactStore(log_.run_dir / ARTIFACTS_DIR)
         self.bind, self.pub_bind, self.keys = bind, pub, keys
         self.linger = linger if linger is not None else min(5.0, 2 * state.config["engine"]["heartbeat"])
+        self.returning = state.finished is not None
+        if self.returning:
+            self.linger = max(self.linger, return_grace)
         self.sessions: dict[bytes, Session] = {}
-        self.dropped = 0
+        self.watch = Watch(log)
         self._context = context or zmq.Context.instance()
         self._stop = threading.Event()
-        self._auth = None
-        self._last_warning = 0.0
+        self._gate: Gatekeeper | None = None
+        self._sent_leases: list[int] = []
+        self._chunked: set[bytes] = set()  # sessions sent a blob chunk this turn
+        self._housekept = 0.0
+        self._published_counts: dict[str, int] = {}
         self.endpoint = self.pub_endpoint = ""
+
+    @property
+    def dropped(self) -> int:
+        """Invalid frames so far."""
+        return self.watch.counts[refused.FRAMES]
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -125,13 +164,12 @@ class EngineServer:
         for sock in (self.router, self.publisher):
             sock.linger = 0
             sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_FRAME)
+        self.router.sndhwm = REPLY_QUEUE
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises: it is counted
         if curve is not None:
-            from zmq.auth.thread import ThreadAuthenticator
-
             public, secret, authorized = curve
-            self._auth = ThreadAuthenticator(self._context)
-            self._auth.start()
-            self._auth.configure_curve(domain="*", location=str(authorized))
+            self._gate = Gatekeeper(self._context, authorized)
+            self._gate.start()
             for sock in (self.router, self.publisher):
                 sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
         try:
@@ -142,10 +180,10 @@ class EngineServer:
             raise ServerError(f"cannot bind {self.bind} / {self.pub_bind}: {exc}") from None
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.pub_endpoint = self.publisher.getsockopt_string(zmq.LAST_ENDPOINT)
-        write_endpoints(self.log.run_dir, {
-            "router": self.endpoint, "pub": self.pub_endpoint, "run_id": self.state.run_id,
-            "curve": curve is not None, "host": socket.gethostname(),
-        })
+        self._endpoints = {"router": self.endpoint, "pub": self.pub_endpoint, "run_id": self.state.run_id,
+                           "curve": curve is not None, "host": socket.gethostname()}
+        write_endpoints(self.log.run_dir, {**self._endpoints, "refused": {}})
+        self._housekeeping(time.monotonic())
 
     def stop(self) -> None:
         """Ask the loop to return after its current turn (safe from signal handlers and threads)."""
@@ -156,9 +194,9 @@ class EngineServer:
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close(0)
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
         remove_endpoints(self.log.run_dir)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -171,24 +209,35 @@ class EngineServer:
         while not self._stop.is_set():
             ready = dict(poller.poll(POLL_SECONDS * 1000))
             replies: list[tuple[bytes, bytes]] = []
+            drained_at = time.monotonic()
+            backlog = False
             if self.router in ready:
                 for _ in range(MAX_BATCH):
-                    try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    message = self._receive()
+                    if message is None:
                         break
-                    self._handle(frames, replies)
-            now = time.monotonic()
-            self.scheduler.expire(now)
+                    self._handle(*message, replies)
+                else:
+                    backlog = True
+            # A lease is silent only if no heartbeat for it came in before the socket was drained; with
+            # messages still waiting, one of them may be that heartbeat.
+            if not backlog:
+                self.scheduler.expire(drained_at)
             self.scheduler.finish_if_done()
             self._commit()
-            for identity, frame in replies:
-                self.router.send_multipart([identity, frame])
+            self._send(replies)
+            self.scheduler.sent(self._sent_leases, time.monotonic())
+            self._sent_leases.clear()
+            self._chunked.clear()
+            now = time.monotonic()
+            if now - self._housekept >= HOUSEKEEPING_SECONDS:
+                self._housekeeping(now)
             if on_turn is not None:
                 on_turn(self.state)
             if self.state.finished is not None:
                 finished_at = finished_at or now
-                if all(s.told_done for s in self.sessions.values()) or now - finished_at > self.linger:
+                everyone_told = all(s.told_done for s in self.sessions.values()) and not self.returning
+                if everyone_told or now - finished_at > self.linger:
                     break
             else:
                 finished_at = None
@@ -202,56 +251,115 @@ class EngineServer:
         for event, raw in drafts:
             self.publisher.send_multipart([event.type.encode(), event.seq.to_bytes(8, "big"), raw])
 
+    def _send(self, replies: list[tuple[bytes, bytes]]) -> None:
+        now = time.monotonic()
+        for identity, frame in replies:
+            session = self.sessions.get(identity)
+            if session is not None:  # its silence counts from the last exchange, however long the turn took
+                session.heard = now
+            try:
+                self.router.send_multipart([identity, frame], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # its queue is full (it does not read), or it is gone
+                self.watch.note(refused.REPLIES, session.name if session else _hex(identity),
+                                "its queue is full" if exc.errno == zmq.EAGAIN else "it is gone")
+
+    def _housekeeping(self, now: float) -> None:
+        """Forget silent sessions, remove stale partial uploads, log refused handshakes, publish counts."""
+        self._housekept = now
+        timeout = self.state.config["engine"]["lease_timeout"]
+        for identity, session in list(self.sessions.items()):
+            if now - session.heard > timeout:
+                del self.sessions[identity]
+                self.watch.note(refused.FORGOTTEN, session.name, f"silent for {timeout:g}s", level=logging.INFO)
+        for path in self.store.expire_uploads(max(60.0, 4 * timeout)):
+            log.info("removed an abandoned partial upload %s", path.name)
+        if self._gate is not None:
+            refusals, more = self._gate.refusals()
+            for refusal in refusals:
+                self.watch.note(refused.HANDSHAKES, f"{refusal.address} (key {refusal.key})", refusal.reason)
+            if more:
+                self.watch.note(refused.HANDSHAKES, "more peers", "refusals beyond what was kept", count=more)
+        counts = dict(self.watch.counts)
+        if counts != self._published_counts:
+            self._published_counts = counts
+            write_endpoints(self.log.run_dir, {**self._endpoints, "refused": counts})
+
     # -- messages -------------------------------------------------------------------------------
 
-    def _handle(self, frames: list[bytes], replies: list[tuple[bytes, bytes]]) -> None:
-        if len(frames) != 2:
-            self._drop(f"{len(frames) - 1} frames instead of 1")
-            return
-        identity, frame = frames
+    def _receive(self) -> tuple[Peer, list[bytes]] | None:
+        """The next message's sender and frames, or None when none is waiting. Of a message with more
+        frames than the protocol's one, the extra frames are read and let go one at a time (only
+        counted), so a long multi-part message is never held in this process twice."""
         try:
-            kind, message = protocol.decode(frame, protocol.TRAINER_MESSAGES)
+            first = self.router.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        frames: list[bytes] = []
+        more = first.more
+        while more:
+            part = self.router.recv(copy=False)
+            more = part.more
+            frames.append(part.bytes if not frames else b"")
+        return Peer(first.bytes, _property(first, "Peer-Address", "?"), _property(first, "User-Id", "")), frames
+
+    def _handle(self, peer: Peer, frames: list[bytes], replies: list[tuple[bytes, bytes]]) -> None:
+        identity = peer.identity
+        if len(frames) != 1:
+            self.watch.note(refused.FRAMES, peer.address, f"{len(frames)} frames instead of 1")
+            replies.append((identity, protocol.error("invalid", "a message is one frame")))
+            return
+        try:
+            kind, message = protocol.decode(frames[0], protocol.TRAINER_MESSAGES)
         except protocol.ProtocolError as exc:
-            self._drop(str(exc))
-            replies.append((identity, protocol.encode("error", code=exc.code, message=str(exc))))
+            self.watch.note(refused.FRAMES, peer.address, str(exc))
+            replies.append((identity, protocol.error(exc.code, str(exc))))
             return
         session = self.sessions.get(identity)
         if kind == "hello":
-            self._hello(identity, message, replies)
+            self._hello(peer, message, replies)
         elif session is None:
-            replies.append((identity, protocol.encode(
-                "error", code="hello", message="say hello first (the engine may have restarted)")))
+            self.watch.note(refused.SESSIONS, peer.address, f"{kind} before hello")
+            replies.append((identity, protocol.error("hello", "say hello first (the engine may have restarted)")))
         else:
+            session.heard = time.monotonic()
             getattr(self, f"_on_{kind}")(identity, session, message, replies)
 
-    def _drop(self, reason: str) -> None:
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last_warning > 1.0:
-            self._last_warning = now
-            log.warning("dropped an invalid message (%d so far): %s", self.dropped, reason)
-
-    def _hello(self, identity: bytes, message: dict[str, Any], replies: list[tuple[bytes, bytes]]) -> None:
+    def _hello(self, peer: Peer, message: dict[str, Any], replies: list[tuple[bytes, bytes]]) -> None:
+        holder = protocol.proof_of(message["secret"], peer.key)
         name = message["name"]
         for other, session in list(self.sessions.items()):
-            if session.name == name and other != identity:
-                # The same trainer on a new connection, or two trainers sharing a name (which then take
-                # each other's leases away: give each trainer its own --name).
-                log.warning("trainer name %s connected again; the older connection is forgotten", name)
+            if session.name != name or other == peer.identity:
+                continue
+            if session.holder == holder:
+                # The same trainer on a new connection (its old one broke): the old one is forgotten.
+                log.info("trainer %s connected again; its older connection is forgotten", name)
                 del self.sessions[other]
-        self.sessions[identity] = Session(name)
+            else:
+                name = self._free_name(name)
+                self.watch.note(refused.RENAMED, peer.address,
+                                f"name {message['name']} is held by a live session: calling this trainer {name}")
+            break
+        self.sessions[peer.identity] = Session(name, holder, peer.key, peer.address, time.monotonic())
         held = set(message["leases"])
-        self.scheduler.forget_trainer(name, keep=held, reason="its trainer reconnected without it")
-        self.scheduler.heartbeat(name, sorted(held), time.monotonic())
-        log.info("trainer %s connected (pid %s on %s)", name, message["pid"], message["host"])
+        self.scheduler.forget_trainer(name, holder, keep=held, reason="its trainer reconnected without it")
+        self.scheduler.heartbeat(name, holder, sorted(held), time.monotonic())
+        log.info("trainer %s connected from %s (pid %s on %s)", name, peer.address, message["pid"], message["host"])
         config = self.state.config
-        replies.append((identity, protocol.encode(
-            "welcome", run=self.state.run_id, config=config, heartbeat=config["engine"]["heartbeat"],
+        replies.append((peer.identity, protocol.encode(
+            "welcome", run=self.state.run_id, name=name, config=config, heartbeat=config["engine"]["heartbeat"],
             lease_timeout=config["engine"]["lease_timeout"],
         )))
 
+    def _free_name(self, name: str) -> str:
+        taken = {session.name for session in self.sessions.values()}
+        number = 2
+        while f"{name[:120]}-{number}" in taken:
+            number += 1
+        return f"{name[:120]}-{number}"
+
     def _work(self, identity: bytes, session: Session, slots: int) -> bytes:
-        items = self.scheduler.assign(session.name, slots, time.monotonic()) if slots else []
+        items = self.scheduler.assign(session.name, slots, session.holder) if slots else []
+        self._sent_leases.extend(item["lease"] for item in items)
         done = not items and self.state.finished is not None
         session.told_done = session.told_done or done
         return protocol.encode("work", items=items, retry=RETRY_SECONDS, done=done)
@@ -262,12 +370,12 @@ class EngineServer:
 
     def _on_heartbeat(self, identity: bytes, session: Session, message: dict[str, Any],
                       replies: list[tuple[bytes, bytes]]) -> None:
-        unknown = self.scheduler.heartbeat(session.name, message["leases"], time.monotonic())
+        unknown = self.scheduler.heartbeat(session.name, session.holder, message["leases"], time.monotonic())
         replies.append((identity, protocol.encode("beat", unknown=unknown)))
 
     def _owned(self, session: Session, lease: int) -> str | None:
         held = self.state.leases.get(lease)
-        if held is not None and held.trainer != session.name:
+        if held is not None and not held.held_by(session.name, session.holder):
             return f"lease {lease} belongs to trainer {held.trainer}"
         return None
 
@@ -293,6 +401,8 @@ class EngineServer:
         """Record a trainer's report on its own lease, acknowledge it, and hand out more work if asked."""
         lease = message["lease"]
         problem = self._owned(session, lease)
+        if problem:
+            self.watch.note(refused.SESSIONS, session.name, problem)
         accepted, reason = (False, problem) if problem else record()
         replies.append((identity, protocol.encode("ack", lease=lease, accepted=accepted, reason=reason)))
         if message["slots"]:
@@ -302,9 +412,11 @@ class EngineServer:
                      replies: list[tuple[bytes, bytes]]) -> None:
         digest = message["digest"]
         try:
-            have = self.store.put_chunk(digest, message["offset"], message["total"], message["data"])
+            have = self.store.put_chunk(digest, message["offset"], message["total"], message["data"],
+                                        uploader=session.holder)
         except ArtifactError as exc:
-            replies.append((identity, protocol.encode("error", code="blob", message=str(exc))))
+            self.watch.note(refused.UPLOADS, session.name, str(exc))
+            replies.append((identity, protocol.error("blob", str(exc))))
             return
         replies.append((identity, protocol.encode(
             "blob_ok", digest=digest, have=have, complete=have == message["total"])))
@@ -312,15 +424,33 @@ class EngineServer:
     def _on_blob_get(self, identity: bytes, session: Session, message: dict[str, Any],
                      replies: list[tuple[bytes, bytes]]) -> None:
         digest = message["digest"]
+        if identity in self._chunked:
+            # A trainer asks for the next chunk once it has the last: more in one turn would only pile up.
+            self.watch.note(refused.REPLIES, session.name, "asked for a second chunk before reading the first")
+            replies.append((identity, protocol.error("busy", "one chunk at a time")))
+            return
+        self._chunked.add(identity)
         try:
             data, total = self.store.read_chunk(digest, message["offset"])
         except ArtifactError as exc:
-            replies.append((identity, protocol.encode("error", code="blob", message=str(exc))))
+            replies.append((identity, protocol.error("blob", str(exc))))
             return
         replies.append((identity, protocol.encode(
             "blob", digest=digest, offset=message["offset"], total=total, data=data)))
 
     def _on_bye(self, identity: bytes, session: Session, message: dict[str, Any],
                 replies: list[tuple[bytes, bytes]]) -> None:
-        self.scheduler.forget_trainer(session.name, keep=set(), reason="its trainer left")
+        self.scheduler.forget_trainer(session.name, session.holder, keep=set(), reason="its trainer left")
         del self.sessions[identity]
+
+
+def _hex(identity: bytes) -> str:
+    return identity.hex()[:16]
+
+
+def _property(frame: zmq.Frame, name: str, default: str) -> str:
+    """A ZeroMQ message property (``Peer-Address``; ``User-Id``, the CurveZMQ key, where keys are on)."""
+    try:
+        return frame.get(name)
+    except zmq.ZMQError:  # not set on this connection
+        return default

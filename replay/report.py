@@ -3,12 +3,13 @@
 Example::
 
     >>> print(render_status(state_at("runs/nb")))
-    >>> json.dumps(status_dict(state))
+    >>> print(strict_json(status_dict(state)))
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -176,3 +177,26 @@ def render_event(event: ev.Event) -> str:
 
 def event_dict(event: ev.Event) -> dict[str, Any]:
     return {"seq": event.seq, "type": event.type, "v": event.v, "at": event.at, "payload": event.payload}
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as strict JSON text, the form of every ``--json`` output: floats that are not finite (metrics
+    older engines stored) become the strings "NaN", "Infinity" and "-Infinity"; anything else JSON cannot
+    hold still raises.
+
+    Example::
+
+        >>> strict_json({"val_loss": float("nan"), "range": (0, float("-inf"))})
+        '{"val_loss": "NaN", "range": [0, "-Infinity"]}'
+    """
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import socket
 import threading
@@ -13,12 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import zmq
 from hypothesis import strategies as st
 
 from engine import events as ev
+from engine import protocol
 from engine.config import apply_overrides, resolve_config
 from engine.fold import COMPLETED, FAILED, QUEUED, RUNNING, State
 from engine.log import EventLog
+from engine.metrics import declared
 from engine.runs import open_run
 from engine.scheduler import Scheduler
 from engine.server import EngineServer
@@ -106,6 +110,44 @@ class ServedRun:
             raise self.error
 
 
+class Peer:
+    """A raw DEALER socket speaking (or mangling) the protocol."""
+
+    def __init__(self, endpoint: str, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.linger = 0
+        if curve is not None:
+            self.socket.curve_serverkey, self.socket.curve_publickey, self.socket.curve_secretkey = curve
+        self.socket.connect(endpoint)
+        self.secret = os.urandom(16).hex()
+
+    def send(self, kind: str, **fields) -> None:
+        self.socket.send(protocol.encode(kind, **fields))
+
+    def recv(self, timeout: float = 5.0) -> tuple[str, dict] | None:
+        if not self.socket.poll(timeout * 1000):
+            return None
+        return protocol.decode(self.socket.recv(), protocol.ENGINE_MESSAGES)
+
+    def expect(self, kind: str, timeout: float = 5.0) -> dict:
+        message = self.recv(timeout)
+        assert message is not None, f"no reply (expected {kind})"
+        assert message[0] == kind, message
+        return message[1]
+
+    def hello(self, name: str = "peer", leases: list[int] | None = None) -> dict:
+        self.send("hello", name=name, host="test", pid=os.getpid(), leases=leases or [], secret=self.secret)
+        return self.expect("welcome")
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+def hello_fields(name: str = "peer", leases: list[int] | None = None, secret: str = "0" * 32) -> dict[str, Any]:
+    """The fields of a hello."""
+    return {"name": name, "host": "test", "pid": os.getpid(), "leases": leases or [], "secret": secret}
+
+
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -150,15 +192,16 @@ def drive(log: EventLog, state: State, script: list[tuple]) -> Recording:
     """Apply a command script, committing after each command like the server does after a batch."""
     scheduler = Recording(state)
     metric = state.config["search"]["metric"]
+    other = next(name for name in declared(state.config) if name != metric)
     for name, index, slots, value, keep in script:
         trainer = TRAINERS[index % len(TRAINERS)]
         lease = pick(state, index)
         if name == "ready":
-            scheduler.assign(trainer, slots, now=0.0)
+            scheduler.assign(trainer, slots)
         elif name == "complete" and lease is not None:
-            # A NaN or missing metric makes the result a failure; otherwise scores vary with the index.
-            score = None if value is None else value * (index + lease % 7)
-            scheduler.complete(lease, {} if score is None else {metric: score, "other": 1.0}, {})
+            # A NaN or missing metric makes the result a failure; otherwise scores in [0, 1) vary with the index.
+            score = None if value is None else value * ((index + lease % 7) % 50) / 50
+            scheduler.complete(lease, {} if score is None else {metric: score, other: 1.0}, {})
         elif name == "fail" and lease is not None:
             scheduler.fail(lease, "it broke")
         elif name == "expire" and lease is not None:
@@ -166,9 +209,9 @@ def drive(log: EventLog, state: State, script: list[tuple]) -> Recording:
             scheduler.expire(now=0.0)
         elif name == "hello":
             held = {lease.id for lease in state.leases.values() if lease.trainer == trainer}
-            scheduler.forget_trainer(trainer, keep=held if keep else set(), reason="reconnected")
+            scheduler.forget_trainer(trainer, None, keep=held if keep else set(), reason="reconnected")
         elif name == "bye":
-            scheduler.forget_trainer(trainer, keep=set(), reason="left")
+            scheduler.forget_trainer(trainer, None, keep=set(), reason="left")
         elif name == "finish":
             scheduler.finish_if_done()
         drafts = scheduler.take()

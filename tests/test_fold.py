@@ -93,9 +93,9 @@ def test_a_wall_clock_budget_stops_new_proposals_and_lets_running_ones_finish(tm
     log, state = create_run(tmp_path, nb201_config(search__trials=50, search__minutes=1), sync=False)
     with log:
         scheduler = Scheduler(state, now=0.0, clock=lambda: now[0], started_at=1000.0)
-        [running] = scheduler.assign("t", 1, now=0.0)
+        [running] = scheduler.assign("t", 1)
         now[0] += 61
-        assert scheduler.assign("t", 1, now=0.0) == [], "no new candidate once the minutes are spent"
+        assert scheduler.assign("t", 1) == [], "no new candidate once the minutes are spent"
         assert not scheduler.finish_if_done(), "the candidate in flight still finishes"
         scheduler.complete(running["lease"], {"val_acc": 80.0}, {})
         assert scheduler.finish_if_done()
@@ -111,7 +111,7 @@ def test_trials_with_the_same_score_are_ranked_by_the_tie_break(tmp_path: Path, 
     log, state = create_run(tmp_path, config, sync=False)
     scheduler = Scheduler(state, now=0.0)
     with log:
-        items = scheduler.assign("t", 3, now=0.0)
+        items = scheduler.assign("t", 3)
         for item, loss in zip(items, (0.5, 0.3, 0.9), strict=True):
             scheduler.complete(item["lease"], {"val_accuracy": 0.9, "val_loss": loss}, {})
         log.append([raw for _, raw in scheduler.take()], expected_head=log.head)

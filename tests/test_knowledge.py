@@ -30,7 +30,7 @@ def run_with(config: dict, results: list[tuple[float, float]]) -> tuple[State, S
     scheduler = Scheduler(state, now=0.0, clock=lambda: 0.0)
     scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config, "lineage": "test"})
     for accuracy, val_loss in results:
-        [item] = scheduler.assign("t", 1, now=0.0)
+        [item] = scheduler.assign("t", 1)
         assert item["kind"] == "tower"
         scheduler.complete(item["lease"], {"val_accuracy": accuracy, "val_loss": val_loss},
                            {"weights": DIGEST, "outputs": DIGEST})
@@ -62,17 +62,17 @@ def test_adaptive_ensembles_grow_only_when_they_improve() -> None:
     state, scheduler = run_with(keras_config(), [(0.80, 1.0), (0.85, 0.9), (0.70, 1.2)])
     state.config = keras_config(ensemble={"strategy": "adaptive", "width": 3})  # from here on, with ensembles
     best, second, third = state.top
-    [step] = scheduler.assign("t", 1, now=0.0)
+    [step] = scheduler.assign("t", 1)
     assert step["kind"] == ENSEMBLE and step["architecture"]["members"] == [best, second]
     assert {m["trial"] for m in step["members"]} == {best, second} and DIGEST in step["needs"]
     scheduler.complete(step["lease"], {"val_accuracy": 0.88, "val_loss": 0.8}, {"outputs": DIGEST})
     assert state.ensemble == step["trial"]
-    [worse] = scheduler.assign("t", 1, now=0.0)
+    [worse] = scheduler.assign("t", 1)
     assert worse["architecture"]["members"] == [best, second, third]
     scheduler.complete(worse["lease"], {"val_accuracy": 0.86, "val_loss": 0.9}, {"outputs": DIGEST})
     assert state.ensemble == step["trial"], "an addition that does not help is set aside"
     assert plan_ensemble(state) is None, "every beam tower was tried against the best ensemble"
-    [tower] = scheduler.assign("t", 1, now=0.0)
+    [tower] = scheduler.assign("t", 1)
     assert tower["kind"] == "tower"
     assert state.top == [best, second, third], "ensembles never enter the beam"
 
@@ -81,11 +81,11 @@ def test_a_tower_that_beats_the_best_ensemble_starts_a_new_one() -> None:
     state, scheduler = run_with(keras_config(), [(0.80, 1.0), (0.75, 0.9)])
     state.config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
     first, second = state.top
-    [step] = scheduler.assign("t", 1, now=0.0)
+    [step] = scheduler.assign("t", 1)
     scheduler.complete(step["lease"], {"val_accuracy": 0.82, "val_loss": 0.8}, {"outputs": DIGEST})
     assert plan_ensemble(state) is None, "the ensemble is full and beats every tower"
     state.config = keras_config(ensemble={"strategy": "none"})
-    [tower] = scheduler.assign("t", 1, now=0.0)
+    [tower] = scheduler.assign("t", 1)
     scheduler.complete(tower["lease"], {"val_accuracy": 0.95, "val_loss": 0.2}, {"weights": DIGEST,
                                                                                  "outputs": DIGEST})
     state.config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
@@ -95,11 +95,11 @@ def test_a_tower_that_beats_the_best_ensemble_starts_a_new_one() -> None:
 def test_an_ensemble_that_ties_the_best_tower_wins_on_validation_loss() -> None:
     state, scheduler = run_with(keras_config(), [(0.99, 0.10), (0.98, 0.12)])
     state.config = keras_config(ensemble={"strategy": "adaptive"})
-    [same] = scheduler.assign("t", 1, now=0.0)
+    [same] = scheduler.assign("t", 1)
     scheduler.complete(same["lease"], {"val_accuracy": 0.99, "val_loss": 0.11}, {"outputs": DIGEST})
     assert state.ensemble is None, "a tie on accuracy with a higher loss is no improvement"
     state.config = keras_config(ensemble={"strategy": "adaptive", "combiner": "weighted"})
-    [better] = scheduler.assign("t", 1, now=0.0)
+    [better] = scheduler.assign("t", 1)
     scheduler.complete(better["lease"], {"val_accuracy": 0.99, "val_loss": 0.07}, {"outputs": DIGEST})
     assert state.ensemble == better["trial"], "the same accuracy with a lower loss is"
 
@@ -110,13 +110,13 @@ def test_the_ensemble_criterion_decides_what_an_ensemble_must_beat(criterion: st
     and any tower with a lower loss clears it; by score, accuracy comes first."""
     config = keras_config(ensemble={"strategy": "adaptive", "criterion": criterion})
     state, scheduler = run_with(config, [(0.99, 0.10), (0.98, 0.12)])
-    [step] = scheduler.assign("t", 1, now=0.0)
+    [step] = scheduler.assign("t", 1)
     assert step["kind"] == ENSEMBLE
     scheduler.complete(step["lease"], {"val_accuracy": 0.985, "val_loss": 0.06}, {"outputs": DIGEST})
     assert state.ensemble == (step["trial"] if criterion == "val_loss" else None)
     if criterion == "val_loss":
         state.config = keras_config(ensemble={"strategy": "none", "criterion": criterion})
-        [tower] = scheduler.assign("t", 1, now=0.0)
+        [tower] = scheduler.assign("t", 1)
         scheduler.complete(tower["lease"], {"val_accuracy": 0.9, "val_loss": 0.05}, {"outputs": DIGEST})
         assert tower["trial"] not in state.top[:1] and state.ensemble is None, "a tower with a lower loss clears it"
 
@@ -139,9 +139,9 @@ def test_intermixed_ensembles_take_every_nth_proposal() -> None:
     config = keras_config(ensemble={"strategy": "intermixed", "every": 3})
     state, scheduler = run_with(config, [(0.8, 1.0), (0.7, 1.0)])
     assert state.proposals == 2
-    [step] = scheduler.assign("t", 1, now=0.0)
+    [step] = scheduler.assign("t", 1)
     assert step["kind"] == ENSEMBLE and ensemble_key(step["architecture"]).startswith("ensemble ")
-    [tower] = scheduler.assign("t", 1, now=0.0)
+    [tower] = scheduler.assign("t", 1)
     assert tower["kind"] == "tower"
 
 
@@ -156,7 +156,7 @@ def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
     outputs = {"weights": DIGEST, "outputs": DIGEST}
 
     def next_candidate(val_accuracy: float, val_loss: float) -> dict:
-        [item] = scheduler.assign("t", 1, now=0.0)
+        [item] = scheduler.assign("t", 1)
         scheduler.complete(item["lease"], {"val_accuracy": val_accuracy, "val_loss": val_loss}, outputs)
         return item
 

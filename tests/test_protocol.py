@@ -14,7 +14,7 @@ from engine.protocol import ENGINE_MESSAGES, TRAINER_MESSAGES, ProtocolError, de
 
 DIGEST = "ab" * 32
 EXAMPLES = {
-    "hello": {"name": "t1", "host": "h", "pid": 12, "leases": [3, 4]},
+    "hello": {"name": "t1", "host": "h", "pid": 12, "leases": [3, 4], "secret": "0f" * 16},
     "ready": {"slots": 2},
     "heartbeat": {"leases": [1]},
     "result": {"lease": 5, "metrics": {"val_acc": 91.5, "params": 12}, "artifacts": {"weights": DIGEST},
@@ -40,21 +40,21 @@ def test_engine_messages_are_not_accepted_from_trainers() -> None:
 
 @pytest.mark.parametrize(("message", "match"), [
     ({"p": 1, "t": "ready", "slots": 1}, "protocol version 1"),
-    ({"t": "ready", "slots": 1}, "protocol version None"),
-    ({"p": 2, "t": "ready"}, "takes fields"),
-    ({"p": 2, "t": "ready", "slots": 1, "extra": 0}, "takes fields"),
-    ({"p": 2, "t": "ready", "slots": 0}, "ready.slots"),
-    ({"p": 2, "t": "ready", "slots": True}, "ready.slots"),
-    ({"p": 2, "t": "result", "lease": 1, "metrics": {"a b": 1}, "artifacts": {}, "inherited": [], "slots": 0},
+    ({"t": "ready", "slots": 1}, "protocol version missing"),
+    ({"p": 3, "t": "ready"}, "takes fields"),
+    ({"p": 3, "t": "ready", "slots": 1, "extra": 0}, "takes fields"),
+    ({"p": 3, "t": "ready", "slots": 0}, "ready.slots"),
+    ({"p": 3, "t": "ready", "slots": True}, "ready.slots"),
+    ({"p": 3, "t": "result", "lease": 1, "metrics": {"a b": 1}, "artifacts": {}, "inherited": [], "slots": 0},
      "metric name"),
-    ({"p": 2, "t": "result", "lease": 1, "metrics": {"acc": "high"}, "artifacts": {}, "inherited": [], "slots": 0},
+    ({"p": 3, "t": "result", "lease": 1, "metrics": {"acc": "high"}, "artifacts": {}, "inherited": [], "slots": 0},
      "number"),
-    ({"p": 2, "t": "result", "lease": 1, "metrics": {}, "artifacts": {"w": "zz"}, "inherited": [], "slots": 0},
+    ({"p": 3, "t": "result", "lease": 1, "metrics": {}, "artifacts": {"w": "zz"}, "inherited": [], "slots": 0},
      "digest"),
-    ({"p": 2, "t": "result", "lease": 1, "metrics": {}, "artifacts": {}, "inherited": [7], "slots": 0},
+    ({"p": 3, "t": "result", "lease": 1, "metrics": {}, "artifacts": {}, "inherited": [7], "slots": 0},
      "layer names"),
-    ({"p": 2, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": []}, "hello.name"),
-    ({"p": 2, "t": "nonsense"}, "unknown message type"),
+    ({"p": 3, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": [], "secret": "0" * 32}, "hello.name"),
+    ({"p": 3, "t": "nonsense"}, "unknown message type"),
     ([1, 2, 3], "must be a msgpack map"),
 ])
 def test_invalid_messages_are_refused_with_a_reason(message, match: str) -> None:

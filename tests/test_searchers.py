@@ -28,7 +28,7 @@ def search(tmp_path: Path, config: dict, check=None) -> State:
         while not scheduler.finish_if_done():
             if check is not None and state.queue == type(state.queue)() and state.proposals < state.budget:
                 check(state)
-            items = scheduler.assign("t", 1, now=0.0)
+            items = scheduler.assign("t", 1)
             if not items:
                 scheduler.finish_if_done()
                 break
@@ -195,7 +195,7 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
         evaluator = make_evaluator(config)
         with log:
             while not scheduler.finish_if_done():
-                items = scheduler.assign("t", 1, now=0.0)
+                items = scheduler.assign("t", 1)
                 if not items:
                     break
                 item = items[0]

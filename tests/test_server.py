@@ -11,45 +11,13 @@ import msgpack
 import pytest
 import zmq
 import zmq.auth
-from support import nb201_config, tower_config, wait_for
+from support import Peer, hello_fields, nb201_config, tower_config, wait_for
 
 from engine import events as ev
 from engine import protocol
 from engine.keys import is_loopback, make_keys, trainer_keys
 from engine.server import ServerError, check_bind
 from trainers.client import EngineClient, EngineGone, EngineRefused
-
-
-class Peer:
-    """A raw DEALER socket speaking (or mangling) the protocol."""
-
-    def __init__(self, endpoint: str, curve: tuple[bytes, bytes, bytes] | None = None) -> None:
-        self.socket = zmq.Context.instance().socket(zmq.DEALER)
-        self.socket.linger = 0
-        if curve is not None:
-            self.socket.curve_serverkey, self.socket.curve_publickey, self.socket.curve_secretkey = curve
-        self.socket.connect(endpoint)
-
-    def send(self, kind: str, **fields) -> None:
-        self.socket.send(protocol.encode(kind, **fields))
-
-    def recv(self, timeout: float = 5.0) -> tuple[str, dict] | None:
-        if not self.socket.poll(timeout * 1000):
-            return None
-        return protocol.decode(self.socket.recv(), protocol.ENGINE_MESSAGES)
-
-    def expect(self, kind: str, timeout: float = 5.0) -> dict:
-        message = self.recv(timeout)
-        assert message is not None, f"no reply (expected {kind})"
-        assert message[0] == kind, message
-        return message[1]
-
-    def hello(self, name: str = "peer", leases: list[int] | None = None) -> dict:
-        self.send("hello", name=name, host="test", pid=os.getpid(), leases=leases or [])
-        return self.expect("welcome")
-
-    def close(self) -> None:
-        self.socket.close(0)
 
 
 def events_of(served, kind: str) -> list[ev.Event]:
@@ -63,6 +31,7 @@ def test_garbage_leaves_the_engine_serving_and_the_log_unchanged(serve) -> None:
     peer.socket.send(os.urandom(64))
     assert peer.expect("error")["code"] == "invalid"
     peer.socket.send_multipart([b"two", b"frames"])
+    assert peer.expect("error")["code"] == "invalid"
     peer.socket.send(msgpack.packb({"p": 99, "t": "ready", "slots": 1}))
     assert peer.expect("error")["code"] == "version"
     peer.send("ready", slots=1)
@@ -158,7 +127,7 @@ def test_a_result_without_the_search_metric_fails_the_trial(serve) -> None:
     peer.send("result", lease=lease, metrics={"loss": float("nan")}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack")["accepted"] is True
     [failed] = events_of(served, ev.TRIAL_FAILED)
-    assert "no finite 'val_acc'" in failed.payload["reason"]
+    assert failed.payload["reason"] == "result refused: loss is not finite (nan)"
     peer.close()
 
 
@@ -170,7 +139,8 @@ def test_a_reconnecting_trainer_loses_the_leases_it_no_longer_holds(serve) -> No
     kept, dropped = (item["lease"] for item in first.expect("work")["items"])
     first.close()
     second = Peer(served.endpoint)
-    second.hello("worker", leases=[kept])
+    second.secret = first.secret  # the same trainer on a new connection
+    assert second.hello("worker", leases=[kept])["name"] == "worker"
     [lost] = events_of(served, ev.TRIAL_LOST)
     assert lost.payload["lease"] == dropped and "reconnected" in lost.payload["reason"]
     assert kept in served.state.leases
@@ -201,7 +171,7 @@ def test_blobs_travel_in_chunks_and_are_checked(serve) -> None:
     served = serve(tower_config())
     client = EngineClient(served.endpoint)
     client.connect()
-    client.request("hello", {"name": "blobs", "host": "h", "pid": 1, "leases": []}, expect={"welcome"}, timeout=5,
+    client.request("hello", hello_fields("blobs"), expect={"welcome"}, timeout=5,
                    dispatch=lambda m: None)
     data = os.urandom(2 * protocol.CHUNK + 12345)
     digest = client.upload(data, timeout=5, dispatch=lambda m: None)
@@ -225,14 +195,14 @@ def test_curve_keys_admit_authorised_trainers_and_refuse_the_rest(serve, tmp_pat
         refused = EngineClient(served.endpoint, curve=curve)
         refused.connect()
         with pytest.raises(EngineGone):
-            refused.request("hello", {"name": "x", "host": "h", "pid": 1, "leases": []}, expect={"welcome"},
+            refused.request("hello", hello_fields("x"), expect={"welcome"},
                             timeout=1.5, dispatch=lambda m: None)
         refused.close()
     assert list(served.log.read_raw()) == before
 
     trusted = EngineClient(served.endpoint, curve=trainer_keys(paths["server_public"], paths["trainer_secret"]))
     trusted.connect()
-    _, welcome = trusted.request("hello", {"name": "ok", "host": "h", "pid": 1, "leases": []}, expect={"welcome"},
+    _, welcome = trusted.request("hello", hello_fields("ok"), expect={"welcome"},
                                  timeout=5, dispatch=lambda m: None)
     assert welcome["run"] == served.state.run_id
     trusted.close()

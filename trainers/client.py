@@ -8,7 +8,8 @@ Example::
 
     >>> client = EngineClient("tcp://127.0.0.1:5555")
     >>> client.connect()
-    >>> kind, welcome = client.request("hello", {...}, expect={"welcome"}, timeout=5, dispatch=print)
+    >>> hello = {"name": "t1", "host": "box", "pid": 1, "leases": [], "secret": os.urandom(16).hex()}
+    >>> kind, welcome = client.request("hello", hello, expect={"welcome"}, timeout=5, dispatch=print)
     >>> digest = client.upload(b"weights", timeout=5, dispatch=print)
 """
 
@@ -75,7 +76,11 @@ class EngineClient:
 
     @property
     def waiting(self) -> float:
-        """Seconds since a message went unanswered (0 when the engine spoke last)."""
+        """Seconds since a message went unanswered (0 when the engine spoke last).
+
+        Any reply counts, whatever it answers: this cannot tell that one message (a lost ``ready``)
+        got no reply while others did.
+        """
         return time.monotonic() - self.last_sent if self.last_sent > self.last_heard else 0.0
 
     def send(self, kind: str, fields: dict[str, Any]) -> None:

@@ -8,6 +8,9 @@ resent until acknowledged, and a reconnect with exponential backoff whenever the
 A lease stays held, and heartbeated, from WORK until the engine acknowledges its result: while it
 waits in the backlog, while it is evaluated, while its artifacts upload, and while its report waits
 for an ACK, across reconnects too. Nothing finished is thrown away because the engine blinked.
+Each daemon makes one random secret and sends it with every hello: the engine accepts reports on its
+leases only from a connection that knows it. The daemon goes by the name the engine's welcome gives
+it (the engine renames a trainer whose name another live trainer holds).
 
 Example::
 
@@ -17,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -62,6 +66,7 @@ class TrainerDaemon:
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
         self.name = name or default_name()
+        self._secret = os.urandom(16).hex()  # proves to the engine that a reconnecting trainer is this one
         self.prefetch = prefetch
         self.max_trials = max_trials
         self.parent_pid = parent_pid
@@ -77,6 +82,8 @@ class TrainerDaemon:
         self._outcomes: dict[int, tuple[str, dict[str, Any], dict[str, bytes]]] = {}
         self._unacked: dict[int, tuple[str, dict[str, Any]]] = {}
         self._asked = False
+        self._asked_at = 0.0
+        self._reask = 6.0
         self._retry_at = 0.0
         self._done = False
         self._heartbeat = 2.0
@@ -141,7 +148,8 @@ class TrainerDaemon:
         stopped. Raises :class:`EngineGone` when the connection must be made again."""
         self.client.connect()
         _, welcome = self.client.request(
-            "hello", {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "leases": self._held()},
+            "hello", {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "leases": self._held(),
+                      "secret": self._secret},
             expect={"welcome"}, timeout=HELLO_TIMEOUT, dispatch=self._dispatch,
         )
         self._welcome(welcome)
@@ -191,8 +199,13 @@ class TrainerDaemon:
                 raise EngineRefused(f"cannot evaluate candidates of run {welcome['run']}: "
                                     f"{type(exc).__name__}: {exc}") from None
             self._run_id = welcome["run"]
+        if welcome["name"] != self.name:
+            log.warning("%s: another trainer holds this name; the engine knows this trainer as %s",
+                        self.name, welcome["name"])
+            self.name = welcome["name"]
         self._heartbeat = welcome["heartbeat"]
         self._patience = max(10.0, 3 * welcome["heartbeat"])
+        self._reask = 3 * welcome["heartbeat"]
         log.info("%s: connected to %s (run %s)", self.name, self.client.endpoint, self._run_id)
 
     def _wanted(self) -> int:
@@ -204,18 +217,30 @@ class TrainerDaemon:
             slots = min(slots, self.max_trials - self.evaluated - held)
         return max(slots, 0)
 
+    def _ask_at(self) -> float:
+        """When to send ``ready`` next (inf: not until something changes).
+
+        Once asked, a trainer that holds nothing asks again after ``_reask`` seconds without work: a
+        ``ready`` the engine never saw (it restarted) gets no reply, and an ack or beat arriving
+        meanwhile hides that from the patience check, which would leave this trainer idle for good.
+        """
+        if not self._wanted():
+            return math.inf
+        if not self._asked:
+            return self._retry_at
+        if self._held():
+            return math.inf  # its heartbeats and reports keep the engine talking
+        return max(self._retry_at, self._asked_at + self._reask)
+
     def _ask(self) -> None:
-        slots = self._wanted()
-        if slots and not self._asked and time.monotonic() >= self._retry_at:
-            self.client.send("ready", {"slots": slots})
-            self._asked = True
+        if time.monotonic() >= self._ask_at():
+            self.client.send("ready", {"slots": self._wanted()})
+            self._asked, self._asked_at = True, time.monotonic()
 
     def _wait_time(self) -> float:
         if self._running is not None and self._running[1].done():
             return 0.0
-        if self._running is None and self._wanted() and not self._asked:
-            return min(self._heartbeat, max(self._retry_at - time.monotonic(), 0.0))
-        return self._heartbeat
+        return min(self._heartbeat, max(self._ask_at() - time.monotonic(), 0.0))
 
     def _dispatch(self, message: Message) -> None:
         kind, fields = message
@@ -326,7 +351,8 @@ class TrainerDaemon:
         fields = {**fields, "slots": slots}
         self._unacked[fields["lease"]] = (kind, {**fields, "slots": 0})
         self.client.send(kind, fields)
-        self._asked = self._asked or slots > 0
+        if slots:
+            self._asked, self._asked_at = True, time.monotonic()
 
     def _beat(self) -> None:
         held = self._held()
