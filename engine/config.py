@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.metrics import METRICS
+
 Check = Callable[[Any], str | None]
 
 
@@ -321,6 +323,10 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
             metric, mode = "val_mae", "min"
     search["metric"] = search["metric"] or metric
     search["mode"] = search["mode"] or mode
+    reported = METRICS[config["evaluator"]["kind"]]
+    if search["metric"] not in reported:
+        raise ConfigError(f"search.metric = {search['metric']!r} is not a metric {config['evaluator']['kind']!r} "
+                          f"trainers report; choose one of {sorted(reported)}")
     if config["engine"]["heartbeat"] >= config["engine"]["lease_timeout"]:
         raise ConfigError(
             f"engine.heartbeat ({config['engine']['heartbeat']}) must be shorter than "

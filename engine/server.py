@@ -23,6 +23,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import socket
 import threading
@@ -109,11 +111,19 @@ class Session:
 
 @dataclass(frozen=True)
 class Peer:
-    """Who sent a message: its routing identity, network address and CurveZMQ key, as ZeroMQ says."""
+    """Who sent a message: its routing identity, and the frame ZeroMQ tells its address and key by."""
 
     identity: bytes
-    address: str
-    key: str
+    frame: zmq.Frame | None = None
+
+    @property
+    def address(self) -> str:
+        return _property(self.frame, "Peer-Address", "?")
+
+    @property
+    def key(self) -> str:
+        """Its CurveZMQ public key (Z85), empty without keys."""
+        return _property(self.frame, "User-Id", "")
 
 
 class EngineServer:
@@ -144,6 +154,7 @@ class EngineServer:
         self._gate: Gatekeeper | None = None
         self._sent_leases: list[int] = []
         self._chunked: set[bytes] = set()  # sessions sent a blob chunk this turn
+        self._trim = False  # a multi-part message was let go: give its memory back
         self._housekept = 0.0
         self._published_counts: dict[str, int] = {}
         self.endpoint = self.pub_endpoint = ""
@@ -279,6 +290,9 @@ class EngineServer:
                 self.watch.note(refused.HANDSHAKES, f"{refusal.address} (key {refusal.key})", refusal.reason)
             if more:
                 self.watch.note(refused.HANDSHAKES, "more peers", "refusals beyond what was kept", count=more)
+        if self._trim:
+            self._trim = False
+            _give_memory_back()
         counts = dict(self.watch.counts)
         if counts != self._published_counts:
             self._published_counts = counts
@@ -300,11 +314,12 @@ class EngineServer:
             part = self.router.recv(copy=False)
             more = part.more
             frames.append(part.bytes if not frames else b"")
-        return Peer(first.bytes, _property(first, "Peer-Address", "?"), _property(first, "User-Id", "")), frames
+        return Peer(first.bytes, first), frames
 
     def _handle(self, peer: Peer, frames: list[bytes], replies: list[tuple[bytes, bytes]]) -> None:
         identity = peer.identity
         if len(frames) != 1:
+            self._trim = self._trim or len(frames) > 1
             self.watch.note(refused.FRAMES, peer.address, f"{len(frames)} frames instead of 1")
             replies.append((identity, protocol.error("invalid", "a message is one frame")))
             return
@@ -444,13 +459,20 @@ class EngineServer:
         del self.sessions[identity]
 
 
+def _give_memory_back() -> None:
+    """Return freed heap memory to the system. ZeroMQ holds a multi-part message whole before the engine
+    sees any of it; once the engine let it go, the C allocator would otherwise keep those pages."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _hex(identity: bytes) -> str:
     return identity.hex()[:16]
 
 
-def _property(frame: zmq.Frame, name: str, default: str) -> str:
+def _property(frame: zmq.Frame | None, name: str, default: str) -> str:
     """A ZeroMQ message property (``Peer-Address``; ``User-Id``, the CurveZMQ key, where keys are on)."""
     try:
-        return frame.get(name)
+        return frame.get(name) if frame is not None else default
     except zmq.ZMQError:  # not set on this connection
         return default

@@ -46,6 +46,7 @@ def test_overrides_are_read_as_toml_values(tmp_path: Path) -> None:
     ("[search]\ntrials = 'many'\n[space]\nkind = 'nb201'", "search.trials"),
     ("[search]\nalgorithm = 'annealing'\n[space]\nkind = 'nb201'", "search.algorithm"),
     ("[space]\nkind = 'cells'", "space.kind"),
+    ("[search]\nmetric = 'val_accuracy'\n[space]\nkind = 'nb201'", "search.metric"),
     ("[search]\ntrials = 5", "space.kind"),
     ("[engine]\nheartbeat = 40\n[space]\nkind = 'nb201'", "engine.heartbeat"),
     ("[space]\nkind = 'tower'\n[space.hparams]\ndropout = [0.1, 1.5]", "space.hparams.dropout"),

@@ -133,7 +133,7 @@ def test_nested_and_huge_values_in_any_field_get_a_short_answer(idle_server: Eng
     with contextlib.suppress(protocol.ProtocolError):
         protocol.decode(frame, protocol.TRAINER_MESSAGES)
     replies: list[tuple[bytes, bytes]] = []
-    idle_server._handle(Sender(b"\x00hostile", "127.0.0.1", ""), [frame], replies)
+    idle_server._handle(Sender(b"\x00hostile"), [frame], replies)
     for _, reply in replies:
         reply_kind, fields = protocol.decode(reply, protocol.ENGINE_MESSAGES)
         if reply_kind != "welcome":
