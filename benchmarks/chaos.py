@@ -4,7 +4,7 @@ A NAS-Bench-201 beam search (each look-up sleeps ``--delay`` seconds, as a short
 ``engine serve`` with three ``engine trainer`` daemons, one of them holding ``--prefetch 32`` leases.
 Every few seconds (a schedule drawn from ``--seed``) the engine is killed with SIGKILL and restarted
 on the same port, and one time in three a trainer too. Once the log holds SearchFinished the engine
-is killed once more and restarted on the finished run, as happens when it dies just as the search ends.
+is killed at once (within 20 ms) and restarted on the finished run, as when it dies just as the search ends.
 
 Measured from the log: the wall time to the end; leases lost before their own deadline (a TrialLost
 less than ``engine.lease_timeout`` after its TrialAssigned); the longest time a trainer went without
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine import events as ev  # noqa: E402
 from engine.log import EventLog  # noqa: E402
+from engine.runs import is_run  # noqa: E402
 
 CONFIG = """
 [space]
@@ -68,60 +69,74 @@ def chaos(tree: Path, seed: int, trials: int, delay: float, workdir: Path) -> di
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     logs = (workdir / "logs").open("a")
 
+    processes: list[subprocess.Popen] = []
+
     def engine(first: bool = False) -> subprocess.Popen:
         extra = ["--config", str(config)] if first else []
-        return subprocess.Popen([sys.executable, "-m", "engine", "serve", "--run", str(run_dir), *extra, "--bind",
-                                 endpoint, "--pub", "tcp://127.0.0.1:0", "--quiet"], env=env, cwd=tree,
-                                stdout=subprocess.DEVNULL, stderr=logs)
+        return spawn([sys.executable, "-m", "engine", "serve", "--run", str(run_dir), *extra, "--bind", endpoint,
+                      "--pub", "tcp://127.0.0.1:0", "--quiet"])
 
     def trainer(name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--name", name,
-                                 "--prefetch", str(PREFETCH[name]), "--quiet"], env=env, cwd=tree,
-                                stdout=subprocess.DEVNULL, stderr=logs)
+        return spawn([sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--name", name,
+                      "--prefetch", str(PREFETCH[name]), "--quiet"])
+
+    def spawn(command: list[str]) -> subprocess.Popen:
+        processes.append(subprocess.Popen(command, env=env, cwd=tree, stdout=subprocess.DEVNULL, stderr=logs))
+        return processes[-1]
 
     def finished() -> bool:
-        if not (run_dir / "events.lmdb").exists():
+        if not is_run(run_dir):  # the first engine is still creating it
             return False
         with EventLog.open_reader(run_dir) as log:
             return any(e.type == ev.SEARCH_FINISHED for e in log.read(max(1, log.head - 5)))
 
-    started = time.monotonic()
-    server = engine(first=True)
-    trainers = {name: trainer(name) for name in PREFETCH}
-    kills = {"engine": 0, "trainer": 0}
-    while not finished() and time.monotonic() - started < 600:
-        time.sleep(rng.uniform(3.0, 6.0))
-        if finished():
-            break
+    try:
+        began = time.monotonic()
+        server = engine(first=True)
+        trainers = {name: trainer(name) for name in PREFETCH}
+        kills = {"engine": 0, "trainer": 0}
+        while not finished() and time.monotonic() - began < 600:
+            kill_at = time.monotonic() + rng.uniform(3.0, 6.0)
+            while time.monotonic() < kill_at and not finished():
+                time.sleep(0.02)
+            if finished():
+                break
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            kills["engine"] += 1
+            if rng.random() < 1 / 3:
+                name = rng.choice(sorted(trainers))
+                trainers[name].send_signal(signal.SIGKILL)
+                trainers[name].wait()
+                kills["trainer"] += 1
+                trainers[name] = trainer(name)
+            server = engine()
+        wall = time.monotonic() - began
+        # The engine dies just as the search ends (within 20 ms of SearchFinished, before the trainers waiting
+        # for work hear that it is done); a new one comes up on the finished run.
         server.send_signal(signal.SIGKILL)
         server.wait()
-        kills["engine"] += 1
-        if rng.random() < 1 / 3:
-            name = rng.choice(sorted(trainers))
-            trainers[name].send_signal(signal.SIGKILL)
-            trainers[name].wait()
-            kills["trainer"] += 1
-            trainers[name] = trainer(name)
         server = engine()
-    wall = time.monotonic() - started
-    # The engine dies just as the search ends; a new one comes up on the finished run.
-    server.send_signal(signal.SIGKILL)
-    server.wait()
-    server = engine()
-    done_at = time.monotonic()
-    stuck = []
-    for name, process in trainers.items():
-        try:
-            process.wait(timeout=max(1.0, 30 - (time.monotonic() - done_at)))
-        except subprocess.TimeoutExpired:
-            stuck.append(name)
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-    server.send_signal(signal.SIGKILL)
-    server.wait()
-    return {"seed": seed, "wall_seconds": wall, "kills": kills, **measure(run_dir), "trainers_never_told_done": stuck,
-            "verify": subprocess.run([sys.executable, "-m", "engine", "replay", "--run", str(run_dir), "--verify"],
-                                     env=env, cwd=tree, capture_output=True, text=True).stdout.strip()}
+        done_at = time.monotonic()
+        stuck = []
+        for name, process in trainers.items():
+            try:
+                process.wait(timeout=max(1.0, 30 - (time.monotonic() - done_at)))
+            except subprocess.TimeoutExpired:
+                stuck.append(name)
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        verify = subprocess.run([sys.executable, "-m", "engine", "replay", "--run", str(run_dir), "--verify"],
+                                env=env, cwd=tree, capture_output=True, text=True)
+        return {"seed": seed, "wall_seconds": wall, "kills": kills, **measure(run_dir),
+                "trainers_never_told_done": stuck, "verify": verify.stdout.strip() or verify.stderr.strip()}
+    finally:  # whatever went wrong, leave nothing running
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
 
 
 def measure(run_dir: Path) -> dict:

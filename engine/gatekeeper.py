@@ -9,8 +9,8 @@ Example::
 
     >>> gate = Gatekeeper(context, authorized=Path("keys/authorized"))
     >>> gate.start()
-    >>> gate.refusals()      # what was refused since the last call
-    [Refusal(address='127.0.0.1', key='rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7', reason='Unknown key')]
+    >>> gate.refusals()      # what was refused since the last call, and how many more were not kept
+    ([Refusal(address='127.0.0.1', key='rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7', reason='Unknown key')], 0)
 """
 
 from __future__ import annotations

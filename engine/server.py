@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from engine import protocol
 from engine import watch as refused
@@ -98,13 +99,11 @@ def _probe_tcp(endpoint: str) -> None:
 
 @dataclass
 class Session:
-    """A trainer connection that said hello, bound to its routing identity (the dict key), its CurveZMQ
-    public key (``key``, empty without keys) and the hash of its secret (``holder``)."""
+    """A trainer connection that said hello, bound to its routing identity (the dict key) and to
+    ``holder``, the hash of its secret and CurveZMQ public key (:func:`protocol.proof_of`)."""
 
     name: str
     holder: str
-    key: str
-    address: str
     heard: float
     told_done: bool = False
 
@@ -152,6 +151,7 @@ class EngineServer:
         self._context = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._gate: Gatekeeper | None = None
+        self._monitor: zmq.Socket | None = None
         self._sent_leases: list[int] = []
         self._chunked: set[bytes] = set()  # sessions sent a blob chunk this turn
         self._trim = False  # a multi-part message was let go: give its memory back
@@ -181,6 +181,9 @@ class EngineServer:
             public, secret, authorized = curve
             self._gate = Gatekeeper(self._context, authorized)
             self._gate.start()
+            # Handshakes that fail before a key is shown (a trainer without keys) never reach the gatekeeper.
+            self._monitor = self.router.get_monitor_socket(
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
             for sock in (self.router, self.publisher):
                 sock.curve_secretkey, sock.curve_publickey, sock.curve_server = secret, public, True
         try:
@@ -201,13 +204,14 @@ class EngineServer:
         self._stop.set()
 
     def close(self) -> None:
+        if self._gate is not None:
+            self._monitor.close(0)
+            self._gate.stop()
+            self._gate = None
         for name in ("router", "publisher"):
             sock = getattr(self, name, None)
             if sock is not None and not sock.closed:
                 sock.close(0)
-        if self._gate is not None:
-            self._gate.stop()
-            self._gate = None
         remove_endpoints(self.log.run_dir)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -290,6 +294,11 @@ class EngineServer:
                 self.watch.note(refused.HANDSHAKES, f"{refusal.address} (key {refusal.key})", refusal.reason)
             if more:
                 self.watch.note(refused.HANDSHAKES, "more peers", "refusals beyond what was kept", count=more)
+            while self._monitor.poll(0):
+                event = recv_monitor_message(self._monitor)
+                self.watch.note(refused.HANDSHAKES, "a peer (ZeroMQ does not say which)",
+                                f"{zmq.Event(event['event']).name} ({event['value']}): a trainer without the "
+                                "engine's keys, or with the wrong server key?")
         if self._trim:
             self._trim = False
             _give_memory_back()
@@ -354,7 +363,7 @@ class EngineServer:
                 self.watch.note(refused.RENAMED, peer.address,
                                 f"name {message['name']} is held by a live session: calling this trainer {name}")
             break
-        self.sessions[peer.identity] = Session(name, holder, peer.key, peer.address, time.monotonic())
+        self.sessions[peer.identity] = Session(name, holder, time.monotonic())
         held = set(message["leases"])
         self.scheduler.forget_trainer(name, holder, keep=held, reason="its trainer reconnected without it")
         self.scheduler.heartbeat(name, holder, sorted(held), time.monotonic())

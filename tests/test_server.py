@@ -199,6 +199,8 @@ def test_curve_keys_admit_authorised_trainers_and_refuse_the_rest(serve, tmp_pat
                             timeout=1.5, dispatch=lambda m: None)
         refused.close()
     assert list(served.log.read_raw()) == before
+    # Both are counted: the stranger's key by the gatekeeper, the keyless handshake by the socket monitor.
+    wait_for(lambda: served.server.watch.counts["handshakes"] >= 2)
 
     trusted = EngineClient(served.endpoint, curve=trainer_keys(paths["server_public"], paths["trainer_secret"]))
     trusted.connect()
