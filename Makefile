@@ -27,6 +27,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/nb201_search.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/hostile.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
