@@ -23,11 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.protocol import CHUNK, MAX_BLOB
+from engine.protocol import CHUNK, DIGEST, MAX_BLOB
 
 ARTIFACTS_DIR = "artifacts"
 UPLOAD_QUOTA = MAX_BLOB  # bytes one uploader may have declared in unfinished uploads
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 _UPLOADER = re.compile(r"[0-9a-z]{1,64}")
 
 
@@ -48,7 +47,7 @@ class ArtifactStore:
         self._partial = self.root / ".partial"
 
     def path(self, digest: str) -> Path:
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
             raise ArtifactError("an artifact is named by a sha256 hex digest (64 lowercase hex digits)")
         return self.root / digest[:2] / digest
 

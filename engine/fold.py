@@ -82,7 +82,7 @@ class Lease:
     deadline: float
     holder: str | None = None
 
-    def held_by(self, name: str, holder: str) -> bool:
+    def held_by(self, name: str, holder: str | None) -> bool:
         return self.holder == holder if self.holder is not None else self.trainer == name
 
 

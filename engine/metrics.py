@@ -3,7 +3,7 @@
 A result crosses a process boundary, so the engine checks it against the run before it can become
 an event: every value a finite number, every name one that the run's evaluator declares (its
 validation metrics and a few bookkeeping figures such as parameters and seconds), every value within
-its metric's bounds. Trainers build their reports from the same table.
+its metric's bounds. The evaluators in ``trainers/`` report these names (their tests check it).
 
 Example::
 

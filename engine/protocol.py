@@ -101,7 +101,7 @@ def _integers(limit: int) -> Validator:
 
 
 _KEY = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
-_DIGEST = re.compile(r"[0-9a-f]{64}")
+DIGEST = re.compile(r"[0-9a-f]{64}")  # a sha256 hex digest, matched whole
 _SECRET = re.compile(r"[0-9a-f]{32}")
 
 
@@ -111,7 +111,7 @@ def _kind(value: Any) -> str:
 
 
 def _digest(name: str, value: Any) -> None:
-    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+    if not isinstance(value, str) or not DIGEST.fullmatch(value):
         raise ProtocolError(f"{name} must be a sha256 hex digest")
 
 

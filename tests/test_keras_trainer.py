@@ -12,6 +12,7 @@ from support import ROOT, status_json, write_toml
 
 from engine import events as ev
 from engine.config import apply_overrides, resolve_config
+from engine.metrics import problem_with
 from trainers.evaluator import EvaluationError, make_evaluator
 
 keras = pytest.importorskip("keras")
@@ -31,9 +32,11 @@ def work(architecture, trial=1, **hp) -> dict:
 
 
 def test_a_candidate_trains_and_reports_metrics_and_weights() -> None:
-    evaluator = make_evaluator(keras_config())
+    config = keras_config()
+    evaluator = make_evaluator(config)
     outcome = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None)
     metrics = outcome.metrics
+    assert problem_with(config, metrics) is None, "what the engine accepts (engine/metrics.py)"
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
     assert metrics["params"] > 1000 and 1 <= metrics["epochs"] <= 2 and metrics["train_seconds"] > 0
     assert outcome.artifacts["weights"][:4] == b"\x89HDF", "weights travel as an HDF5 file"
@@ -63,6 +66,7 @@ def test_regression_reports_mean_absolute_error() -> None:
                              "training": {"epochs": 3}})
     outcome = make_evaluator(config).evaluate(work(["dense_32"], batch_size=16), fetch=None)
     assert config["search"]["metric"] == "val_mae" and 0 < outcome.metrics["val_mae"] < 200
+    assert problem_with(config, outcome.metrics) is None
 
 
 CHURN = """
