@@ -21,6 +21,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check engine trainers blocks replay tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 bench: install

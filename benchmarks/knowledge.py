@@ -148,7 +148,7 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
 
     from blocks.tower import build_tower
     from engine.artifacts import ARTIFACTS_DIR, ArtifactStore
-    from replay.state import state_at
+    from engine.runs import state_at
     from trainers.datasets import load_dataset
     from trainers.ensembles import outputs_of
     from trainers.export import evaluate_model, export_model

@@ -104,7 +104,7 @@ def summarize(name: str, seed: int, launched: float, minutes: float, results: li
 
 
 def lineage(name: str, seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
-    from replay.state import state_at
+    from engine.runs import state_at
     from trainers.export import evaluate_model, export_model
 
     run = workdir / f"{name}-{seed}"

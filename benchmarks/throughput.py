@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from engine import events as ev  # noqa: E402
 from engine.log import LOG_DIR, EventLog  # noqa: E402
+from engine.runs import state_at  # noqa: E402
 from engine.spaces.nb201 import EDGES, OPS  # noqa: E402
-from replay.state import state_at  # noqa: E402
 from trainers.table import load_table  # noqa: E402
 
 TARGET_RATIO = 4.0

@@ -282,10 +282,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from engine.runs import read_endpoints
+    from engine.runs import read_endpoints, state_at
     from engine.watch import describe
     from replay.report import render_status, status_dict, strict_json
-    from replay.state import state_at
 
     state = state_at(args.run)
     engine = read_endpoints(args.run)  # while an engine serves the run: where, and what it refused so far
@@ -312,8 +311,8 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.runs import state_at
     from replay.report import render_status, state_dict, strict_json
-    from replay.state import state_at
     from replay.verify import Mismatch, verify
 
     if args.verify:
@@ -419,11 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     from engine.fold import FoldError
     from engine.keys import KeysError
     from engine.log import LogError
-    from engine.runs import RunError
+    from engine.runs import ReplayError, RunError
     from engine.server import ServerError
     from engine.spaces import SpaceError
     from replay.fork import ForkError
-    from replay.state import ReplayError
 
     args = build_parser().parse_args(argv)
     _configure_logging(args)

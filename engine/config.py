@@ -356,16 +356,6 @@ def resolve_config(raw: Mapping[str, Any]) -> dict[str, Any]:
 ENSEMBLE_METRICS = frozenset({"val_accuracy", "val_loss", "val_mae"})  # what an ensemble step reports
 
 
-def with_later_sections(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored config with the sections added after it was written, at their defaults (which keep
-    the behaviour it was run with: no sharing, no teacher, no ensembles)."""
-    filled = dict(config)
-    for section, schema in (("sharing", SHARING_SCHEMA), ("distillation", DISTILLATION_SCHEMA),
-                            ("ensemble", ENSEMBLE_SCHEMA)):
-        filled.setdefault(section, _resolve(schema, {}, section))
-    return filled
-
-
 def _check_data(data: dict[str, Any]) -> None:
     """Check the data a Keras search needs is there, and freeze its task (auto is resolved here)."""
     from trainers.datasets import DataError, check_data

@@ -134,11 +134,23 @@ def _failed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "blame": "infrastructure" if payload["reason"].startswith("lost ") else "candidate"}
 
 
+# The sections v2 configs added, as v1 runs had them: nothing shared, no teacher, no ensembles. Written out
+# rather than read from the config's defaults, so a v1 log upcasts the same whatever the defaults become.
+_V2_SECTIONS: dict[str, dict[str, Any]] = {
+    "sharing": {"mode": "off", "weighting": "uniform", "sources": 4},
+    "distillation": {"teacher": "none", "loss": "soft", "temperature": 4.0, "weight": 0.5, "adaptive": False,
+                     "ramp": 20},
+    "ensemble": {"strategy": "none", "combiner": "average", "width": 5, "criterion": "val_loss", "every": 5,
+                 "replicas": 0, "replica_wait": 6, "start": "criterion"},
+}
+
+
 def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     """v2 configs always hold [sharing], [distillation] and [ensemble]; v1 ones may predate them."""
-    from engine.config import with_later_sections
-
-    return {**payload, "config": with_later_sections(payload["config"])}
+    config = dict(payload["config"])
+    for section, values in _V2_SECTIONS.items():
+        config.setdefault(section, dict(values))
+    return {**payload, "config": config}
 
 
 def _legacy(section: dict[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Run directories: create a run, resume one, and say where its engine listens.
+"""Run directories: create a run, resume one, read its state at any event, and say where its engine listens.
 
 A run directory holds ``events.lmdb`` (the log: the only source of truth), ``artifacts/`` (the
 blob store) and, while an engine serves it, ``engine.json`` (its endpoints and pid; derived, thrown
@@ -8,6 +8,7 @@ Example::
 
     >>> log, state = create_run("runs/nb", load_config("examples/nb201.toml"))
     >>> log, state = resume_run("runs/nb", budget={"search.trials": 500})
+    >>> state_at("runs/nb", at=120).top       # the beam as it was right after event 120
 """
 
 from __future__ import annotations
@@ -24,13 +25,36 @@ from engine import __version__
 from engine import events as ev
 from engine.config import ConfigError, apply_overrides, resolve_config
 from engine.fold import State, fold_records
-from engine.log import LOCK_FILE, LOG_DIR, EventLog
+from engine.log import LOCK_FILE, LOG_DIR, EventLog, LogError
 
 ENDPOINTS = "engine.json"
 
 
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked."""
+
+
+class ReplayError(ValueError):
+    """A replay that cannot be done as asked (no run there, a seq outside the log)."""
+
+
+def reader_at(run_dir: Path | str, at: int | None = None) -> EventLog:
+    """A reader of a run's log that holds event ``at`` (any log when ``at`` is None). Readers never block
+    the engine, so this works on a run that is being served."""
+    try:
+        log = EventLog.open_reader(run_dir)
+    except LogError as exc:
+        raise ReplayError(str(exc)) from None
+    if at is not None and not 1 <= at <= log.head:
+        log.close()
+        raise ReplayError(f"--at {at} is outside the log of {run_dir} (events 1..{log.head})")
+    return log
+
+
+def state_at(run_dir: Path | str, at: int | None = None) -> State:
+    """The state right after event ``at`` (after the last event when ``at`` is None): ``fold(log[:at])``."""
+    with reader_at(run_dir, at) as log:
+        return fold_records(log.records(1, at))
 
 
 def is_run(run_dir: Path | str) -> bool:

@@ -21,9 +21,8 @@ from typing import Any
 
 from engine import events as ev
 from engine.fold import State, fold
-from engine.log import EventLog, LogError
+from engine.runs import reader_at
 from engine.searchers import Proposer, SpaceExhausted
-from replay.state import ReplayError
 
 COMPARED = ("kind", "architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position", "inherit",
             "teacher")
@@ -51,17 +50,11 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
            at: int | None = None) -> Verification:
     """Check every recorded proposal of a run (up to event ``at``); raises :class:`Mismatch` at the
     first difference."""
-    try:
-        log = EventLog.open_reader(run_dir)
-    except LogError as exc:
-        raise ReplayError(str(exc)) from None
     started = time.perf_counter()
     proposer = Proposer()
     state = State()
     proposals = 0
-    with log:
-        if at is not None and not 1 <= at <= log.head:
-            raise ReplayError(f"--at {at} is outside the log of {run_dir} (events 1..{log.head})")
+    with reader_at(run_dir, at) as log:
         for event in log.read(1, at):
             if event.type == ev.CANDIDATE_PROPOSED:
                 try:
