@@ -41,9 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import events as ev  # noqa: E402
 from engine.config import resolve_config  # noqa: E402
-from engine.fold import State  # noqa: E402
 from engine.scheduler import Scheduler  # noqa: E402
 from engine.spaces.nb201 import EDGES, OPS  # noqa: E402
+from engine.state import State  # noqa: E402
 from trainers.table import load_table  # noqa: E402
 
 DATASETS = ("cifar10", "cifar100", "imagenet")

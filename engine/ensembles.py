@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.fold import TOWER, State, Trial
+from engine.state import State, Trial
 
 REPLICA = "replica"  # the mutation of a tower trained again with another seed
 
@@ -75,7 +75,7 @@ def plan_replica(state: State) -> Trial | None:
         return None
     members = [state.trials[m] for m in _grown_from(state, state.leaderboard())]
     originals = dict.fromkeys(m.parent if m.mutation == REPLICA else m.id for m in members)
-    new_towers = [t for t in state.completed if state.trials[t].kind == TOWER and state.trials[t].mutation != REPLICA]
+    new_towers = [t.id for t in state.completed_towers() if t.mutation != REPLICA]
     for original in originals:
         waited = sum(t > original for t in new_towers) >= options["replica_wait"]
         if waited and len(_replicas(state, original)) < options["replicas"]:

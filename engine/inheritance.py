@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import NO_INHERITANCE
-from engine.fold import COMPLETED, State
+from engine.state import COMPLETED, State
 
 WEIGHTS = "weights"
 

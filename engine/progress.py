@@ -9,7 +9,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from engine.fold import State
+from engine.state import State
 
 
 class Progress:

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.fold import State
 from engine.progress import Progress
 from engine.runs import RunError, open_run
 from engine.server import EngineServer, check_bind
+from engine.state import State
 
 log = logging.getLogger("lineage.engine")
 

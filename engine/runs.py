@@ -24,8 +24,9 @@ from typing import Any
 from engine import __version__
 from engine import events as ev
 from engine.config import ConfigError, apply_overrides, resolve_config
-from engine.fold import State, fold_records
+from engine.fold import fold_records
 from engine.log import LOCK_FILE, LOG_DIR, EventLog, LogError
+from engine.state import State
 
 ENDPOINTS = "engine.json"
 

@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine import events as ev
-from engine.fold import ENSEMBLE, State, fold, score
+from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
+from engine.state import ENSEMBLE, State, score
 
 CANDIDATE = "candidate"
 INFRASTRUCTURE = "infrastructure"

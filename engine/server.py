@@ -40,12 +40,12 @@ from zmq.utils.monitor import recv_monitor_message
 from engine import protocol
 from engine import watch as refused
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
-from engine.fold import State
 from engine.gatekeeper import Gatekeeper
 from engine.keys import is_loopback, server_keys
 from engine.log import EventLog
 from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
+from engine.state import State
 from engine.watch import Watch
 
 log = logging.getLogger("lineage.engine")

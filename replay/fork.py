@@ -22,9 +22,10 @@ from pathlib import Path
 from engine import events as ev
 from engine.artifacts import ARTIFACTS_DIR
 from engine.config import apply_overrides, overrides_dict, resolve_config
-from engine.fold import FAILED, TOWER, State, fold_records
+from engine.fold import fold_records
 from engine.log import EventLog, LogError
 from engine.spaces import SpaceError, make_space
+from engine.state import FAILED, TOWER, State
 
 BATCH = 10_000
 

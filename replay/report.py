@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from engine import events as ev
-from engine.fold import ENSEMBLE, State, Trial
+from engine.state import ENSEMBLE, State, Trial
 
 
 def _trial_dict(trial: Trial) -> dict[str, Any]:

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import events as ev
-from engine.fold import State, fold
+from engine.fold import fold
 from engine.runs import reader_at
 from engine.searchers import Proposer, SpaceExhausted
+from engine.state import State
 
 COMPARED = ("kind", "architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position", "inherit",
             "teacher")

@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from engine import events as ev
 from engine import protocol
 from engine.config import apply_overrides, resolve_config
-from engine.fold import COMPLETED, FAILED, QUEUED, RUNNING, State
 from engine.log import EventLog
 from engine.metrics import declared
 from engine.runs import open_run
 from engine.scheduler import Scheduler
 from engine.server import EngineServer
+from engine.state import COMPLETED, FAILED, QUEUED, RUNNING, State
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from support import commands, drive, nb201_config, tower_config
 
 from engine import events as ev
-from engine.fold import COMPLETED, FoldError, State, fold_all, fold_records
+from engine.fold import FoldError, fold_all, fold_records
 from engine.log import EventLog
 from engine.runs import create_run
+from engine.state import COMPLETED, State
 
 configs = st.builds(
     lambda kind, algorithm, trials, seed: (nb201_config if kind == "nb201" else tower_config)(

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from support import commands, drive, nb201_config
 
 from engine import events as ev
-from engine.fold import QUEUED, fold_all
+from engine.fold import fold_all
 from engine.log import LOG_DIR, EventLog
 from engine.runs import create_run
+from engine.state import QUEUED
 from replay import ForkError, fork
 
 

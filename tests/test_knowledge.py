@@ -11,10 +11,10 @@ from support import tower_config
 from engine import events as ev
 from engine.config import ConfigError, resolve_config
 from engine.ensembles import ensemble_key, plan_ensemble, plan_replica
-from engine.fold import ENSEMBLE, State
 from engine.inheritance import plan_inheritance, plan_teacher
 from engine.log import EventLog
 from engine.scheduler import Scheduler
+from engine.state import ENSEMBLE, State
 
 DIGEST = "ab" * 32
 

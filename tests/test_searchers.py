@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from support import nb201_config, tower_config
 
-from engine.fold import State
 from engine.runs import create_run
 from engine.scheduler import Scheduler
 from engine.searchers import Proposer, proposal_seed
 from engine.searchers.beam import BeamSearch
 from engine.searchers.surrogate import GaussianProcess, expected_improvement
 from engine.spaces import make_space
+from engine.state import State
 from trainers.evaluator import make_evaluator
 
 

@@ -26,8 +26,8 @@ import numpy as np
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, build_tower
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
-from engine.fold import COMPLETED, ENSEMBLE, State, Trial
 from engine.runs import state_at
+from engine.state import COMPLETED, ENSEMBLE, State, Trial
 from trainers.datasets import DataError, Dataset, load_dataset
 from trainers.datasets.base import apply_model
 from trainers.datasets.csv_file import column_inputs, read_table

@@ -24,9 +24,9 @@ from typing import Any, ClassVar, NamedTuple
 
 from engine.ensembles import REPLICA, ensemble_key, plan_ensemble, plan_replica, replica_key
 from engine.events import NO_INHERITANCE
-from engine.fold import ENSEMBLE, TOWER, State, Trial
 from engine.inheritance import plan_inheritance, plan_teacher
 from engine.spaces import Space, make_space
+from engine.state import ENSEMBLE, TOWER, State, Trial
 
 
 class SpaceExhausted(RuntimeError):

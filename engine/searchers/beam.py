@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.fold import TOWER, State, Trial
 from engine.searchers.base import Proposal, Searcher, SpaceExhausted
 from engine.searchers.surrogate import Features, GaussianProcess, Vectorizer, expected_improvement
 from engine.spaces import Neighbour
+from engine.state import TOWER, State, Trial
 
 TIE = 1e-9
 
@@ -129,8 +129,7 @@ class BeamSearch(Searcher):
 
     def _history(self, state: State) -> list[Trial]:
         """The trials the surrogate learns from: all scored ones, or the best and the latest."""
-        scored = [state.trials[t] for t in state.completed
-                  if state.trials[t].score is not None and state.trials[t].kind == TOWER]
+        scored = [t for t in state.completed_towers() if t.score is not None]
         cap = self.options["history"]
         if len(scored) <= cap:
             return scored

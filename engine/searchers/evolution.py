@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from engine.fold import TOWER, State
 from engine.searchers.base import Proposal, Searcher
+from engine.state import State
 
 
 class Evolution(Searcher):
@@ -21,9 +21,8 @@ class Evolution(Searcher):
 
     def propose(self, state: State, rng: random.Random) -> Proposal:
         options = self.config["search"]["evolution"]
-        towers = [t for t in state.completed if state.trials[t].kind == TOWER]
-        window = towers[-options["population"]:]
-        population = [state.trials[t] for t in window if state.trials[t].score is not None]
+        window = list(state.completed_towers())[-options["population"]:]
+        population = [trial for trial in window if trial.score is not None]
         if state.proposals >= options["population"] and population:
             contenders = rng.sample(population, min(options["sample"], len(population)))
             parent = max(contenders, key=lambda trial: (trial.score, -trial.id))

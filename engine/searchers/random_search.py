@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from engine.fold import State
 from engine.searchers.base import Proposal, Searcher
+from engine.state import State
 
 
 class RandomSearch(Searcher):
