@@ -203,31 +203,24 @@ def _budget(args: argparse.Namespace) -> dict:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.progress import Progress
-    from engine.runs import open_run
-    from engine.server import EngineServer, check_bind
+    from engine.runner import serve
     from replay.report import render_status
 
-    check_bind([args.bind, args.pub], args.keys)
-    log, state = open_run(args.run, _load(args), budget=_budget(args))
-    server = EngineServer(log, state, bind=args.bind, pub=args.pub, keys=args.keys, return_grace=args.grace)
-    progress = Progress(interval=10.0, enabled=not args.quiet)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    try:
-        server.start()
+    def announce(server) -> None:
         if server.returning:
-            print(f"engine: {args.run} is finished ({state.finished}); telling trainers that come back for "
+            print(f"engine: {args.run} is finished ({server.state.finished}); telling trainers that come back for "
                   f"{server.linger:g}s (raise --trials to search on)", file=sys.stderr, flush=True)
         else:
             print(f"engine serving {args.run}: trainers connect to {server.endpoint}; events on "
                   f"{server.pub_endpoint}", file=sys.stderr, flush=True)
-        state = server.serve(on_turn=progress.update)
+
+    try:
+        state = serve(args.run, _load(args), budget=_budget(args), bind=args.bind, pub=args.pub, keys=args.keys,
+                      progress=Progress(interval=10.0, enabled=not args.quiet), return_grace=args.grace,
+                      on_start=announce)
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: engine serve --run {args.run}", file=sys.stderr)
         return 130
-    finally:
-        server.close()
-        log.close()
-    progress.close(state)
     print(render_status(state))
     return 0
 

@@ -1,13 +1,15 @@
-"""``engine run``: an engine and N local trainer processes, until the budget is spent.
+"""Serving a run from Python: :func:`serve` (``engine serve``) and :func:`run_local` (``engine run``).
 
-The engine serves in this process; trainers are child processes (``engine trainer``) connected
-over loopback that exit when the search finishes, or when this process dies. Their output goes to
-``<run>/logs/trainer-<i>.log``.
+``serve`` creates or resumes a run and serves it to trainer daemons until its search is finished.
+``run_local`` serves it the same way with N local trainers: child processes (``engine trainer``)
+connected over loopback that exit when the search finishes, or when this process dies. Their output
+goes to ``<run>/logs/trainer-<i>.log``.
 
 Example::
 
     >>> state = run_local("runs/nb", load_config("examples/nb201.toml"), trainers=2)
     >>> state.best_trial().key
+    >>> serve("runs/nb2", load_config("examples/nb201.toml"), bind="tcp://127.0.0.1:5555")   # trainers anywhere
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from engine.progress import Progress
 from engine.runs import RunError, open_run
-from engine.server import EngineServer, check_bind
+from engine.server import RETURN_GRACE, EngineServer, check_bind
 from engine.state import State
 
 log = logging.getLogger("lineage.engine")
@@ -40,30 +44,67 @@ def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: 
     return command + (extra or [])
 
 
+def serve(
+    run_dir: Path | str, config: dict[str, Any] | None = None, *, budget: dict[str, Any] | None = None,
+    bind: str = "tcp://127.0.0.1:5555", pub: str = "tcp://127.0.0.1:5556", keys: Path | str | None = None,
+    progress: Progress | None = None, return_grace: float = RETURN_GRACE,
+    on_start: Callable[[EngineServer], None] | None = None,
+    on_turn: Callable[[EngineServer, State], None] | None = None,
+) -> State:
+    """Serve ``run_dir`` (created from ``config`` when new, else resumed) until its search is finished.
+
+    The bind is checked before anything is written. ``budget`` may set ``search.trials`` and
+    ``search.minutes``. ``on_start`` is called once the engine listens, ``on_turn`` after every turn of
+    its loop; SIGTERM (in the main thread) stops it after the current turn. A run finished before it
+    started is served ``return_grace`` seconds, for trainers that come back.
+    """
+    check_bind([bind, pub], keys)
+    log_, state = open_run(run_dir, config, budget=budget)
+    server = EngineServer(log_, state, bind=bind, pub=pub, keys=keys, return_grace=return_grace)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: server.stop()) if in_main else None
+    try:
+        server.start()
+        if on_start is not None:
+            on_start(server)
+
+        def turn(current: State) -> None:
+            if progress is not None:
+                progress.update(current)
+            if on_turn is not None:
+                on_turn(server, current)
+
+        state = server.serve(on_turn=turn)
+        return state
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        server.close()
+        log_.close()
+        if progress is not None:
+            progress.close(state)
+
+
 def run_local(
     run_dir: Path | str, config: dict[str, Any] | None, *, trainers: int = 2, budget: dict[str, Any] | None = None,
     prefetch: int = 1, bind: str = "tcp://127.0.0.1:0", pub: str = "tcp://127.0.0.1:0",
     keys: Path | str | None = None, progress: Progress | None = None,
 ) -> State:
-    """Serve ``run_dir`` (created from ``config`` when new) with ``trainers`` local trainers.
+    """Serve ``run_dir`` (created from ``config`` when new) with ``trainers`` local trainers; a run that is
+    already finished is returned as it is.
 
     ``budget`` may set ``search.trials`` and ``search.minutes`` (of a new or a resumed run).
     """
-    check_bind([bind, pub], keys)
-    log_, state = open_run(run_dir, config, budget=budget)
-    if state.finished is not None:
-        log_.close()
-        return state
-    server = EngineServer(log_, state, bind=bind, pub=pub, keys=keys)
     processes: list[subprocess.Popen] = []
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    try:
-        server.start()
+    logs = Path(run_dir) / LOGS
+
+    def start_trainers(server: EngineServer) -> None:
+        if server.returning:  # nothing to search: no trainers, no grace for trainers of other engines
+            server.stop()
+            return
         extra = []
         if keys is not None:
             extra = ["--server-key", str(Path(keys) / "server.key"), "--key", str(Path(keys) / "trainer.key_secret")]
-        logs = Path(run_dir) / LOGS
         logs.mkdir(exist_ok=True)
         for i in range(trainers):
             command = trainer_command(server.endpoint, name=f"local-{os.getpid()}-{i}", prefetch=prefetch,
@@ -73,25 +114,21 @@ def run_local(
                 processes.append(subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT))
         log.info("serving %s on %s with %d local trainers (their logs: %s)", run_dir, server.endpoint, trainers, logs)
 
-        def on_turn(current: State) -> None:
-            if progress is not None:
-                progress.update(current)
-            if current.finished is None and all(p.poll() is not None for p in processes):
-                server.stop()  # nobody is left to train: stop rather than serve nobody forever
+    def watch_trainers(server: EngineServer, current: State) -> None:
+        if current.finished is None and processes and all(p.poll() is not None for p in processes):
+            server.stop()  # nobody is left to train: stop rather than serve nobody forever
 
-        state = server.serve(on_turn=on_turn)
-        if state.finished is None and all(p.poll() is not None for p in processes):
+    state = None
+    try:
+        state = serve(run_dir, config, budget=budget, bind=bind, pub=pub, keys=keys, progress=progress,
+                      on_start=start_trainers, on_turn=watch_trainers)
+        if state.finished is None and processes and all(p.poll() is not None for p in processes):
             raise RunError(f"all {trainers} local trainers exited (codes {[p.returncode for p in processes]}) "
                            f"before the search finished; the end of {logs / 'trainer-0.log'}:\n"
                            + _tail(logs / "trainer-0.log"))
         return state
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        _stop_processes(processes, finished=state.finished is not None)
-        server.close()
-        log_.close()
-        if progress is not None:
-            progress.close(state)
+        _stop_processes(processes, finished=state is not None and state.finished is not None)
 
 
 def _tail(path: Path, lines: int = 5) -> str:

@@ -18,6 +18,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from engine import __version__
 from engine import events as ev
 from engine.config import ConfigError, apply_overrides, resolve_config
 from engine.fold import fold_records
-from engine.log import LOCK_FILE, LOG_DIR, EventLog, LogError
+from engine.log import LOG_DIR, EventLog, LogError
 from engine.state import State
 
 ENDPOINTS = "engine.json"
@@ -62,26 +64,36 @@ def is_run(run_dir: Path | str) -> bool:
     return (Path(run_dir) / LOG_DIR / "data.mdb").exists()
 
 
-def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True) -> tuple[EventLog, State]:
-    """A new run whose first event holds the whole resolved config. Nothing is left on failure."""
+@contextmanager
+def new_run(run_dir: Path | str, *, sync: bool = True) -> Iterator[EventLog]:
+    """A new run directory with an empty log, for the block to write its first events into. If the block
+    fails, everything made here is removed (what the folder held before stays); if it succeeds, the log
+    stays open for the caller."""
     run_dir = Path(run_dir)
-    if is_run(run_dir):
-        raise RunError(f"{run_dir} already holds a run; resume it without --config, or fork it")
-    existed = run_dir.exists()
+    before = set(os.listdir(run_dir)) if run_dir.is_dir() else None
     log = None
     try:
         log = EventLog.create(run_dir, sync=sync)
-        payload = {"run_id": uuid.uuid4().hex, "config": config, "lineage": __version__}
-        log.append([ev.TYPES.encode(ev.SEARCH_STARTED, payload, at=time.time())], expected_head=0)
+        yield log
     except BaseException:
         if log is not None:
             log.close()
-        if existed:
-            shutil.rmtree(run_dir / LOG_DIR, ignore_errors=True)
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
-        else:
+        if before is None:
             shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            for name in set(os.listdir(run_dir)) - before:
+                path = run_dir / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
         raise
+
+
+def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True) -> tuple[EventLog, State]:
+    """A new run whose first event holds the whole resolved config. Nothing is left on failure."""
+    if is_run(run_dir):
+        raise RunError(f"{run_dir} already holds a run; resume it without --config, or fork it")
+    with new_run(run_dir, sync=sync) as log:
+        payload = {"run_id": uuid.uuid4().hex, "config": config, "lineage": __version__}
+        log.append([ev.TYPES.encode(ev.SEARCH_STARTED, payload, at=time.time())], expected_head=0)
     return log, fold_records(log.records())
 
 

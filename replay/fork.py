@@ -23,7 +23,7 @@ from engine import events as ev
 from engine.artifacts import ARTIFACTS_DIR
 from engine.config import apply_overrides, overrides_dict, resolve_config
 from engine.fold import fold_records
-from engine.log import EventLog, LogError
+from engine.runs import ReplayError, new_run, reader_at
 from engine.spaces import SpaceError, make_space
 from engine.state import FAILED, TOWER, State
 
@@ -41,12 +41,10 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
     if into.exists() and (not into.is_dir() or any(into.iterdir())):
         raise ForkError(f"{into} already exists and is not an empty folder; fork into a new directory")
     try:
-        parent = EventLog.open_reader(run_dir)
-    except LogError as exc:
+        parent = reader_at(run_dir, at)
+    except ReplayError as exc:
         raise ForkError(str(exc)) from None
     with parent:
-        if not 1 <= at <= parent.head:
-            raise ForkError(f"--at {at} is outside the log of {run_dir} (events 1..{parent.head})")
         prefix = fold_records(parent.records(1, at))
         merged = apply_overrides(prefix.config, changes)
         _check_fixed_keys(prefix, merged)  # before resolving, which would name a mismatch less plainly
@@ -57,32 +55,23 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
                 f"search.trials={config['search']['trials']} is below the {prefix.proposals} candidates "
                 f"proposed by event {at}"
             )
-        existed = into.exists()
-        try:
-            child = EventLog.create(into)
-            with child:
-                batch: list[bytes] = []
-                for _, raw in parent.read_raw(1, at):
-                    batch.append(raw)
-                    if len(batch) == BATCH:
-                        child.append(batch, expected_head=child.head)
-                        batch = []
-                child.append(batch, expected_head=child.head)
-                payload = {
-                    "run_id": uuid.uuid4().hex, "parent_run": prefix.run_id, "parent_path": str(run_dir.resolve()),
-                    "parent_seq": at, "overrides": changes, "config": config,
-                }
-                child.append([ev.TYPES.encode(ev.SEARCH_FORKED, payload, at=time.time())], expected_head=at)
-                _link_artifacts(run_dir / ARTIFACTS_DIR, into / ARTIFACTS_DIR)
-                return fold_records(child.records())
-        except BaseException:
-            if existed:
-                for name in os.listdir(into):
-                    path = into / name
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
-            else:
-                shutil.rmtree(into, ignore_errors=True)
-            raise
+        with new_run(into) as child:
+            batch: list[bytes] = []
+            for _, raw in parent.read_raw(1, at):
+                batch.append(raw)
+                if len(batch) == BATCH:
+                    child.append(batch, expected_head=child.head)
+                    batch = []
+            child.append(batch, expected_head=child.head)
+            payload = {
+                "run_id": uuid.uuid4().hex, "parent_run": prefix.run_id, "parent_path": str(run_dir.resolve()),
+                "parent_seq": at, "overrides": changes, "config": config,
+            }
+            child.append([ev.TYPES.encode(ev.SEARCH_FORKED, payload, at=time.time())], expected_head=at)
+            _link_artifacts(run_dir / ARTIFACTS_DIR, into / ARTIFACTS_DIR)
+            state = fold_records(child.records())
+        child.close()
+        return state
 
 
 def _check_fixed_keys(prefix: State, config: dict) -> None:

@@ -19,6 +19,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from engine.config import Schema
@@ -31,12 +32,23 @@ class SpaceError(ValueError):
     """A candidate (or a space configuration) that is not valid; the message says why."""
 
 
+class MutationKind(StrEnum):
+    """What a mutation changes (``search.mutations`` weighs them)."""
+
+    ADD = "add"
+    REPLACE = "replace"
+    REMOVE = "remove"
+    HPARAM = "hparam"
+
+
 @dataclass(frozen=True)
 class Neighbour:
-    """One mutation of a parent: the child and a short description of the change."""
+    """One mutation of a parent: the child, the kind of change and a short description of it (recorded
+    with the candidate)."""
 
     architecture: Architecture
     hyperparameters: Hyperparameters
+    kind: MutationKind
     mutation: str
 
 
@@ -72,9 +84,9 @@ class Space(ABC):
         Returns None when the member has no valid neighbour at all.
         """
         children = self.neighbours(architecture, hyperparameters, max_depth, weights)
-        by_kind: dict[str, list[Neighbour]] = {}
+        by_kind: dict[MutationKind, list[Neighbour]] = {}
         for child in children:
-            by_kind.setdefault(child.mutation.split(" ", 1)[0], []).append(child)
+            by_kind.setdefault(child.kind, []).append(child)
         kinds = [k for k in by_kind if weights.get(k, 0) > 0]
         if not kinds:
             return None

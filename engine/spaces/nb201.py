@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.config import Option
-from engine.spaces.base import Architecture, Hyperparameters, Neighbour, Space, SpaceError
+from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = tuple(f"Op{i}" for i in range(6))
@@ -51,7 +51,7 @@ class NB201Space(Space):
         self, architecture: Architecture, hyperparameters: Hyperparameters,
         max_depth: int | None = None, weights: Mapping[str, float] | None = None,
     ) -> list[Neighbour]:
-        if weights is not None and weights.get("replace", 0) <= 0:
+        if weights is not None and weights.get(MutationKind.REPLACE, 0) <= 0:
             return []
         children = []
         for i, current in enumerate(architecture):
@@ -59,7 +59,8 @@ class NB201Space(Space):
                 if op != current:
                     child = list(architecture)
                     child[i] = op
-                    children.append(Neighbour(child, {}, f"replace {EDGES[i]}: {current} -> {op}"))
+                    change = f"replace {EDGES[i]}: {current} -> {op}"
+                    children.append(Neighbour(child, {}, MutationKind.REPLACE, change))
         return children
 
     def validate(self, architecture: Architecture, hyperparameters: Hyperparameters) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from blocks import BlockError, lookup, use_paths
 from engine.config import ConfigError, Option, non_negative, positive
-from engine.spaces.base import Architecture, Hyperparameters, Neighbour, Space, SpaceError
+from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
 
 DEFAULT_BLOCKS = [
     "conv1d_16_k3", "conv1d_32_k3", "conv1d_32_k5", "conv1d_64_k3", "residual_conv1d_32", "maxpool1d",
@@ -217,30 +217,33 @@ class TowerSpace(Space):
         use = (lambda kind: True) if weights is None else (lambda kind: weights.get(kind, 0) > 0)
         children: list[Neighbour] = []
         tower = list(architecture)
-        if use("add") and len(tower) < self._limit(max_depth):
+        if use(MutationKind.ADD) and len(tower) < self._limit(max_depth):
             for i in range(len(tower) + 1):
                 for name in self.blocks:
                     child = tower[:i] + [name] + tower[i:]
                     if self._valid(child, limit):
-                        children.append(Neighbour(child, dict(hyperparameters), f"add {i}: {name}"))
-        if use("replace"):
+                        children.append(Neighbour(child, dict(hyperparameters), MutationKind.ADD, f"add {i}: {name}"))
+        if use(MutationKind.REPLACE):
             for i, current in enumerate(tower):
                 for name in self.blocks:
                     child = tower[:i] + [name] + tower[i + 1:]
                     if name != current and self._valid(child, limit):
-                        children.append(Neighbour(child, dict(hyperparameters), f"replace {i}: {current} -> {name}"))
-        if use("remove"):
+                        children.append(Neighbour(child, dict(hyperparameters), MutationKind.REPLACE,
+                                                  f"replace {i}: {current} -> {name}"))
+        if use(MutationKind.REMOVE):
             for i, current in enumerate(tower):
                 child = tower[:i] + tower[i + 1:]
                 if self._valid(child, limit):
-                    children.append(Neighbour(child, dict(hyperparameters), f"remove {i}: {current}"))
-        if use("hparam"):
+                    children.append(Neighbour(child, dict(hyperparameters), MutationKind.REMOVE,
+                                              f"remove {i}: {current}"))
+        if use(MutationKind.HPARAM):
             for key, values in self.hparams.items():
                 for value in values:
                     if value != hyperparameters.get(key):
                         changed = {**hyperparameters, key: value}
                         children.append(
-                            Neighbour(list(tower), changed, f"hparam {key}: {hyperparameters.get(key)!r} -> {value!r}")
+                            Neighbour(list(tower), changed, MutationKind.HPARAM,
+                                      f"hparam {key}: {hyperparameters.get(key)!r} -> {value!r}")
                         )
         # Inserting a block beside an identical one gives the same tower from two positions.
         unique = {self.describe(c.architecture, c.hyperparameters): c for c in reversed(children)}
