@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blocks.ordering import NETWORK, Problem, Reason
 from blocks.registry import BlockError, layers, lookup
 
 CLASSIFICATION = "classification"
@@ -54,9 +55,9 @@ def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
     """Reshape ``x`` into what a block of ``family`` takes, or say why it cannot."""
     k = layers()
     rank = len(_shape(x))
-    if family == "network":
+    if family == NETWORK:
         if position:
-            raise BuildError(f"block {position} ({block}) is a whole network: it must come first in a tower")
+            raise BuildError(str(Problem(position, block, Reason.NETWORK_NOT_FIRST)))
         return x
     if family == "dense":
         return k.Flatten(name=f"{scope}_flatten")(x) if rank > 1 else x

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from blocks import BlockError, lookup, use_paths
+from blocks.ordering import arrange, fits, problem
 from engine.config import ConfigError, Option, non_negative, positive
 from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
 
@@ -102,7 +103,7 @@ class TowerSpace(Space):
                 self._specs[name] = lookup(name)
             except BlockError as exc:
                 raise ConfigError(f"space.blocks[{i}]: {exc}") from None
-        if not any(self._fits([], name) for name in self.blocks):
+        if not any(fits([], name, self._specs) for name in self.blocks):
             raise ConfigError("space.blocks has no block that can start a tower")
 
     @property
@@ -114,30 +115,9 @@ class TowerSpace(Space):
 
     # -- validity -------------------------------------------------------------------------------
 
-    def _fits(self, prefix: list[str], name: str) -> bool:
-        """Whether ``name`` may follow ``prefix`` (order and family rules)."""
-        spec = self._specs[name]
-        if spec.family == "network":  # a whole network takes the data as it comes: first, or not at all
-            return not prefix
-        ordered = all(self._specs[b].keeps_order for b in prefix)
-        if spec.order_matters and not ordered:
-            return False
-        families = {self._specs[b].family for b in prefix if self._specs[b].family not in ("dense", "network")}
-        return spec.family == "dense" or not families or families == {spec.family}
-
     def _problem(self, architecture: list[str]) -> str | None:
-        for i, name in enumerate(architecture):
-            if name not in self._specs:
-                return f"block {i} ({name!r}) is not in space.blocks"
-            if not self._fits(architecture[:i], name):
-                spec = self._specs[name]
-                if spec.order_matters and not all(self._specs[b].keeps_order for b in architecture[:i]):
-                    lost = next(b for b in architecture[:i] if not self._specs[b].keeps_order)
-                    return f"block {i} ({name!r}) needs ordered input, but {lost!r} before it loses the order"
-                if spec.family == "network":
-                    return f"block {i} ({name!r}) is a whole network: it must come first in a tower"
-                return f"block {i} ({name!r}) mixes {spec.family} blocks with another family"
-        return None
+        found = problem(architecture, self._specs)
+        return str(found) if found is not None else None
 
     def _valid(self, architecture: list[str], limit: int) -> bool:
         return self.min_depth <= len(architecture) <= limit and self._problem(architecture) is None
@@ -150,9 +130,9 @@ class TowerSpace(Space):
                 f"a tower of {len(architecture)} blocks is outside the depth range "
                 f"[{self.min_depth}, {self._max_depth}]"
             )
-        problem = self._problem(architecture)
-        if problem:
-            raise SpaceError(problem)
+        found = self._problem(architecture)
+        if found:
+            raise SpaceError(found)
         if not isinstance(hyperparameters, dict) or set(hyperparameters) != set(self.hparams):
             raise SpaceError(f"hyperparameters must set exactly {sorted(self.hparams)}, got {hyperparameters!r}")
         for key, value in hyperparameters.items():
@@ -176,7 +156,7 @@ class TowerSpace(Space):
     def _draw_positions(self, depth: int, rng: random.Random) -> list[str] | None:
         tower: list[str] = []
         while len(tower) < depth:
-            allowed = [b for b in self.blocks if self._fits(tower, b)]
+            allowed = [b for b in self.blocks if fits(tower, b, self._specs)]
             if not allowed:
                 return None
             tower.append(rng.choice(allowed))
@@ -190,24 +170,11 @@ class TowerSpace(Space):
         """
         drawn: list[str] = []
         while len(drawn) < depth:
-            allowed = [b for b in self.blocks if self._problem(self._arrange([*drawn, b])) is None]
+            allowed = [b for b in self.blocks if self._problem(arrange([*drawn, b], self._specs)) is None]
             if not allowed:
                 return None
             drawn.append(rng.choice(allowed))
-        return self._arrange(drawn)
-
-    def _arrange(self, blocks: list[str]) -> list[str]:
-        """Blocks in an order that builds, if any does: a whole network first, then the order-keeping
-        blocks, then one that needs order but loses it (global pooling), then the rest, each group
-        in drawn order."""
-
-        def place(name: str) -> int:
-            spec = self._specs[name]
-            if spec.family == "network":
-                return 0
-            return 1 if spec.keeps_order else 2 if spec.order_matters else 3
-
-        return sorted(blocks, key=place)
+        return arrange(drawn, self._specs)
 
     def neighbours(
         self, architecture: Architecture, hyperparameters: Hyperparameters,
