@@ -88,6 +88,12 @@ def _finite(name: str, value: Any) -> None:
         raise ProtocolError(f"{name} must be a finite number of 0 or more")
 
 
+def _interval(name: str, value: Any) -> None:
+    _number(name, value)
+    if not math.isfinite(value) or value <= 0:
+        raise ProtocolError(f"{name} must be a finite number of seconds above 0")
+
+
 def _integers(limit: int) -> Validator:
     item = _integer()
 
@@ -148,7 +154,7 @@ def _names(name: str, value: Any) -> None:
 
 def _chunk(name: str, value: Any) -> None:
     if not isinstance(value, bytes) or len(value) > CHUNK:
-        raise ProtocolError(f"{name} must be at most {CHUNK} bytes")
+        raise ProtocolError(f"{name} must be binary data of at most {CHUNK} bytes")
 
 
 def _flag(name: str, value: Any) -> None:
@@ -185,8 +191,8 @@ TRAINER_MESSAGES: dict[str, Spec] = {
 
 #: What the engine sends.
 ENGINE_MESSAGES: dict[str, Spec] = {
-    "welcome": {"run": _text(64), "name": _text(128), "config": _map, "heartbeat": _finite,
-                "lease_timeout": _finite},
+    "welcome": {"run": _text(64), "name": _text(128), "config": _map, "heartbeat": _interval,
+                "lease_timeout": _interval},
     "work": {"items": _list, "retry": _finite, "done": _flag},
     "ack": {"lease": _integer(), "accepted": _flag, "reason": _text(4000)},
     "beat": {"unknown": _integers(MAX_SLOTS)},
@@ -262,7 +268,10 @@ def decode(frame: bytes, messages: dict[str, Spec]) -> tuple[str, dict[str, Any]
     if spec is None:
         raise ProtocolError("unknown message type")
     if set(message) != set(spec):
-        raise ProtocolError(f"{kind} takes fields {sorted(spec)}")
+        missing = sorted(set(spec) - set(message))
+        unknown = len(set(message) - set(spec))  # counted, not named: their names are the peer's text
+        raise ProtocolError(f"{kind} takes fields {sorted(spec)}" + (f"; missing {missing}" if missing else "")
+                            + (f"; {unknown} unknown" if unknown else ""))
     for name, check in spec.items():
         check(f"{kind}.{name}", message[name])
     return kind, message
