@@ -174,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--dir", type=Path, required=True, metavar="DIR", help="where to write the keys")
 
     command("blocks", "list the registered blocks and their properties")
+
+    config = command("config", "explain the keys of a search config",
+                     "Each key's default, what it allows and what it means, from the schema the engine checks "
+                     "configs with.\nGive a key (search.beam.k) or a table (search.beam), or nothing for all.")
+    config.add_argument("--explain", nargs="?", const="", default="", metavar="KEY",
+                        help="the key or table to explain (default: every key)")
     return parser
 
 
@@ -398,10 +404,17 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from engine.config_doc import explain
+
+    print(explain(args.explain or None))
+    return 0
+
+
 COMMANDS = {
     "serve": cmd_serve, "trainer": cmd_trainer, "run": cmd_run, "status": cmd_status, "log": cmd_log,
     "replay": cmd_replay, "fork": cmd_fork, "export": cmd_export, "predict": cmd_predict, "evaluate": cmd_evaluate,
-    "keys": cmd_keys, "blocks": cmd_blocks,
+    "keys": cmd_keys, "blocks": cmd_blocks, "config": cmd_config,
 }
 
 
