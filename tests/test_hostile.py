@@ -437,7 +437,7 @@ def test_an_honest_trainer_completes_its_search_through_every_attack(serve, trai
     attacker.send("result", lease=own, metrics={"val_accuracy": float("nan")}, artifacts={}, inherited=[], slots=0)
 
     thread.join(timeout=120)
-    assert served.state.finished is not None and served.thread.is_alive()
+    assert served.state.finished is not None and served.error is None  # the engine may have ended: it finished
     assigned = {e.seq: e.payload["holder"] for e in events_of(served, ev.TRIAL_ASSIGNED)}
     completed = events_of(served, ev.TRIAL_COMPLETED)
     assert len(completed) >= 25 and all(assigned[e.payload["lease"]] == honest for e in completed)

@@ -7,7 +7,8 @@ resent until acknowledged, and a reconnect with exponential backoff whenever the
 
 A lease stays held, and heartbeated, from WORK until the engine acknowledges its result: while it
 waits in the backlog, while it is evaluated, while its artifacts upload, and while its report waits
-for an ACK, across reconnects too. Nothing finished is thrown away because the engine blinked.
+for an ACK, across reconnects too. Nothing finished is thrown away because the engine blinked. Each
+held lease is one :class:`HeldLease` record whose :class:`Phase` says which of those it is in.
 Each daemon makes one random secret and sends it with every hello: the engine accepts reports on its
 leases only from a connection that knows it. The daemon goes by the name the engine's welcome gives
 it (the engine renames a trainer whose name another live trainer holds).
@@ -25,8 +26,9 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,81 @@ def default_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
+class Phase(Enum):
+    """Where a held lease stands."""
+
+    WAITING = "waiting"      # in the backlog: its blobs are fetched, then it is evaluated
+    RUNNING = "running"      # being evaluated in the worker thread
+    ABANDONED = "abandoned"  # still running, but the engine no longer wants it: its outcome is discarded
+    FINISHED = "finished"    # outcome ready: its artifacts upload, then it is reported
+    REPORTED = "reported"    # result or fail sent, and sent again after every hello until the engine acks it
+    RELEASED = "released"    # no longer held: acknowledged, dropped or discarded
+
+
+class PhaseError(RuntimeError):
+    """A lease was asked for a transition its phase does not allow (a bug in the daemon)."""
+
+
+@dataclass
+class HeldLease:
+    """One lease a trainer answers for, from WORK until the engine acknowledges its report.
+
+    Its transitions, each a method that refuses to start from any other phase::
+
+        WAITING --start--> RUNNING --finish--> FINISHED --report--> REPORTED --acknowledged--> RELEASED
+        WAITING --finish--> FINISHED                  (a blob it needs was refused: it fails unevaluated)
+        RUNNING --abandon--> ABANDONED --discard--> RELEASED      (unwanted while its thread runs on)
+        WAITING, FINISHED or REPORTED --drop--> RELEASED          (the engine no longer wants it)
+
+    A RELEASED record has left the daemon's table; its phase tells code that kept it across a blob
+    transfer (which dispatches the engine's messages) that it was dropped meanwhile.
+    """
+
+    item: dict[str, Any]
+    phase: Phase = Phase.WAITING
+    future: Future | None = None  # RUNNING, ABANDONED: the evaluation in the worker thread
+    message: Message | None = None  # FINISHED: the result or fail to send; REPORTED: what was sent
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # FINISHED: to upload before reporting
+
+    @property
+    def lease(self) -> int:
+        return self.item["lease"]
+
+    def start(self, future: Future) -> None:
+        self._move(Phase.RUNNING, Phase.WAITING)
+        self.future = future
+
+    def finish(self, message: Message, artifacts: dict[str, bytes] | None = None) -> None:
+        """Its outcome is ready: ``message`` is reported once ``artifacts`` have uploaded."""
+        self._move(Phase.FINISHED, Phase.WAITING, Phase.RUNNING)
+        self.future = None  # it holds the evaluation's outcome, artifacts and all
+        self.message, self.artifacts = message, artifacts or {}
+
+    def abandon(self) -> None:
+        self._move(Phase.ABANDONED, Phase.RUNNING)
+
+    def discard(self) -> None:
+        """Its abandoned evaluation ended; the outcome goes nowhere."""
+        self._move(Phase.RELEASED, Phase.ABANDONED)
+
+    def report(self, message: Message) -> None:
+        """It is reported now; ``message`` is what each new connection sends again until the ack."""
+        self._move(Phase.REPORTED, Phase.FINISHED)
+        self.message, self.artifacts = message, {}
+
+    def acknowledged(self) -> None:
+        self._move(Phase.RELEASED, Phase.REPORTED)
+
+    def drop(self) -> None:
+        self._move(Phase.RELEASED, Phase.WAITING, Phase.FINISHED, Phase.REPORTED)
+
+    def _move(self, to: Phase, *allowed: Phase) -> None:
+        if self.phase not in allowed:
+            raise PhaseError(f"lease {self.lease} is {self.phase.name}: it can become {to.name} only from "
+                             f"{' or '.join(phase.name for phase in allowed)}")
+        self.phase = to
+
+
 class TrainerDaemon:
     """One trainer process's loop. ``prefetch`` is how many leases it holds at once (queued ones
     wait their turn); ``max_trials`` stops it after that many evaluations."""
@@ -76,11 +153,7 @@ class TrainerDaemon:
         self._stop = threading.Event()
         self._evaluator: Evaluator | None = None
         self._run_id: str | None = None
-        self._backlog: deque[dict[str, Any]] = deque()
-        self._running: tuple[dict[str, Any], Future] | None = None
-        self._abandoned: set[int] = set()
-        self._outcomes: dict[int, tuple[str, dict[str, Any], dict[str, bytes]]] = {}
-        self._unacked: dict[int, tuple[str, dict[str, Any]]] = {}
+        self._leases: dict[int, HeldLease] = {}  # in the order the engine handed them out
         self._asked = False
         self._asked_at = 0.0
         self._reask = 6.0
@@ -93,8 +166,10 @@ class TrainerDaemon:
 
     @property
     def busy(self) -> bool:
-        """Whether an evaluation is still running in the worker thread."""
-        return self._running is not None and not self._running[1].done()
+        """Whether an evaluation is still running in the worker thread. Tests ask from their own thread
+        while the daemon's changes the table: so this reads a copy of it, and each future once."""
+        futures = [held.future for held in list(self._leases.values())]
+        return any(future is not None and not future.done() for future in futures)
 
     def stop(self) -> None:
         """Leave soon: the engine is told, and puts this trainer's candidates back in its queue."""
@@ -136,10 +211,25 @@ class TrainerDaemon:
 
     def _held(self) -> list[int]:
         """Every lease this trainer answers for until the engine acknowledges it."""
-        leases = [item["lease"] for item in self._backlog]
-        if self._running is not None:
-            leases.append(self._running[0]["lease"])
-        return leases + list(self._outcomes) + list(self._unacked)
+        return list(self._leases)
+
+    def _in(self, *phases: Phase) -> list[HeldLease]:
+        """The held leases in ``phases``, in the order they came: a copy, as transfers add and drop some."""
+        return [held for held in self._leases.values() if held.phase in phases]
+
+    def _evaluating(self) -> HeldLease | None:
+        """The lease the worker thread is busy with, wanted or not (one at a time)."""
+        evaluating = self._in(Phase.RUNNING, Phase.ABANDONED)
+        return evaluating[0] if evaluating else None
+
+    def _forget(self, held: HeldLease) -> None:
+        """The engine no longer wants this lease. A running evaluation cannot be stopped: it runs on,
+        abandoned, and still occupies the worker thread until it ends."""
+        if held.phase is Phase.RUNNING:
+            held.abandon()
+        elif held.phase is not Phase.ABANDONED:
+            held.drop()
+            del self._leases[held.lease]
 
     # -- one connection ----------------------------------------------------------------------------
 
@@ -154,8 +244,8 @@ class TrainerDaemon:
         )
         self._welcome(welcome)
         self._backoff = FIRST_BACKOFF
-        for kind, fields in self._unacked.values():
-            self.client.send(kind, fields)
+        for held in self._in(Phase.REPORTED):
+            self.client.send(*held.message)
         self._asked = False
         self._deliver()
         poller = zmq.Poller()
@@ -188,11 +278,8 @@ class TrainerDaemon:
             if self._run_id is not None:
                 log.warning("%s: the engine now serves run %s; dropping work of run %s",
                             self.name, welcome["run"], self._run_id)
-                if self._running is not None:
-                    self._abandoned.add(self._running[0]["lease"])
-                self._backlog.clear()
-                self._outcomes.clear()
-                self._unacked.clear()
+                for held in list(self._leases.values()):
+                    self._forget(held)
             try:
                 self._evaluator = make_evaluator(welcome["config"])
             except Exception as exc:  # bad data, a missing package: this trainer cannot serve the run
@@ -211,7 +298,7 @@ class TrainerDaemon:
     def _wanted(self) -> int:
         if self._done or self._stop.is_set():
             return 0
-        held = len(self._backlog) + (self._running is not None)
+        held = len(self._in(Phase.WAITING, Phase.RUNNING, Phase.ABANDONED))  # those not evaluated yet
         slots = self.prefetch - held
         if self.max_trials is not None:
             slots = min(slots, self.max_trials - self.evaluated - held)
@@ -228,7 +315,7 @@ class TrainerDaemon:
             return math.inf
         if not self._asked:
             return self._retry_at
-        if self._held():
+        if self._leases:
             return math.inf  # its heartbeats and reports keep the engine talking
         return max(self._retry_at, self._asked_at + self._reask)
 
@@ -238,7 +325,8 @@ class TrainerDaemon:
             self._asked, self._asked_at = True, time.monotonic()
 
     def _wait_time(self) -> float:
-        if self._running is not None and self._running[1].done():
+        held = self._evaluating()
+        if held is not None and held.future.done():
             return 0.0
         return min(self._heartbeat, max(self._ask_at() - time.monotonic(), 0.0))
 
@@ -246,21 +334,23 @@ class TrainerDaemon:
         kind, fields = message
         if kind == "work":
             self._asked = False
-            self._backlog.extend(fields["items"])
+            for item in fields["items"]:
+                # A lease handed out twice is still one evaluation; a second record would lose the first.
+                self._leases.setdefault(item["lease"], HeldLease(item))
             self._done = self._done or fields["done"]
             if not fields["items"] and not fields["done"]:
                 self._retry_at = time.monotonic() + fields["retry"]
         elif kind == "ack":
-            self._unacked.pop(fields["lease"], None)
+            held = self._leases.get(fields["lease"])
+            if held is not None and held.phase is Phase.REPORTED:  # an ack of a resent report comes twice
+                held.acknowledged()
+                del self._leases[held.lease]
             if not fields["accepted"]:
                 log.info("%s: lease %s not recorded: %s", self.name, fields["lease"], fields["reason"])
         elif kind == "beat":
             for lease in fields["unknown"]:  # the engine no longer wants these: stop answering for them
-                self._backlog = deque(item for item in self._backlog if item["lease"] != lease)
-                self._outcomes.pop(lease, None)
-                self._unacked.pop(lease, None)
-                if self._running is not None and self._running[0]["lease"] == lease:
-                    self._abandoned.add(lease)
+                if lease in self._leases:
+                    self._forget(self._leases[lease])
         elif kind == "error":
             if fields["code"] == "hello":
                 raise EngineGone("the engine does not know this trainer (it restarted?)")
@@ -274,29 +364,36 @@ class TrainerDaemon:
         return {"timeout": self._patience, "dispatch": self._dispatch, "tick": self._beat}
 
     def _start(self) -> None:
-        if self._running is not None or not self._backlog:
+        """Evaluate the first waiting lease once the worker thread is free; the blobs it needs first."""
+        waiting = self._in(Phase.WAITING)
+        if self._evaluating() is not None or not waiting:
             return
-        item = self._backlog[0]
+        held = waiting[0]
+        refused = self._fetch(held.item)
+        if held.phase is not Phase.WAITING:
+            return  # the engine dropped it while its blobs downloaded
+        if refused is not None:
+            self.evaluated += 1
+            held.finish(("fail", {"lease": held.lease, "reason": f"an artifact it needs is unavailable: {refused}",
+                                  "blame": INFRASTRUCTURE}))
+            self._deliver()
+            return
+        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read)
+        held.start(future)
+        future.add_done_callback(self._ring)
+
+    def _fetch(self, item: dict[str, Any]) -> EngineRefused | None:
+        """Download into the cache what ``item`` needs; the engine's refusal if it refused one."""
         needs = list(item.get("needs") or [])
         if self._evaluator.wants_parent_artifacts:
             needs += list(item["parent_artifacts"].values())
-        if needs:
-            try:
-                for digest in needs:
-                    if not self.cache.has(digest):
-                        self.cache.put(self.client.download(digest, **self._transfer_options()))
-            except EngineRefused as exc:
-                self._backlog.popleft()
-                self.evaluated += 1
-                self._outcomes[item["lease"]] = (
-                    "fail", {"lease": item["lease"], "reason": f"an artifact it needs is unavailable: {exc}",
-                             "blame": INFRASTRUCTURE}, {})
-                self._deliver()
-                return
-        self._backlog.popleft()
-        future = self._executor.submit(self._evaluator.evaluate, item, self.cache.read)
-        future.add_done_callback(self._ring)
-        self._running = (item, future)
+        try:
+            for digest in needs:
+                if not self.cache.has(digest):
+                    self.cache.put(self.client.download(digest, **self._transfer_options()))
+        except EngineRefused as exc:
+            return exc
+        return None
 
     def _ring(self, future: Future) -> None:
         """Wake the main loop; called once the future is done, from whichever thread finished it."""
@@ -308,49 +405,49 @@ class TrainerDaemon:
         ringer.send(b"", zmq.NOBLOCK)
 
     def _finish(self) -> None:
-        if self._running is None or not self._running[1].done():
+        held = self._evaluating()
+        if held is None or not held.future.done():
             return
-        item, future = self._running
-        lease = item["lease"]
-        self._running = None
         self.evaluated += 1
-        if lease in self._abandoned:
-            self._abandoned.discard(lease)
+        if held.phase is Phase.ABANDONED:
+            held.discard()
+            del self._leases[held.lease]
             return
+        lease = held.lease
         try:
-            outcome = future.result()
+            outcome = held.future.result()
         except EvaluationError as exc:
-            self._outcomes[lease] = ("fail", {"lease": lease, "reason": str(exc), "blame": CANDIDATE}, {})
+            held.finish(("fail", {"lease": lease, "reason": str(exc), "blame": CANDIDATE}))
         except Exception as exc:  # any crash of a candidate fails that trial, not the trainer
-            log.exception("%s: evaluating trial %s crashed", self.name, item["trial"])
-            reason = f"{type(exc).__name__}: {exc}"
-            self._outcomes[lease] = ("fail", {"lease": lease, "reason": reason, "blame": CANDIDATE}, {})
+            log.exception("%s: evaluating trial %s crashed", self.name, held.item["trial"])
+            held.finish(("fail", {"lease": lease, "reason": f"{type(exc).__name__}: {exc}", "blame": CANDIDATE}))
         else:
-            self._outcomes[lease] = ("result", {"lease": lease, "metrics": outcome.metrics,
-                                                "inherited": outcome.inherited}, outcome.artifacts)
+            held.finish(("result", {"lease": lease, "metrics": outcome.metrics, "inherited": outcome.inherited}),
+                        outcome.artifacts)
         self._deliver()
 
     def _deliver(self) -> None:
         """Upload finished outcomes' artifacts and report them. An outcome stays until its report is
         sent, so a connection lost mid-upload only delays it."""
-        for lease in list(self._outcomes):
-            kind, fields, artifacts = self._outcomes[lease]
+        while finished := self._in(Phase.FINISHED):  # each turn reports one, or finds it dropped meanwhile
+            held = finished[0]
+            kind, fields = held.message
             if kind == "result":
                 try:
                     digests = {name: self.client.upload(data, **self._transfer_options())
-                               for name, data in artifacts.items()}
+                               for name, data in held.artifacts.items()}
                     fields = {**fields, "artifacts": digests}
                 except EngineRefused as exc:
                     kind = "fail"
-                    fields = {"lease": lease, "reason": f"artifact upload refused: {exc}", "blame": INFRASTRUCTURE}
-            if self._outcomes.pop(lease, None) is not None:  # a heartbeat reply may have dropped it meanwhile
-                self._report(kind, fields)
+                    fields = {"lease": held.lease, "reason": f"artifact upload refused: {exc}",
+                              "blame": INFRASTRUCTURE}
+            if held.phase is Phase.FINISHED:  # a heartbeat reply may have dropped it meanwhile
+                self._report(held, kind, fields)
 
-    def _report(self, kind: str, fields: dict[str, Any]) -> None:
+    def _report(self, held: HeldLease, kind: str, fields: dict[str, Any]) -> None:
         slots = 0 if self._asked else self._wanted()
-        fields = {**fields, "slots": slots}
-        self._unacked[fields["lease"]] = (kind, {**fields, "slots": 0})
-        self.client.send(kind, fields)
+        held.report((kind, {**fields, "slots": 0}))  # sent again after a reconnect, asking for nothing
+        self.client.send(kind, {**fields, "slots": slots})
         if slots:
             self._asked, self._asked_at = True, time.monotonic()
 
@@ -363,8 +460,7 @@ class TrainerDaemon:
 
     def _drained(self) -> bool:
         limit_reached = self.max_trials is not None and self.evaluated >= self.max_trials
-        idle = self._running is None and not self._backlog and not self._outcomes and not self._unacked
-        return idle and (self._done or limit_reached)
+        return not self._leases and (self._done or limit_reached)
 
     def _leave(self) -> None:
         """Say goodbye, so the engine requeues what this trainer held at once instead of waiting out
