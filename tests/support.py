@@ -143,6 +143,45 @@ class Peer:
         self.socket.close(0)
 
 
+class FakeEngine:
+    """A ROUTER socket on a free loopback port standing in for an engine: the test reads each message of a
+    real trainer daemon and answers it by hand (replies go to whoever spoke last)."""
+
+    WAIT = 5.0  # seconds to wait for the trainer's next message
+
+    def __init__(self) -> None:
+        self.context = zmq.Context()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.bind("tcp://127.0.0.1:0")
+        self.endpoint = self.router.last_endpoint.decode()
+        self.identity = b""
+
+    def receive(self, expected: str) -> tuple[str, dict[str, Any]]:
+        """The trainer's next message, whatever it is (``expected`` only names it in the failure)."""
+        assert self.router.poll(self.WAIT * 1000), f"the trainer sent nothing within {self.WAIT:g}s (expected " \
+                                                   f"{expected})"
+        self.identity, frame = self.router.recv_multipart()
+        return protocol.decode(frame, protocol.TRAINER_MESSAGES)
+
+    def expect(self, kind: str) -> dict[str, Any]:
+        """The trainer's next message, which must be a ``kind``."""
+        got, fields = self.receive(kind)
+        assert got == kind, f"expected {kind} from the trainer, got {got} {fields}"
+        return fields
+
+    def send(self, frame: bytes) -> None:
+        self.router.send_multipart([self.identity, frame])
+
+    def welcome(self, name: str, config: dict[str, Any] | None = None) -> None:
+        self.send(protocol.encode("welcome", run="r1", name=name, config=config or nb201_config(), heartbeat=0.3,
+                                  lease_timeout=3.0))
+
+    def close(self) -> None:
+        self.router.close(0)
+        self.context.term()
+
+
 def hello_fields(name: str = "peer", leases: list[int] | None = None, secret: str = "0" * 32) -> dict[str, Any]:
     """The fields of a hello."""
     return {"name": name, "host": "test", "pid": os.getpid(), "leases": leases or [], "secret": secret}

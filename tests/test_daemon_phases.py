@@ -13,8 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-import zmq
-from support import nb201_config
+from support import FakeEngine, nb201_config
 
 from engine import protocol
 from trainers.daemon import HeldLease, Phase, PhaseError
@@ -117,22 +116,16 @@ def test_an_impossible_transition_names_the_lease_its_phase_and_the_phases_allow
 
 # -- through a real daemon ------------------------------------------------------------------------
 
-WAIT = 5.0  # seconds the test waits for the trainer's next message
 DELAY = 1.0  # seconds each evaluation takes: long enough for the engine to forget a lease while it runs
 CELL = ["nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "skip_connect"]
 
 
-class FakeEngine:
-    """A ROUTER socket on a free loopback port. The test answers each message by hand, except
-    heartbeats: those are recorded and answered with the leases it has forgotten."""
+class HeartbeatingEngine(FakeEngine):
+    """A fake engine whose test answers each message by hand, except heartbeats: those are recorded and
+    answered with the leases it has forgotten."""
 
     def __init__(self) -> None:
-        self.context = zmq.Context()
-        self.router = self.context.socket(zmq.ROUTER)
-        self.router.linger = 0
-        self.router.bind("tcp://127.0.0.1:0")
-        self.endpoint = self.router.last_endpoint.decode()
-        self.identity = b""
+        super().__init__()
         self.forgotten: set[int] = set()
         self.heartbeats: list[list[int]] = []
         self.refuse_next_heartbeat = False
@@ -140,9 +133,7 @@ class FakeEngine:
     def expect(self, kind: str) -> dict[str, Any]:
         """The trainer's next message other than a heartbeat, which must be a ``kind``."""
         while True:
-            assert self.router.poll(WAIT * 1000), f"the trainer sent nothing within {WAIT:g}s (expected {kind})"
-            self.identity, frame = self.router.recv_multipart()
-            got, fields = protocol.decode(frame, protocol.TRAINER_MESSAGES)
+            got, fields = self.receive(kind)
             if got != "heartbeat":
                 assert got == kind, f"expected {kind} from the trainer, got {got} {fields}"
                 return fields
@@ -153,9 +144,6 @@ class FakeEngine:
             else:
                 self.send(protocol.encode("beat", unknown=sorted(self.forgotten & set(fields["leases"]))))
 
-    def send(self, frame: bytes) -> None:
-        self.router.send_multipart([self.identity, frame])
-
     def work(self, *leases: int, done: bool = False) -> None:
         items = [{"lease": lease, "trial": lease, "architecture": CELL, "needs": []} for lease in leases]
         self.send(protocol.encode("work", items=items, retry=1.0, done=done))
@@ -163,25 +151,20 @@ class FakeEngine:
     def ack(self, lease: int) -> None:
         self.send(protocol.encode("ack", lease=lease, accepted=True, reason=""))
 
-    def close(self) -> None:
-        self.router.close(0)
-        self.context.term()
-
 
 @pytest.fixture
-def engine() -> Iterator[FakeEngine]:
-    fake = FakeEngine()
+def engine() -> Iterator[HeartbeatingEngine]:
+    fake = HeartbeatingEngine()
     yield fake
     fake.close()
 
 
 def test_a_daemon_reports_only_the_leases_still_wanted_resends_until_acked_then_lets_go(
-        engine: FakeEngine, trainer_thread) -> None:
+        engine: HeartbeatingEngine, trainer_thread) -> None:
     daemon, thread = trainer_thread(engine.endpoint, name="phases")
     hello = engine.expect("hello")
     assert hello["leases"] == []
-    engine.send(protocol.encode("welcome", run="r1", name=hello["name"], config=nb201_config(evaluator__delay=DELAY),
-                                heartbeat=0.3, lease_timeout=3.0))
+    engine.welcome(hello["name"], nb201_config(evaluator__delay=DELAY))
     engine.expect("ready")
     engine.work(1, 2)  # two for one slot: lease 1 runs, lease 2 waits its turn
     engine.forgotten.add(1)  # from its first heartbeat on, the engine says it no longer knows lease 1
@@ -194,8 +177,7 @@ def test_a_daemon_reports_only_the_leases_still_wanted_resends_until_acked_then_
     engine.refuse_next_heartbeat = True  # the unacknowledged report outlives the connection
     hello = engine.expect("hello")
     assert hello["leases"] == [2], "a reported lease is held until the engine acknowledges it"
-    engine.send(protocol.encode("welcome", run="r1", name=hello["name"], config=nb201_config(evaluator__delay=DELAY),
-                                heartbeat=0.3, lease_timeout=3.0))
+    engine.welcome(hello["name"], nb201_config(evaluator__delay=DELAY))
     resent = engine.expect("result")
     assert (resent["lease"], resent["metrics"], resent["slots"]) == (2, result["metrics"], 0)
     engine.ack(2)
@@ -208,5 +190,5 @@ def test_a_daemon_reports_only_the_leases_still_wanted_resends_until_acked_then_
     engine.ack(3)
     engine.work(done=True)
     engine.expect("bye")
-    thread.join(timeout=WAIT)
+    thread.join(timeout=FakeEngine.WAIT)
     assert not thread.is_alive() and daemon.evaluated == 3
