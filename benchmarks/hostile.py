@@ -189,7 +189,7 @@ def run(trials: int, workdir: Path) -> dict:
         items = [item for kind, fields in peer.replies() if kind == "work" for item in fields["items"]]
         for item, values in zip(items, ({"val_acc": float("nan")}, {"val_acc": 7777.1},
                                         {"val_acc": 50.0, "hostile_marker": 1.0}), strict=False):
-            peer.socket.send(protocol.encode("result", lease=item["lease"], metrics=values, artifacts={}, inherited=[],
+            peer.socket.send(protocol.encode("result", lease=item.lease, metrics=values, artifacts={}, inherited=[],
                                              slots=0))
         peer.replies()
         peer.close()

@@ -44,6 +44,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from engine import events as ev  # noqa: E402
 from engine.config import apply_overrides, load_config, resolve_config  # noqa: E402
 from engine.log import EventLog  # noqa: E402
+from engine.state import Artifact, Kind  # noqa: E402
+from engine.work import Teacher, WorkItem, architecture_of  # noqa: E402
 
 BASE = ROOT / "examples" / "mnist1d.toml"
 ALL_THREE = ROOT / "examples" / "mnist1d_ensemble.toml"
@@ -87,8 +89,8 @@ def sharing_pairs(pairs: int, epochs: int, budget: int, seed: int) -> list[dict[
     from trainers.sharing import inherit_weights
 
     config = load_config(BASE)
-    data = load_dataset(config["data"])
-    space = make_space(config["space"])
+    data = load_dataset(config.data)
+    space = make_space(config.space)
     rng = random.Random(seed)
     rows = []
     while len(rows) < pairs:
@@ -175,20 +177,22 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
     ensemble = evaluate_model(folder / f"ensemble-{search_seed}")
     config = resolve_config(apply_overrides(state.config, {"search.trials": 1}))
     evaluator = KerasEvaluator(config)
-    data = load_dataset(config["data"])
-    teacher_digest = best.artifacts["outputs"]
+    data = load_dataset(config.data)
+    teacher_digest = best.artifacts[Artifact.OUTPUTS]
     teacher_bytes = ArtifactStore(run / ARTIFACTS_DIR).read(teacher_digest)
     students = {"with teacher": [], "without teacher": []}
     for seed in range(seeds):
         for label, teacher in (("without teacher", None),
-                               ("with teacher", {"kind": "ensemble", "id": state.ensemble, "loss": "soft",
-                                                 "temperature": 4.0, "weight": 0.5, "outputs": teacher_digest})):
-            work = {"trial": seed, "seed": 1000 + seed, "architecture": SMALL, "hyperparameters": HP,
-                    "inherit": None, "teacher": teacher}
+                               ("with teacher", Teacher(
+                                   kind="ensemble", trial=state.ensemble, loss="soft", temperature=4.0, weight=0.5,
+                                   architecture=architecture_of(best.architecture),
+                                   hyperparameters=best.hyperparameters, outputs=teacher_digest))):
+            work = WorkItem(lease=seed, trial=seed, key=" ".join(SMALL), kind=Kind.TOWER, architecture=tuple(SMALL),
+                            hyperparameters=HP, seed=1000 + seed, teacher=teacher)
             outcome = evaluator.evaluate(work, fetch=lambda digest: teacher_bytes)
             keras.utils.set_random_seed(0)
             tower = build_tower(SMALL, HP, data.spec)
-            load_weights(tower, outcome.artifacts["weights"])
+            load_weights(tower, outcome.artifacts[Artifact.WEIGHTS])
             test = float(np.mean(tower.predict(data.features["test"], verbose=0).argmax(1) == data.targets["test"]))
             students[label].append({"val_accuracy": outcome.metrics["val_accuracy"], "test_accuracy": test,
                                     "params": outcome.metrics["params"]})

@@ -47,6 +47,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from engine import events as ev  # noqa: E402
 from engine.config import apply_overrides, load_config, resolve_config  # noqa: E402
 from engine.log import EventLog  # noqa: E402
+from engine.state import Artifact, Kind  # noqa: E402
+from engine.work import WorkItem  # noqa: E402
 
 CONFIG = ROOT / "examples" / "mnist1d.toml"
 SMALL_CONFIG = ROOT / "examples" / "mnist1d_small.toml"  # space.max_params = 5200, the paper CNN's size
@@ -72,7 +74,7 @@ def test_accuracy(config: dict[str, Any], architecture: list[str], hyperparamete
     from trainers.datasets import load_dataset
     from trainers.keras_trainer import load_weights
 
-    data = load_dataset(config["data"])
+    data = load_dataset(config.data)
     tower = build_tower(architecture, hyperparameters, data.spec)
     load_weights(tower, weights)
     predictions = tower.predict(data.features["test"], batch_size=1024, verbose=0)
@@ -158,22 +160,22 @@ def _tpe_worker(storage_path: str, seed: int, worker: int, deadline: float, fold
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = search_config(**{"training.threads": 1})
     evaluator = KerasEvaluator(config)
-    space = config["space"]
+    space = config.space
     storage = JournalStorage(JournalFileBackend(storage_path))
     study = optuna.load_study(study_name="mnist1d", storage=storage,
                               sampler=optuna.samplers.TPESampler(seed=seed * 100 + worker))
 
     def objective(trial: optuna.Trial) -> float:
-        depth = trial.suggest_int("depth", space["min_depth"], space["max_depth"])
-        tower = repair([trial.suggest_categorical(f"block_{i}", space["blocks"]) for i in range(depth)])
-        hp = {key: trial.suggest_categorical(key, values) for key, values in space["hparams"].items()}
-        work = {"trial": trial.number, "seed": seed * 1000 + trial.number, "architecture": tower,
-                "hyperparameters": hp}
+        depth = trial.suggest_int("depth", space.min_depth, space.max_depth)
+        tower = repair([trial.suggest_categorical(f"block_{i}", list(space.blocks)) for i in range(depth)])
+        hp = {key: trial.suggest_categorical(key, list(values)) for key, values in space.hparams.choices().items()}
+        work = WorkItem(lease=trial.number, trial=trial.number, key=" ".join(tower), kind=Kind.TOWER,
+                        architecture=tuple(tower), hyperparameters=hp, seed=seed * 1000 + trial.number)
         try:
             outcome = evaluator.evaluate(work, fetch=None)
         except EvaluationError as exc:
             raise optuna.TrialPruned(str(exc)) from None
-        Path(folder, f"{trial.number}.weights.h5").write_bytes(outcome.artifacts["weights"])
+        Path(folder, f"{trial.number}.weights.h5").write_bytes(outcome.artifacts[Artifact.WEIGHTS])
         trial.set_user_attr("ended", time.time())
         trial.set_user_attr("params", outcome.metrics["params"])
         trial.set_user_attr("architecture", tower)
@@ -207,7 +209,7 @@ def optuna_tpe(seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
     best_test = None
     if within:
         best = max(within, key=lambda t: t.value)
-        hp = {k: v for k, v in best.params.items() if k in search_config()["space"]["hparams"]}
+        hp = {k: v for k, v in best.params.items() if k in search_config().space.hparams.choices()}
         best_test = test_accuracy(search_config(), best.user_attrs["architecture"], hp,
                                   (folder / f"{best.number}.weights.h5").read_bytes())
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
@@ -226,23 +228,23 @@ def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> N
 
     config = search_config(**{"training.threads": 2})
     evaluator = KerasEvaluator(config)  # the same threads, data and split as the other systems
-    data, space, training = evaluator.data, config["space"], config["training"]
+    data, space, training = evaluator.data, config.space, config.training
     results: list[dict[str, Any]] = []
 
     class Towers(kt.HyperModel):
         def build(self, hp: kt.HyperParameters) -> Any:
-            depth = hp.Int("depth", space["min_depth"], space["max_depth"])
-            tower = repair([hp.Choice(f"block_{i}", space["blocks"]) for i in range(depth)])
-            chosen = {key: hp.Choice(key, values) for key, values in space["hparams"].items()}
+            depth = hp.Int("depth", space.min_depth, space.max_depth)
+            tower = repair([hp.Choice(f"block_{i}", list(space.blocks)) for i in range(depth)])
+            chosen = {key: hp.Choice(key, list(values)) for key, values in space.hparams.choices().items()}
             model = build_tower(tower, chosen, data.spec)
             compile_tower(model, chosen, data.task)
             self.chosen = (tower, chosen)  # not on the model: Keras would wrap it in tracked containers
             return model
 
         def fit(self, hp: kt.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
-            stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=training["patience"],
+            stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=training.patience,
                                                  restore_best_weights=True)
-            model.fit(data.features["train"], data.targets["train"], epochs=training["epochs"],
+            model.fit(data.features["train"], data.targets["train"], epochs=training.epochs,
                       batch_size=hp.get("batch_size"), verbose=0, callbacks=[stop],
                       validation_data=(data.features["validation"], data.targets["validation"]))
             score = model.evaluate(data.features["validation"], data.targets["validation"], verbose=0,

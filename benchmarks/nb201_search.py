@@ -57,15 +57,15 @@ def lineage_trajectory(dataset: str, algorithm: str, seed: int, trials: int) -> 
     config = resolve_config({"search": {"algorithm": algorithm, "trials": trials, "seed": seed},
                              "space": {"kind": "nb201", "dataset": dataset}})
     scheduler = Scheduler(State(), now=0.0, clock=lambda: 0.0)
-    scheduler.emit(ev.SEARCH_STARTED, {"run_id": f"bench-{seed}", "config": config, "lineage": "bench"})
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": f"bench-{seed}", "config": config.to_dict(), "lineage": "bench"})
     table = load_table(dataset)
     trajectory = []
     for _ in range(trials):
         [item] = scheduler.assign("bench", 1)
-        accuracy = table.observe(item["architecture"], seed)["val_acc"]
-        scheduler.complete(item["lease"], {"val_acc": accuracy}, {})
+        accuracy = table.observe(list(item.architecture), seed)["val_acc"]
+        scheduler.complete(item.lease, {"val_acc": accuracy}, {})
         scheduler.take()
-        trajectory.append((item["key"], accuracy))
+        trajectory.append((item.key, accuracy))
     return trajectory
 
 

@@ -9,6 +9,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 from engine import __version__
 
@@ -193,14 +197,22 @@ def _configure_logging(args: argparse.Namespace) -> None:
     logging.getLogger("tensorflow").setLevel(max(level, logging.WARNING))
 
 
-def _load(args: argparse.Namespace) -> dict | None:
+def _load(args: argparse.Namespace) -> Config | None:
     """The resolved config of a new run (None to resume one); ``--set`` only applies to new runs."""
     from engine.config import ConfigError, load_config
     from engine.runs import is_run
+    from engine.spaces import make_space
 
     if args.set and (args.config is None or is_run(args.run)):
         raise ConfigError("--set applies to new runs (with --config); use `engine fork --set` to change a run")
-    return None if args.config is None else load_config(args.config, args.set)
+    if args.config is None:
+        return None
+    config = load_config(args.config, args.set)
+    try:
+        make_space(config.space)  # its blocks are looked up now, so a bad one is named with the file
+    except ConfigError as exc:
+        raise ConfigError(f"{args.config}: {exc}") from None
+    return config
 
 
 def _budget(args: argparse.Namespace) -> dict:

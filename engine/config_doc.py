@@ -1,6 +1,6 @@
 """What each configuration key means, read from the schema: ``engine config --explain`` and the README's table.
 
-The schema (``engine/config.py``, and each space's ``options``) is the one place an option is described;
+The schema (the section classes of ``engine/config.py``) is the one place an option is described;
 this module only lays it out, so the help, the README and the checks cannot drift apart.
 
 Example::
@@ -20,18 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from engine.config import (
-    DATA_SCHEMA,
-    DISTILLATION_SCHEMA,
-    ENGINE_SCHEMA,
-    ENSEMBLE_SCHEMA,
-    EVALUATOR_SCHEMA,
-    SEARCH_SCHEMA,
-    SHARING_SCHEMA,
-    TRAINING_SCHEMA,
+    SECTIONS,
+    SPACE_KINDS,
     ConfigError,
     Option,
-    Schema,
     non_negative,
+    options_of,
     positive,
     probability,
 )
@@ -53,33 +47,26 @@ class Entry:
 def _allowed(option: Option) -> str:
     if option.choices is not None:
         return " / ".join(json.dumps(choice) for choice in option.choices if choice != "")
-    kinds = " or ".join(_TYPES.get(t, t.__name__) for t in option.types if not (t is int and float in option.types))
+    kinds = " or ".join(_TYPES[t] for t in option.types if t in _TYPES and not (t is int and float in option.types))
     bound = _BOUNDS.get(option.check)
     return f"{kinds}, {bound}" if bound else kinds
 
 
-def _walk(schema: Schema, prefix: str, note: str = "") -> Iterator[Entry]:
-    for key, spec in schema.items():
-        path = f"{prefix}.{key}"
-        if isinstance(spec, Option):
-            yield Entry(path, json.dumps(spec.default), _allowed(spec), note + spec.help)
-        else:
-            yield from _walk(spec, path, note)
+def _walk(cls: type, prefix: str, note: str = "") -> Iterator[Entry]:
+    for key, spec in options_of(cls, prefix):
+        if key != "space.kind":
+            yield Entry(key, json.dumps(spec.default), _allowed(spec), note + spec.help)
 
 
 def entries() -> list[Entry]:
     """Every key of a search config, table by table, in the order of the schema."""
-    from engine.spaces import SPACES
-
-    rows = list(_walk(SEARCH_SCHEMA, "search"))
-    rows.append(Entry("space.kind", "(required)", " / ".join(json.dumps(kind) for kind in SPACES),
+    rows = list(_walk(SECTIONS["search"], "search"))
+    rows.append(Entry("space.kind", "(required)", " / ".join(json.dumps(kind) for kind in SPACE_KINDS),
                       "the search space; the keys marked with a kind below belong to that space"))
-    for kind, cls in SPACES.items():
-        rows.extend(_walk(cls.options, "space", note=f"({kind}) "))
-    for name, schema in (("evaluator", EVALUATOR_SCHEMA), ("data", DATA_SCHEMA), ("training", TRAINING_SCHEMA),
-                         ("sharing", SHARING_SCHEMA), ("distillation", DISTILLATION_SCHEMA),
-                         ("ensemble", ENSEMBLE_SCHEMA), ("engine", ENGINE_SCHEMA)):
-        rows.extend(_walk(schema, name))
+    for kind, cls in SPACE_KINDS.items():
+        rows.extend(_walk(cls, "space", note=f"({kind}) "))
+    for name in ("evaluator", "data", "training", "sharing", "distillation", "ensemble", "engine"):
+        rows.extend(_walk(SECTIONS[name], name))
     return rows
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.state import State, Trial
+from engine.state import Artifact, State, Trial
 
 REPLICA = "replica"  # the mutation of a tower trained again with another seed
 
@@ -44,23 +44,23 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
 
     ``scheduled=False`` ignores the intermixed schedule (when no new tower is left to try).
     """
-    options = state.config["ensemble"]
-    if options["strategy"] == "none":
+    options = state.config.ensemble
+    if options.strategy == "none":
         return None
-    if scheduled and options["strategy"] == "intermixed" and (state.proposals + 1) % options["every"] != 0:
+    if scheduled and options.strategy == "intermixed" and (state.proposals + 1) % options.every != 0:
         return None
-    towers = [t for t in state.leaderboard() if "outputs" in (t.artifacts or {})]  # what ensembles combine
+    towers = [t for t in state.leaderboard() if Artifact.OUTPUTS in (t.artifacts or {})]  # what ensembles combine
     if len(towers) < 2:
         return None
     base = _grown_from(state, towers)
-    if len(base) >= options["width"]:
+    if len(base) >= options.width:
         return None
     pool = ([t for t in towers if t.id in state.top or t.mutation == REPLICA]
-            if options["strategy"] == "adaptive" else towers)
+            if options.strategy == "adaptive" else towers)
     for candidate in pool:
         if candidate.id in base:
             continue
-        architecture = {"members": base + [candidate.id], "combiner": options["combiner"]}
+        architecture = {"members": base + [candidate.id], "combiner": options.combiner}
         if ensemble_key(architecture) not in state.keys:
             return architecture
     return None
@@ -70,15 +70,15 @@ def plan_replica(state: State) -> Trial | None:
     """The tower to train again with another seed, or None: the first tower the ensemble is built from
     (the best ensemble's members, else the tower it grows from) with fewer than ``ensemble.replicas`` replicas,
     once ``ensemble.replica_wait`` new towers have completed after it."""
-    options = state.config["ensemble"]
-    if options["strategy"] == "none" or not options["replicas"]:
+    options = state.config.ensemble
+    if options.strategy == "none" or not options.replicas:
         return None
     members = [state.trials[m] for m in _grown_from(state, state.leaderboard())]
     originals = dict.fromkeys(m.parent if m.mutation == REPLICA else m.id for m in members)
     new_towers = [t.id for t in state.completed_towers() if t.mutation != REPLICA]
     for original in originals:
-        waited = sum(t > original for t in new_towers) >= options["replica_wait"]
-        if waited and len(_replicas(state, original)) < options["replicas"]:
+        waited = sum(t > original for t in new_towers) >= options.replica_wait
+        if waited and len(_replicas(state, original)) < options.replicas:
             return state.trials[original]
     return None
 
@@ -92,7 +92,7 @@ def _grown_from(state: State, towers: list[Trial]) -> list[int]:
     if best is not None:
         return list(best.architecture["members"])
     strongest = state.strongest_tower()
-    if state.config["ensemble"]["start"] == "criterion" and strongest is not None and "outputs" in (
+    if state.config.ensemble.start == "criterion" and strongest is not None and Artifact.OUTPUTS in (
             strongest.artifacts or {}):
         return [strongest.id]
     return [towers[0].id] if towers else []

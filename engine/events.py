@@ -134,67 +134,20 @@ def _failed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "blame": "infrastructure" if payload["reason"].startswith("lost ") else "candidate"}
 
 
-# The sections v2 configs added, as v1 runs had them: nothing shared, no teacher, no ensembles. Written out
-# rather than read from the config's defaults, so a v1 log upcasts the same whatever the defaults become.
-_V2_SECTIONS: dict[str, dict[str, Any]] = {
-    "sharing": {"mode": "off", "weighting": "uniform", "sources": 4},
-    "distillation": {"teacher": "none", "loss": "soft", "temperature": 4.0, "weight": 0.5, "adaptive": False,
-                     "ramp": 20},
-    "ensemble": {"strategy": "none", "combiner": "average", "width": 5, "criterion": "val_loss", "every": 5,
-                 "replicas": 0, "replica_wait": 6, "start": "criterion"},
-}
+def _config_version(version: int) -> Upcaster:
+    """Until v8 these events stored the config without its own version: it was the event's. The first
+    upcaster a stored event meets (its own version's) says so; the config module migrates the config."""
+
+    def stamp(payload: dict[str, Any]) -> dict[str, Any]:
+        config = payload["config"]
+        return payload if "version" in config else {**payload, "config": {**config, "version": version}}
+
+    return stamp
 
 
-def _config_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
-    """v2 configs always hold [sharing], [distillation] and [ensemble]; v1 ones may predate them."""
-    config = dict(payload["config"])
-    for section, values in _V2_SECTIONS.items():
-        config.setdefault(section, dict(values))
-    return {**payload, "config": config}
-
-
-def _legacy(section: dict[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``section`` with ``values`` filled in where the sub-section at ``path`` lacks them:
-    options added to the config since, at the values that keep the behaviour older runs had."""
-    if not path:
-        return {**values, **section}
-    return {**section, path[0]: _legacy(section[path[0]], path[1:], values)}
-
-
-def _config_v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
-    """v3 configs always hold search.tie_break and search.beam.explore(_draws); v2 ones may predate them."""
-    config = _legacy(payload["config"], ("search",), {"tie_break": "first"})
-    return {**payload, "config": _legacy(config, ("search", "beam"), {"explore": 0.0, "explore_draws": 1})}
-
-
-def _config_v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
-    """v4 configs always hold ensemble.criterion; before it, ensembles were compared by score."""
-    return {**payload, "config": _legacy(payload["config"], ("ensemble",), {"criterion": "score"})}
-
-
-def _config_v4_to_v5(payload: dict[str, Any]) -> dict[str, Any]:
-    """v5 tower spaces always hold space.draw; before it, random towers were drawn left to right."""
-    if payload["config"]["space"]["kind"] != "tower":
-        return payload
-    return {**payload, "config": _legacy(payload["config"], ("space",), {"draw": "positions"})}
-
-
-def _config_v5_to_v6(payload: dict[str, Any]) -> dict[str, Any]:
-    """v6 configs always hold search.beam.explore_pick and ensemble.replicas; before them, exploring
-    proposals kept the draw with the highest expected improvement, and no tower was trained twice."""
-    config = _legacy(payload["config"], ("search", "beam"), {"explore_pick": "ei"})
-    return {**payload, "config": _legacy(config, ("ensemble",), {"replicas": 0, "replica_wait": 6})}
-
-
-def _config_v6_to_v7(payload: dict[str, Any]) -> dict[str, Any]:
-    """v7 configs always hold ensemble.start; before it, ensembles grew from the search's best tower even
-    where another tower had the lower validation loss they had to beat."""
-    return {**payload, "config": _legacy(payload["config"], ("ensemble",), {"start": "leader"})}
-
-
-# The three events that carry the whole configuration share its history.
-CONFIG_UPCASTERS = {1: _config_v1_to_v2, 2: _config_v2_to_v3, 3: _config_v3_to_v4, 4: _config_v4_to_v5,
-                    5: _config_v5_to_v6, 6: _config_v6_to_v7}
+# The three events that carry the whole configuration share its history. From v8 on a config carries its
+# own version (engine/config.py migrates it), so a new option bumps that version, not these events'.
+CONFIG_UPCASTERS = {version: _config_version(version) for version in range(1, 8)}
 
 SEARCH_STARTED = "SearchStarted"
 SEARCH_FORKED = "SearchForked"
@@ -209,17 +162,17 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 7, ("run_id", "config", "lineage"),
-            "The first event of a run: the whole frozen configuration.",
+            SEARCH_STARTED, 8, ("run_id", "config", "lineage"),
+            "The first event of a run: the whole frozen configuration (with its own version).",
             upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
-            SEARCH_FORKED, 7, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
+            SEARCH_FORKED, 8, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),
             "This run continues another one's log[:parent_seq] with configuration overrides.",
             upcasters=CONFIG_UPCASTERS,
         ),
         EventType(
-            SEARCH_RESUMED, 7, ("overrides", "config"),
+            SEARCH_RESUMED, 8, ("overrides", "config"),
             "An engine restarted on this run; overrides may only raise or lower the trial budget.",
             upcasters=CONFIG_UPCASTERS,
         ),

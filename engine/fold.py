@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine import events as ev
+from engine.config import Config
 from engine.log import decoded
 from engine.state import (
     COMPLETED,
@@ -27,6 +28,7 @@ from engine.state import (
     FAILED,
     QUEUED,
     RUNNING,
+    Blame,
     Kind,
     Lease,
     State,
@@ -107,8 +109,8 @@ def _started(state: State, p: dict[str, Any], seq: int) -> None:
     if seq != 1:
         raise ValueError("SearchStarted must be the first event")
     state.run_id = p["run_id"]
-    state.config = p["config"]
-    state.ranking = ranking_of(p["config"])
+    state.config = Config.from_dict(p["config"])
+    state.ranking = ranking_of(state.config)
 
 
 def _forked(state: State, p: dict[str, Any], seq: int) -> None:
@@ -121,26 +123,24 @@ def _forked(state: State, p: dict[str, Any], seq: int) -> None:
         trial.status, trial.lease = QUEUED, None
         state.queue.appendleft(trial.id)
     state.leases.clear()
-    _reconfigure(state, p["config"])
+    _reconfigure(state, Config.from_dict(p["config"]))
 
 
 def _resumed(state: State, p: dict[str, Any], seq: int) -> None:
     state.resumes += 1
-    _reconfigure(state, p["config"])
+    _reconfigure(state, Config.from_dict(p["config"]))
 
 
-def _reconfigure(state: State, config: dict[str, Any]) -> None:
+def _reconfigure(state: State, config: Config) -> None:
     old = state.config
     state.config = config
     state.ranking = ranking_of(config)
     state.finished = None
-    if old is None or (old["search"]["metric"], old["search"]["mode"]) != (
-        config["search"]["metric"], config["search"]["mode"]
-    ):
+    if old is None or (old.search.metric, old.search.mode) != (config.search.metric, config.search.mode):
         for trial_id in state.completed:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
-    state.top = [trial.id for trial in state.leaderboard()[: config["search"]["beam"]["k"]]]
+    state.top = [trial.id for trial in state.leaderboard()[: config.search.beam.k]]
     state.ensemble = None
     for ensemble in sorted(state.leaderboard(ENSEMBLE), key=lambda e: e.id):  # as they completed, ties to the first
         if keeps_ensemble(state, ensemble, state.best_ensemble()):
@@ -206,7 +206,7 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
 
 def _failed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
-    trial.status, trial.reason, trial.blame = FAILED, p["reason"], p["blame"]
+    trial.status, trial.reason, trial.blame = FAILED, p["reason"], Blame(p["blame"])
     state.failed.append(trial.id)
 
 

@@ -22,24 +22,22 @@ from __future__ import annotations
 from typing import Any
 
 from engine.events import NO_INHERITANCE
-from engine.state import COMPLETED, State
-
-WEIGHTS = "weights"
+from engine.state import COMPLETED, Artifact, State
 
 
 def plan_inheritance(state: State, parent: int | None) -> dict[str, Any]:
-    options = state.config["sharing"]
-    if options["mode"] == "parent":
+    options = state.config.sharing
+    if options.mode == "parent":
         source = state.trials.get(parent) if parent is not None else None
-        if source is None or source.status != COMPLETED or WEIGHTS not in (source.artifacts or {}):
+        if source is None or source.status != COMPLETED or Artifact.WEIGHTS not in (source.artifacts or {}):
             return dict(NO_INHERITANCE)
         return {"mode": "parent", "sources": [source.id], "weights": [1.0]}
-    if options["mode"] == "average":
-        sources = [t for t in state.leaderboard() if WEIGHTS in (t.artifacts or {})][: options["sources"]]
+    if options.mode == "average":
+        sources = [t for t in state.leaderboard() if Artifact.WEIGHTS in (t.artifacts or {})][: options.sources]
         if not sources:
             return dict(NO_INHERITANCE)
         losses = [t.metrics.get("val_loss") for t in sources]
-        if options["weighting"] == "loss" and all(isinstance(v, int | float) and v > 0 for v in losses):
+        if options.weighting == "loss" and all(isinstance(v, int | float) and v > 0 for v in losses):
             raw = [1.0 / v for v in losses]
         else:
             raw = [1.0] * len(sources)
@@ -48,17 +46,17 @@ def plan_inheritance(state: State, parent: int | None) -> dict[str, Any]:
 
 
 def plan_teacher(state: State) -> dict[str, Any] | None:
-    options = state.config["distillation"]
-    if options["teacher"] == "none":
+    options = state.config.distillation
+    if options.teacher == "none":
         return None
-    if options["teacher"] == "ensemble" and state.best_ensemble() is not None:  # it beats every tower alone
+    if options.teacher == "ensemble" and state.best_ensemble() is not None:  # it beats every tower alone
         kind, source = "ensemble", state.best_ensemble()
     else:
         kind, source = "trial", state.best_trial()
-    if source is None or "outputs" not in (source.artifacts or {}):
+    if source is None or Artifact.OUTPUTS not in (source.artifacts or {}):
         return None
-    weight = options["weight"]
-    if options["adaptive"]:
-        weight *= min(1.0, len(state.leaderboard()) / options["ramp"])
-    return {"kind": kind, "id": source.id, "loss": options["loss"], "temperature": options["temperature"],
+    weight = options.weight
+    if options.adaptive:
+        weight *= min(1.0, len(state.leaderboard()) / options.ramp)
+    return {"kind": kind, "id": source.id, "loss": options.loss, "temperature": options.temperature,
             "weight": weight}

@@ -7,9 +7,9 @@ its metric's bounds. The evaluators in ``trainers/`` report these names (their t
 
 Example::
 
-    >>> problem_with(config, {"val_acc": 91.2, "train_time": 600.0}) is None    # an nb201 run
+    >>> problem_with("table", {"val_acc": 91.2, "train_time": 600.0}) is None    # an nb201 run
     True
-    >>> problem_with(config, {"val_acc": 7777.1})
+    >>> problem_with("table", {"val_acc": 7777.1})
     'val_acc is outside [0, 100]'
 """
 
@@ -54,17 +54,17 @@ METRICS: dict[str, dict[str, Bounds]] = {
 }
 
 
-def declared(config: Mapping[str, Any]) -> dict[str, Bounds]:
-    """The metrics a run's trainers may report."""
-    return METRICS[config["evaluator"]["kind"]]
+#: What an ensemble step reports, so the metrics an ensemble search may be scored by.
+ENSEMBLE_METRICS = frozenset({"val_accuracy", "val_loss", "val_mae"})
 
 
-def problem_with(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str | None:
-    """What is wrong with a result's metrics for this run, in one line (None when nothing is).
+def problem_with(evaluator: str, metrics: Mapping[str, Any]) -> str | None:
+    """What is wrong with a result's metrics for a run whose trainers are of kind ``evaluator``
+    (``config.evaluator.kind``), in one line (None when nothing is).
 
     The line names the metric and the rule it breaks, never more of the value than "not finite".
     """
-    known = declared(config)
+    known = METRICS[evaluator]
     for name, value in metrics.items():
         if not isinstance(value, int | float) or isinstance(value, bool):
             return f"{name} is not a number"
@@ -72,7 +72,7 @@ def problem_with(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> str |
             return f"{name} is not finite ({value})"
         bounds = known.get(name)
         if bounds is None:
-            return f"{name} is not a metric this run's {config['evaluator']['kind']!r} trainers report " \
+            return f"{name} is not a metric this run's {evaluator!r} trainers report " \
                    f"(they report {', '.join(sorted(known))})"
         if value not in bounds:
             return f"{name} is outside {bounds}"

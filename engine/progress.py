@@ -26,7 +26,7 @@ class Progress:
 
     def _summary(self, state: State) -> str:
         best = state.best_trial()
-        metric = state.config["search"]["metric"]
+        metric = state.config.search.metric
         best_text = f"best {metric} {best.metrics[metric]:.4g} (trial {best.id})" if best else "best -"
         return f"{len(state.failed)} failed, {len(state.leases)} running, {best_text}"
 

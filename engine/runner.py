@@ -1,6 +1,7 @@
 """Serving a run from Python: :func:`serve` (``engine serve``) and :func:`run_local` (``engine run``).
 
-``serve`` creates or resumes a run and serves it to trainer daemons until its search is finished.
+``serve`` creates or resumes a run and serves it to trainer daemons until its search is finished. A new
+run's data is checked first (``trainers.datasets.check_data``), as its trainers will read it.
 ``run_local`` serves it the same way with N local trainers: child processes (``engine trainer``)
 connected over loopback that exit when the search finishes, or when this process dies. Their output
 goes to ``<run>/logs/trainer-<i>.log``.
@@ -24,10 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.config import Config
 from engine.progress import Progress
-from engine.runs import RunError, open_run
+from engine.runs import RunError, is_run, open_run
 from engine.server import RETURN_GRACE, EngineServer, check_bind
 from engine.state import State
+from trainers.datasets import check_data
 
 log = logging.getLogger("lineage.engine")
 
@@ -45,7 +48,7 @@ def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: 
 
 
 def serve(
-    run_dir: Path | str, config: dict[str, Any] | None = None, *, budget: dict[str, Any] | None = None,
+    run_dir: Path | str, config: Config | None = None, *, budget: dict[str, Any] | None = None,
     bind: str = "tcp://127.0.0.1:5555", pub: str = "tcp://127.0.0.1:5556", keys: Path | str | None = None,
     progress: Progress | None = None, return_grace: float = RETURN_GRACE,
     on_start: Callable[[EngineServer], None] | None = None,
@@ -59,6 +62,8 @@ def serve(
     started is served ``return_grace`` seconds, for trainers that come back.
     """
     check_bind([bind, pub], keys)
+    if config is not None and not is_run(run_dir):
+        config = check_data(config)
     log_, state = open_run(run_dir, config, budget=budget)
     server = EngineServer(log_, state, bind=bind, pub=pub, keys=keys, return_grace=return_grace)
     in_main = threading.current_thread() is threading.main_thread()
@@ -86,7 +91,7 @@ def serve(
 
 
 def run_local(
-    run_dir: Path | str, config: dict[str, Any] | None, *, trainers: int = 2, budget: dict[str, Any] | None = None,
+    run_dir: Path | str, config: Config | None, *, trainers: int = 2, budget: dict[str, Any] | None = None,
     prefetch: int = 1, bind: str = "tcp://127.0.0.1:0", pub: str = "tcp://127.0.0.1:0",
     keys: Path | str | None = None, progress: Progress | None = None,
 ) -> State:

@@ -25,9 +25,10 @@ from typing import Any
 
 from engine import __version__
 from engine import events as ev
-from engine.config import ConfigError, apply_overrides, resolve_config
+from engine.config import Config, ConfigError, apply_overrides, resolve_config
 from engine.fold import fold_records
 from engine.log import LOG_DIR, EventLog, LogError
+from engine.spaces import make_space
 from engine.state import State
 
 ENDPOINTS = "engine.json"
@@ -87,12 +88,20 @@ def new_run(run_dir: Path | str, *, sync: bool = True) -> Iterator[EventLog]:
         raise
 
 
-def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True) -> tuple[EventLog, State]:
-    """A new run whose first event holds the whole resolved config. Nothing is left on failure."""
+def create_run(run_dir: Path | str, config: Config, *, sync: bool = True) -> tuple[EventLog, State]:
+    """A new run whose first event holds the whole resolved config. Nothing is left on failure.
+
+    The config's task must be known: where a data file's labels decide it, check the data first
+    (``trainers.datasets.check_data``, which ``serve`` and ``run_local`` call for a new run).
+    """
     if is_run(run_dir):
         raise RunError(f"{run_dir} already holds a run; resume it without --config, or fork it")
+    if not config.task_known:
+        raise ConfigError(f"data.task of data.path {config.data.path} is not known yet: the labels decide it; "
+                          "check the data first (trainers.datasets.check_data) or set data.task")
+    make_space(config.space)  # its blocks are looked up: a space that cannot be made is refused before a write
     with new_run(run_dir, sync=sync) as log:
-        payload = {"run_id": uuid.uuid4().hex, "config": config, "lineage": __version__}
+        payload = {"run_id": uuid.uuid4().hex, "config": config.to_dict(), "lineage": __version__}
         log.append([ev.TYPES.encode(ev.SEARCH_STARTED, payload, at=time.time())], expected_head=0)
     return log, fold_records(log.records())
 
@@ -100,7 +109,7 @@ def create_run(run_dir: Path | str, config: dict[str, Any], *, sync: bool = True
 BUDGET_KEYS = ("search.trials", "search.minutes")
 
 
-def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None, config: Config | None = None,
                sync: bool = True) -> tuple[EventLog, State]:
     """Open a run to continue it, optionally with a new budget (``{"search.trials": 500}``).
 
@@ -114,14 +123,17 @@ def resume_run(run_dir: Path | str, *, budget: dict[str, Any] | None = None, con
     try:
         state = fold_records(log.records())
         if config is not None:
-            own = {key: state.config[key.split(".")[0]][key.split(".")[1]] for key in BUDGET_KEYS}
+            # The budget may differ (it is given apart), and a task the data decides is the run's own.
+            own = {key: _budget_value(state.config, key) for key in BUDGET_KEYS}
+            if not config.task_known:
+                own["data.task"] = state.config.data.task
             if resolve_config(apply_overrides(config, own)) != state.config:
                 raise RunError(f"{run_dir} already holds a run with a different config; resume it without "
                                "--config, or use `engine fork --set ...` to change the search")
         overrides = _budget_changes(state, budget or {})
         if overrides or state.finished is None:
             config = resolve_config(apply_overrides(state.config, overrides))
-            payload = {"overrides": overrides, "config": config}
+            payload = {"overrides": overrides, "config": config.to_dict()}
             log.append([ev.TYPES.encode(ev.SEARCH_RESUMED, payload, at=time.time())], expected_head=log.head)
             state = fold_records(log.records(state.seq + 1), state)
     except BaseException:
@@ -135,8 +147,7 @@ def _budget_changes(state: State, budget: dict[str, Any]) -> dict[str, Any]:
     for key, value in budget.items():
         if key not in BUDGET_KEYS:
             raise ConfigError(f"a resumed run may change {list(BUDGET_KEYS)}, not {key}; fork it to change more")
-        section, name = key.split(".")
-        if value is not None and value != state.config[section][name]:
+        if value is not None and value != _budget_value(state.config, key):
             changes[key] = value
     trials = changes.get("search.trials")
     if trials is not None and trials < state.proposals:
@@ -144,7 +155,11 @@ def _budget_changes(state: State, budget: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
-def open_run(run_dir: Path | str, config: dict[str, Any] | None, *, budget: dict[str, Any] | None = None,
+def _budget_value(config: Config, key: str) -> float:
+    return config.search.trials if key == "search.trials" else config.search.minutes
+
+
+def open_run(run_dir: Path | str, config: Config | None, *, budget: dict[str, Any] | None = None,
              sync: bool = True) -> tuple[EventLog, State]:
     """Create the run when it is new (a config is required), otherwise resume it.
 

@@ -13,8 +13,8 @@ Example::
 
     >>> scheduler = Scheduler(state)
     >>> work = scheduler.assign("trainer-1", slots=1, holder=protocol.proof_of(secret))
-    >>> scheduler.sent([item["lease"] for item in work], now=time.monotonic())
-    >>> scheduler.complete(work[0]["lease"], {"val_acc": 91.2}, {})
+    >>> scheduler.sent([item.lease for item in work], now=time.monotonic())
+    >>> scheduler.complete(work[0].lease, {"val_acc": 91.2}, {})
     >>> log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
 """
 
@@ -29,10 +29,8 @@ from engine import events as ev
 from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
-from engine.state import ENSEMBLE, State, score
-
-CANDIDATE = "candidate"
-INFRASTRUCTURE = "infrastructure"
+from engine.state import ENSEMBLE, Artifact, Blame, State, Trial, score
+from engine.work import Inherit, Member, Source, Teacher, WorkItem, architecture_of
 
 
 class Scheduler:
@@ -52,7 +50,7 @@ class Scheduler:
 
     @property
     def lease_timeout(self) -> float:
-        return self.state.config["engine"]["lease_timeout"]
+        return self.state.config.engine.lease_timeout
 
     # -- drafting ---------------------------------------------------------------------------------
 
@@ -71,7 +69,7 @@ class Scheduler:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    def assign(self, trainer: str, slots: int, holder: str | None = None) -> list[dict[str, Any]]:
+    def assign(self, trainer: str, slots: int, holder: str | None = None) -> list[WorkItem]:
         """Lease up to ``slots`` candidates to ``trainer`` (whose secret hashes to ``holder``): queued
         ones first, then new proposals. Their deadlines start once :meth:`sent` says the work left."""
         items = []
@@ -92,39 +90,46 @@ class Scheduler:
             if lease in self.deadlines:
                 self.deadlines[lease] = now + self.lease_timeout
 
-    def work_item(self, lease: int) -> dict[str, Any]:
-        """What a trainer needs to evaluate a lease's candidate; ``needs`` lists the artifacts (by digest)
+    def work_item(self, lease: int) -> WorkItem:
+        """What a trainer needs to evaluate a lease's candidate; its ``needs`` list the artifacts (by digest)
         it must have before it starts: inherited weights, the teacher's outputs, ensemble members' outputs."""
         trials = self.state.trials
         trial = trials[self.state.leases[lease].trial]
         parent = trials.get(trial.parent) if trial.parent is not None else None
         needs: list[str] = []
 
-        def source(trial_id: int, *artifacts: str) -> dict[str, Any]:
-            other = trials[trial_id]
-            digests = {name: (other.artifacts or {}).get(name) for name in artifacts}
-            needs.extend(d for d in digests.values() if d and d not in needs)
-            return {"trial": other.id, "architecture": other.architecture,
-                    "hyperparameters": other.hyperparameters, **digests}
+        def needed(other: Trial, artifact: Artifact) -> str | None:
+            digest = (other.artifacts or {}).get(artifact)
+            if digest and digest not in needs:
+                needs.append(digest)
+            return digest
 
         inherit = None
         if trial.inherit and trial.inherit["mode"] != "off":
-            inherit = {"mode": trial.inherit["mode"],
-                       "sources": [{**source(t, "weights"), "weight": w}
-                                   for t, w in zip(trial.inherit["sources"], trial.inherit["weights"], strict=True)]}
-        teacher = {**trial.teacher, **source(trial.teacher["id"], "outputs")} if trial.teacher else None
-        members = ([source(m, "outputs") for m in trial.architecture["members"]]
-                   if trial.kind == ENSEMBLE else None)
-        return {
-            "lease": lease, "trial": trial.id, "key": trial.key, "kind": trial.kind,
-            "architecture": trial.architecture, "hyperparameters": trial.hyperparameters,
-            "parent": trial.parent, "parent_artifacts": (parent.artifacts or {}) if parent else {},
-            "seed": trial.seed, "inherit": inherit, "teacher": teacher, "members": members, "needs": needs,
-        }
+            sources = [trials[t] for t in trial.inherit["sources"]]
+            inherit = Inherit(trial.inherit["mode"], tuple(
+                Source(s.id, tuple(s.architecture), s.hyperparameters, needed(s, Artifact.WEIGHTS), w)
+                for s, w in zip(sources, trial.inherit["weights"], strict=True)))
+        teacher = None
+        if trial.teacher:
+            plan, source = trial.teacher, trials[trial.teacher["id"]]
+            teacher = Teacher(kind=plan["kind"], trial=source.id, loss=plan["loss"], temperature=plan["temperature"],
+                              weight=plan["weight"], architecture=architecture_of(source.architecture),
+                              hyperparameters=source.hyperparameters, outputs=needed(source, Artifact.OUTPUTS))
+        members = None
+        if trial.kind == ENSEMBLE:
+            members = tuple(Member(m.id, tuple(m.architecture), m.hyperparameters, needed(m, Artifact.OUTPUTS))
+                            for m in (trials[i] for i in trial.architecture["members"]))
+        return WorkItem(
+            lease=lease, trial=trial.id, key=trial.key, kind=trial.kind,
+            architecture=architecture_of(trial.architecture), hyperparameters=trial.hyperparameters,
+            seed=trial.seed, parent=trial.parent, parent_artifacts=dict(parent.artifacts or {}) if parent else {},
+            inherit=inherit, teacher=teacher, members=members, needs=tuple(needs),
+        )
 
     def time_up(self) -> bool:
         """Whether the run's wall-clock budget (``search.minutes``) is spent."""
-        minutes = self.state.config["search"]["minutes"]
+        minutes = self.state.config.search.minutes
         return bool(minutes) and self._started_at is not None and self._clock() >= self._started_at + 60 * minutes
 
     def _next_trial(self) -> int | None:
@@ -150,22 +155,22 @@ class Scheduler:
         held = self.state.leases.get(lease)
         if held is None:
             return False, "lease is not in flight (a repeated or late result)"
-        problem = problem_with(self.state.config, metrics)
+        problem = problem_with(self.state.config.evaluator.kind, metrics)
         if problem is not None:
             # A diverged training is the candidate's failure; a metric the run does not know, or one out
             # of its bounds, is the trainer's.
-            blame = CANDIDATE if "not finite" in problem else INFRASTRUCTURE
+            blame = Blame.CANDIDATE if "not finite" in problem else Blame.INFRASTRUCTURE
             self.fail(lease, f"result refused: {problem}", blame)
             return True, "recorded as failed"
         if score(self.state.config, metrics) is None:
-            self.fail(lease, f"result has no {self.state.config['search']['metric']!r}")
+            self.fail(lease, f"result has no {self.state.config.search.metric!r}")
             return True, "recorded as failed"
         self.deadlines.pop(lease, None)
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
                                         "artifacts": artifacts, "inherited": list(inherited)})
         return True, "recorded"
 
-    def fail(self, lease: int, reason: str, blame: str = CANDIDATE) -> tuple[bool, str]:
+    def fail(self, lease: int, reason: str, blame: Blame = Blame.CANDIDATE) -> tuple[bool, str]:
         """Record that a candidate failed; ``blame`` is the candidate's own or the infrastructure's."""
         held = self.state.leases.get(lease)
         if held is None:
@@ -183,9 +188,9 @@ class Scheduler:
             return
         self.emit(ev.TRIAL_LOST, {"trial": held.trial, "lease": lease, "reason": reason})
         trial = self.state.trials[held.trial]
-        limit = self.state.config["engine"]["max_losses"]
+        limit = self.state.config.engine.max_losses
         if trial.losses >= limit:
-            self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None, "blame": INFRASTRUCTURE,
+            self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None, "blame": Blame.INFRASTRUCTURE,
                                          "reason": f"lost {trial.losses} times; last: {reason}"})
 
     def heartbeat(self, trainer: str, holder: str | None, leases: list[int], now: float) -> list[int]:
@@ -220,7 +225,7 @@ class Scheduler:
         if state.proposals >= state.budget:
             self.emit(ev.SEARCH_FINISHED, {"reason": f"budget of {state.budget} trials spent"})
         elif self.time_up():
-            minutes = state.config["search"]["minutes"]
+            minutes = state.config.search.minutes
             self.emit(ev.SEARCH_FINISHED, {"reason": f"time budget of {minutes:g} minutes spent"})
         elif self._exhausted:
             self.emit(ev.SEARCH_FINISHED, {"reason": f"space exhausted: {self._exhausted[1]}"})

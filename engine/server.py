@@ -142,7 +142,7 @@ class EngineServer:
         self.scheduler = Scheduler(state, started_at=started_at(log_, state))
         self.store = ArtifactStore(log_.run_dir / ARTIFACTS_DIR)
         self.bind, self.pub_bind, self.keys = bind, pub, keys
-        self.linger = linger if linger is not None else min(5.0, 2 * state.config["engine"]["heartbeat"])
+        self.linger = linger if linger is not None else min(5.0, 2 * state.config.engine.heartbeat)
         self.returning = state.finished is not None
         if self.returning:
             self.linger = max(self.linger, return_grace)
@@ -281,7 +281,7 @@ class EngineServer:
     def _housekeeping(self, now: float) -> None:
         """Forget silent sessions, remove stale partial uploads, log refused handshakes, publish counts."""
         self._housekept = now
-        timeout = self.state.config["engine"]["lease_timeout"]
+        timeout = self.state.config.engine.lease_timeout
         for identity, session in list(self.sessions.items()):
             if now - session.heard > timeout:
                 del self.sessions[identity]
@@ -370,8 +370,8 @@ class EngineServer:
         log.info("trainer %s connected from %s (pid %s on %s)", name, peer.address, message["pid"], message["host"])
         config = self.state.config
         replies.append((peer.identity, protocol.encode(
-            "welcome", run=self.state.run_id, name=name, config=config, heartbeat=config["engine"]["heartbeat"],
-            lease_timeout=config["engine"]["lease_timeout"],
+            "welcome", run=self.state.run_id, name=name, config=config.to_dict(), heartbeat=config.engine.heartbeat,
+            lease_timeout=config.engine.lease_timeout,
         )))
 
     def _free_name(self, name: str) -> str:
@@ -383,10 +383,10 @@ class EngineServer:
 
     def _work(self, identity: bytes, session: Session, slots: int) -> bytes:
         items = self.scheduler.assign(session.name, slots, session.holder) if slots else []
-        self._sent_leases.extend(item["lease"] for item in items)
+        self._sent_leases.extend(item.lease for item in items)
         done = not items and self.state.finished is not None
         session.told_done = session.told_done or done
-        return protocol.encode("work", items=items, retry=RETRY_SECONDS, done=done)
+        return protocol.encode("work", items=[item.to_message() for item in items], retry=RETRY_SECONDS, done=done)
 
     def _on_ready(self, identity: bytes, session: Session, message: dict[str, Any],
                   replies: list[tuple[bytes, bytes]]) -> None:

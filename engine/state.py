@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from engine.config import Config
+
 _NUMBERS = (int, float)
 
 
@@ -39,6 +41,21 @@ class Status(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+
+
+class Blame(StrEnum):
+    """Whose fault a failure is: the candidate's own (it cannot be built or trained, so the search learns
+    from it) or the infrastructure's around it (lost leases, transfers, a trainer that cannot read the data)."""
+
+    CANDIDATE = "candidate"
+    INFRASTRUCTURE = "infrastructure"
+
+
+class Artifact(StrEnum):
+    """What a trained trial leaves behind for others, by name in its ``artifacts`` (name -> digest)."""
+
+    WEIGHTS = "weights"  # the trained weights, inherited by later towers
+    OUTPUTS = "outputs"  # validation and test outputs, which teachers and ensembles are made of
 
 
 TOWER, ENSEMBLE = Kind.TOWER, Kind.ENSEMBLE
@@ -71,7 +88,7 @@ class Trial:
     score: float | None = None
     artifacts: dict[str, str] | None = None
     reason: str | None = None
-    blame: str | None = None
+    blame: Blame | None = None
 
 
 @dataclass(slots=True)
@@ -98,7 +115,7 @@ class State:
 
     seq: int = 0
     run_id: str | None = None
-    config: dict[str, Any] | None = None
+    config: Config | None = None
     trials: dict[int, Trial] = field(default_factory=dict)
     queue: deque[int] = field(default_factory=deque)
     leases: dict[int, Lease] = field(default_factory=dict)
@@ -115,7 +132,7 @@ class State:
 
     @property
     def budget(self) -> int:
-        return self.config["search"]["trials"] if self.config else 0
+        return self.config.search.trials if self.config else 0
 
     def best_trial(self) -> Trial | None:
         return self.trials[self.top[0]] if self.top else None
@@ -157,10 +174,10 @@ class Ranking(NamedTuple):
     ensembles_by_loss: bool  # ensemble.criterion = "val_loss"
 
 
-def ranking_of(config: dict[str, Any]) -> Ranking:
-    search = config["search"]
-    return Ranking(search["metric"], 1.0 if search["mode"] == "max" else -1.0, search["beam"]["k"],
-                   search["tie_break"] == "val_loss", config["ensemble"]["criterion"] == "val_loss")
+def ranking_of(config: Config) -> Ranking:
+    search = config.search
+    return Ranking(search.metric, 1.0 if search.mode == "max" else -1.0, search.beam.k,
+                   search.tie_break == "val_loss", config.ensemble.criterion == "val_loss")
 
 
 def signed(value: Any, sign: float) -> float | None:
@@ -169,7 +186,7 @@ def signed(value: Any, sign: float) -> float | None:
     return sign * float(value)
 
 
-def score(config: dict[str, Any], metrics: dict[str, float] | None) -> float | None:
+def score(config: Config, metrics: dict[str, float] | None) -> float | None:
     """The search metric as a number where larger is better (None when absent or not finite)."""
     ranking = ranking_of(config)
     return signed((metrics or {}).get(ranking.metric), ranking.sign)

@@ -18,10 +18,11 @@ import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from engine import events as ev
 from engine.artifacts import ARTIFACTS_DIR
-from engine.config import apply_overrides, overrides_dict, resolve_config
+from engine.config import Config, apply_overrides, overrides_dict, resolve_config
 from engine.fold import fold_records
 from engine.runs import ReplayError, new_run, reader_at
 from engine.spaces import SpaceError, make_space
@@ -50,9 +51,9 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
         _check_fixed_keys(prefix, merged)  # before resolving, which would name a mismatch less plainly
         config = resolve_config(merged)
         _check_inheritance(prefix, config)
-        if config["search"]["trials"] < prefix.proposals:
+        if config.search.trials < prefix.proposals:
             raise ForkError(
-                f"search.trials={config['search']['trials']} is below the {prefix.proposals} candidates "
+                f"search.trials={config.search.trials} is below the {prefix.proposals} candidates "
                 f"proposed by event {at}"
             )
         with new_run(into) as child:
@@ -65,7 +66,7 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
             child.append(batch, expected_head=child.head)
             payload = {
                 "run_id": uuid.uuid4().hex, "parent_run": prefix.run_id, "parent_path": str(run_dir.resolve()),
-                "parent_seq": at, "overrides": changes, "config": config,
+                "parent_seq": at, "overrides": changes, "config": config.to_dict(),
             }
             child.append([ev.TYPES.encode(ev.SEARCH_FORKED, payload, at=time.time())], expected_head=at)
             _link_artifacts(run_dir / ARTIFACTS_DIR, into / ARTIFACTS_DIR)
@@ -74,21 +75,22 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
         return state
 
 
-def _check_fixed_keys(prefix: State, config: dict) -> None:
+def _check_fixed_keys(prefix: State, merged: dict[str, Any]) -> None:
     """A fork may change how the search goes on, not what its inherited trials were: the same space
-    kind and data."""
+    kind and data (``merged`` is the parent's config with the fork's overrides, not yet resolved)."""
+    before = prefix.config.to_dict()
     for section, key in (("space", "kind"), ("space", "dataset")):
-        if config.get(section, {}).get(key) != prefix.config[section].get(key):
+        if merged.get(section, {}).get(key) != before[section].get(key):
             raise ForkError(f"a fork cannot change {section}.{key}: the trials it inherits belong to "
-                            f"{prefix.config[section].get(key)!r}; start a new run instead")
-    if config.get("data") != prefix.config.get("data"):
+                            f"{before[section].get(key)!r}; start a new run instead")
+    if merged.get("data") != before["data"]:
         raise ForkError("a fork cannot change [data]: the trials it inherits were scored on the run's data; "
                         "start a new run instead")
 
 
-def _check_inheritance(prefix: State, config: dict) -> None:
+def _check_inheritance(prefix: State, config: Config) -> None:
     """Every inherited candidate must still be a member of the (possibly wider) forked space."""
-    space = make_space(config["space"])
+    space = make_space(config.space)
     for trial in prefix.trials.values():
         if trial.status == FAILED or trial.kind != TOWER:
             continue

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from engine import events as ev
+from engine.config import Config
 from engine.state import ENSEMBLE, State, Trial
 
 
@@ -39,16 +40,15 @@ def pareto_front(state: State, cost: str = "params") -> list[Trial]:
 
 def status_dict(state: State, top: int = 10) -> dict[str, Any]:
     """What ``engine status --json`` prints: progress, best, beam, leaderboard, queue and leases."""
-    config = state.config or {}
-    search = config.get("search", {})
+    config = state.config
     best = state.best_trial()
     return {
         "run_id": state.run_id,
         "seq": state.seq,
-        "space": config.get("space", {}).get("kind"),
-        "algorithm": search.get("algorithm"),
-        "metric": search.get("metric"),
-        "mode": search.get("mode"),
+        "space": config.space.kind if config else None,
+        "algorithm": config.search.algorithm if config else None,
+        "metric": config.search.metric if config else None,
+        "mode": config.search.mode if config else None,
         "budget": state.budget,
         "proposed": state.proposals,
         "completed": len(state.completed),
@@ -72,7 +72,7 @@ def status_dict(state: State, top: int = 10) -> dict[str, Any]:
 def state_dict(state: State) -> dict[str, Any]:
     """The whole state (every trial) as JSON-ready data, for ``engine replay --json``."""
     return {**status_dict(state, top=len(state.completed)),
-            "config": state.config,
+            "config": state.config.to_dict(),
             "trials": [_trial_dict(t) for t in state.trials.values()]}
 
 
@@ -82,7 +82,7 @@ def _metric(trial: Trial, name: str) -> str:
 
 
 def render_leaderboard(state: State, top: int = 10) -> str:
-    metric = state.config["search"]["metric"]
+    metric = state.config.search.metric
     rows = state.leaderboard()[:top]
     if not rows:
         return "  (no completed trials yet)"
@@ -96,12 +96,12 @@ def render_leaderboard(state: State, top: int = 10) -> str:
 def render_status(state: State, top: int = 10) -> str:
     """The human-readable status page of a run."""
     config = state.config
-    search = config["search"]
-    space = config["space"]
-    where = space.get("dataset", "")
+    search = config.search
+    space = config.space
+    where = getattr(space, "dataset", "")
     lines = [
-        f"run {state.run_id}  space {space['kind']}{'/' + where if where else ''}  search {search['algorithm']} "
-        f"(seed {search['seed']})  at event {state.seq}",
+        f"run {state.run_id}  space {space.kind}{'/' + where if where else ''}  search {search.algorithm} "
+        f"(seed {search.seed})  at event {state.seq}",
     ]
     if state.forked_from:
         origin = state.forked_from
@@ -114,27 +114,27 @@ def render_status(state: State, top: int = 10) -> str:
     )
     best = state.best_trial()
     if best is not None:
-        lines.append(f"best: trial {best.id}  {search['metric']} {_metric(best, search['metric'])}  {best.key}")
+        lines.append(f"best: trial {best.id}  {search.metric} {_metric(best, search.metric)}  {best.key}")
     ensemble = state.best_ensemble()
     if ensemble is not None:
-        lines.append(f"best ensemble: trial {ensemble.id}  {search['metric']} {_metric(ensemble, search['metric'])}  "
+        lines.append(f"best ensemble: trial {ensemble.id}  {search.metric} {_metric(ensemble, search.metric)}  "
                      f"members {ensemble.architecture['members']} ({ensemble.architecture['combiner']})")
-    elif state.config["ensemble"]["strategy"] != "none":
+    elif state.config.ensemble.strategy != "none":
         tried = len(state.leaderboard(ENSEMBLE))
         lines.append(f"best ensemble: none beats the best tower alone yet ({tried} tried)")
-    lines.append(f"leaderboard ({search['metric']}, {search['mode']}):")
+    lines.append(f"leaderboard ({search.metric}, {search.mode}):")
     lines.append(render_leaderboard(state, top))
-    lines.append(f"beam (top-{search['beam']['k']}): {', '.join(map(str, state.top)) or '-'}")
+    lines.append(f"beam (top-{search.beam.k}): {', '.join(map(str, state.top)) or '-'}")
     front = pareto_front(state)
     if front:
-        lines.append(f"pareto front ({search['metric']} against parameters):")
+        lines.append(f"pareto front ({search.metric} against parameters):")
         for trial in front:
-            lines.append(f"  trial {trial.id:>6}  {_metric(trial, search['metric']):>10}  "
+            lines.append(f"  trial {trial.id:>6}  {_metric(trial, search.metric):>10}  "
                          f"{int(trial.metrics['params']):>10,} params  {trial.key}")
     if state.leases:
         lines.append("leases in flight:")
         now = time.time()
-        timeout = config["engine"]["lease_timeout"]
+        timeout = config.engine.lease_timeout
         for lease in state.leases.values():
             # The recorded deadline is the first one; heartbeats renew it without events, so show the age.
             lines.append(f"  lease {lease.id}  trial {lease.trial}  trainer {lease.trainer}  "
@@ -164,8 +164,8 @@ def render_event(event: ev.Event) -> str:
     elif event.type in (ev.TRIAL_FAILED, ev.TRIAL_LOST):
         gist = f"trial {p['trial']} (lease {p['lease']}): {p['reason']}"
     elif event.type == ev.SEARCH_STARTED:
-        search = p["config"]["search"]
-        gist = f"run {p['run_id']}: {p['config']['space']['kind']}, {search['algorithm']}, {search['trials']} trials"
+        config = Config.from_dict(p["config"])
+        gist = f"run {p['run_id']}: {config.space.kind}, {config.search.algorithm}, {config.search.trials} trials"
     elif event.type == ev.SEARCH_FORKED:
         gist = f"run {p['run_id']} forked from {p['parent_path']} at {p['parent_seq']}: {p['overrides']}"
     elif event.type == ev.SEARCH_RESUMED:

@@ -19,24 +19,25 @@ from hypothesis import strategies as st
 
 from engine import events as ev
 from engine import protocol
-from engine.config import apply_overrides, resolve_config
+from engine.config import Config, apply_overrides, resolve_config
 from engine.log import EventLog
-from engine.metrics import declared
+from engine.metrics import METRICS
 from engine.runs import open_run
 from engine.scheduler import Scheduler
 from engine.server import EngineServer
-from engine.state import COMPLETED, FAILED, QUEUED, RUNNING, State
+from engine.state import COMPLETED, FAILED, QUEUED, RUNNING, TOWER, State
+from engine.work import WorkItem
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def nb201_config(**overrides: Any) -> dict[str, Any]:
+def nb201_config(**overrides: Any) -> Config:
     """A resolved nb201 config; keyword overrides use ``__`` for dots (``search__trials=5``)."""
     raw = {"space": {"kind": "nb201", "dataset": "cifar10"}, "search": {"trials": 20}}
     return resolve_config(apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}))
 
 
-def tower_config(**overrides: Any) -> dict[str, Any]:
+def tower_config(**overrides: Any) -> Config:
     raw = {"space": {"kind": "tower", "max_depth": 4}, "search": {"trials": 20}}
     return resolve_config(apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}))
 
@@ -173,8 +174,9 @@ class FakeEngine:
     def send(self, frame: bytes) -> None:
         self.router.send_multipart([self.identity, frame])
 
-    def welcome(self, name: str, config: dict[str, Any] | None = None) -> None:
-        self.send(protocol.encode("welcome", run="r1", name=name, config=config or nb201_config(), heartbeat=0.3,
+    def welcome(self, name: str, config: Config | None = None) -> None:
+        config = config or nb201_config()
+        self.send(protocol.encode("welcome", run="r1", name=name, config=config.to_dict(), heartbeat=0.3,
                                   lease_timeout=3.0))
 
     def close(self) -> None:
@@ -185,6 +187,14 @@ class FakeEngine:
 def hello_fields(name: str = "peer", leases: list[int] | None = None, secret: str = "0" * 32) -> dict[str, Any]:
     """The fields of a hello."""
     return {"name": name, "host": "test", "pid": os.getpid(), "leases": leases or [], "secret": secret}
+
+
+def tower_item(lease: int, architecture: list[str], *, trial: int | None = None, seed: int = 11,
+               hyperparameters: dict[str, Any] | None = None, **fields: Any) -> WorkItem:
+    """A work item for a tower trained from scratch (its trial is the lease unless given), as a test's fake
+    engine hands it out; ``fields`` set the rest (parent, parent_artifacts, inherit, teacher, needs)."""
+    return WorkItem(lease=lease, trial=lease if trial is None else trial, key="|".join(architecture), kind=TOWER,
+                    architecture=tuple(architecture), hyperparameters=hyperparameters or {}, seed=seed, **fields)
 
 
 def write_toml(path: Path, text: str) -> Path:
@@ -230,8 +240,8 @@ def pick(state: State, index: int) -> int | None:
 def drive(log: EventLog, state: State, script: list[tuple]) -> Recording:
     """Apply a command script, committing after each command like the server does after a batch."""
     scheduler = Recording(state)
-    metric = state.config["search"]["metric"]
-    other = next(name for name in declared(state.config) if name != metric)
+    metric = state.config.search.metric
+    other = next(name for name in METRICS[state.config.evaluator.kind] if name != metric)
     for name, index, slots, value, keep in script:
         trainer = TRAINERS[index % len(TRAINERS)]
         lease = pick(state, index)

@@ -13,14 +13,14 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from support import FakeEngine, nb201_config
+from support import FakeEngine, nb201_config, tower_item
 
 from engine import protocol
 from trainers.daemon import HeldLease, Phase, PhaseError
 
 WAITING, RUNNING, ABANDONED, FINISHED, REPORTED, RELEASED = Phase
 
-ITEM = {"lease": 7, "trial": 3}
+ITEM = tower_item(7, ["dense_32"], trial=3)
 FINISHED_MESSAGE = ("result", {"lease": 7, "metrics": {"val_acc": 0.5}, "inherited": []})
 SENT_MESSAGE = ("result", {**FINISHED_MESSAGE[1], "artifacts": {}, "slots": 0})
 
@@ -60,7 +60,7 @@ ROUTE: dict[Phase, list[str]] = {
 
 
 def held_in(phase: Phase) -> HeldLease:
-    held = HeldLease(dict(ITEM))
+    held = HeldLease(ITEM)
     for transition in ROUTE[phase]:
         TRANSITIONS[transition](held)
     assert held.phase is phase
@@ -88,7 +88,7 @@ def test_a_transition_moves_a_lease_only_from_the_phases_it_allows(transition: s
 
 
 def test_a_lease_carries_what_its_phase_needs_and_lets_go_of_the_rest() -> None:
-    held = HeldLease(dict(ITEM))
+    held = HeldLease(ITEM)
     assert (held.lease, held.phase, held.future, held.message) == (7, WAITING, None, None)
     future: Future = Future()
     held.start(future)
@@ -103,7 +103,7 @@ def test_a_lease_carries_what_its_phase_needs_and_lets_go_of_the_rest() -> None:
 
 
 def test_a_lease_that_never_ran_fails_with_no_artifacts() -> None:
-    held = HeldLease(dict(ITEM))
+    held = HeldLease(ITEM)
     held.finish(("fail", {"lease": 7, "reason": "an artifact it needs is unavailable", "blame": "infrastructure"}))
     assert held.phase is FINISHED and held.artifacts == {}
 
@@ -145,7 +145,7 @@ class HeartbeatingEngine(FakeEngine):
                 self.send(protocol.encode("beat", unknown=sorted(self.forgotten & set(fields["leases"]))))
 
     def work(self, *leases: int, done: bool = False) -> None:
-        items = [{"lease": lease, "trial": lease, "architecture": CELL, "needs": []} for lease in leases]
+        items = [tower_item(lease, CELL).to_message() for lease in leases]
         self.send(protocol.encode("work", items=items, retry=1.0, done=done))
 
     def ack(self, lease: int) -> None:

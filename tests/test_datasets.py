@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from support import ROOT
 
-from engine.config import DATA_SCHEMA, resolve_config
+from engine.config import DataOptions, read_section, resolve_config
 from trainers.datasets import DataError, check_data, load_dataset
 
 sys.path.insert(0, str(ROOT / "examples"))
@@ -18,9 +18,9 @@ from make_shapes import make_shapes  # noqa: E402
 pytest.importorskip("keras")
 
 
-def data_config(**values) -> dict:
-    config = {key: option.default for key, option in DATA_SCHEMA.items()}
-    return {**config, **values}
+def data_config(**values) -> DataOptions:
+    """A ``data`` section: the defaults, with ``values`` read and checked as a ``[data]`` table is."""
+    return read_section(DataOptions, values, "data")
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -100,7 +100,8 @@ def test_npz_arrays_of_any_rank_and_regression(tmp_path: Path) -> None:
     data = load_dataset(data_config(dataset="npz", path=str(tmp_path / "cube.npz")))
     assert data.task == "classification" and data.features["train"].shape[1:] == (6, 5, 2)
     np.savez(tmp_path / "reg.npz", x=rng.normal(size=(40, 3)), y=rng.normal(size=40))
-    assert check_data(data_config(dataset="npz", path=str(tmp_path / "reg.npz"))) == "regression"
+    npz = {"dataset": "npz", "path": str(tmp_path / "reg.npz")}
+    assert check_data(resolve_config({"space": {"kind": "tower"}, "data": npz})).data.task == "regression"
     np.savez(tmp_path / "nolabel.npz", x=x)
     with pytest.raises(DataError, match="no array 'y'"):
         load_dataset(data_config(dataset="npz", path=str(tmp_path / "nolabel.npz")))
@@ -122,5 +123,7 @@ def test_a_keras_config_freezes_the_task_and_checks_the_data(tmp_path: Path) -> 
     path = write_csv(tmp_path / "t.csv", CSV.replace("yes", "1.5").replace("no", "2.25"))
     data = {"dataset": "csv", "path": str(path), "label": "label"}
     config = resolve_config({"space": {"kind": "tower"}, "data": data})
-    assert config["data"]["task"] == "regression"
-    assert (config["search"]["metric"], config["search"]["mode"]) == ("val_mae", "min")
+    assert (config.data.task, config.search.metric) == ("auto", ""), "resolving never reads the data"
+    checked = check_data(config)
+    assert checked.data.task == "regression"
+    assert (checked.search.metric, checked.search.mode) == ("val_mae", "min")

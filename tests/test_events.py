@@ -79,10 +79,15 @@ def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path)
     """Config v3 added search.tie_break and beam exploration, v4 ensemble.criterion, v5 space.draw, v6
     search.beam.explore_pick and ensemble.replicas, v7 ensemble.start; a v2 run replays as it ran (ties to
     the earlier trial, no exploration, ensembles by score grown from the leader, towers drawn left to right,
-    no replicas) instead of today's defaults."""
+    no replicas) instead of today's defaults. Until v8 the event's version was its config's: a v2 event's
+    config (no "version" key) decodes stamped as version 2, and Config.from_dict migrates it."""
     from support import tower_config
 
-    config = tower_config()
+    from engine.config import CONFIG_VERSION, Config
+    from engine.fold import fold_records
+
+    config = tower_config().to_dict()
+    del config["version"]
     del config["search"]["tie_break"], config["search"]["beam"]["explore"], config["search"]["beam"]["explore_draws"]
     del config["ensemble"]["criterion"], config["space"]["draw"], config["search"]["beam"]["explore_pick"]
     del config["ensemble"]["replicas"], config["ensemble"]["start"]
@@ -91,14 +96,20 @@ def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path)
     with EventLog.create(tmp_path, sync=False) as log:
         log.append(old, expected_head=0)
         (started,) = log.read()
-    search = started.payload["config"]["search"]
-    assert started.v == 7
-    assert (search["tie_break"], search["beam"]["explore"], search["beam"]["explore_draws"]) == ("first", 0.0, 1)
-    assert started.payload["config"]["ensemble"]["criterion"] == "score", "v4 added ensemble.criterion"
-    assert started.payload["config"]["space"]["draw"] == "positions", "v5 added space.draw"
-    assert search["beam"]["explore_pick"] == "ei", "v6 added search.beam.explore_pick"
-    assert started.payload["config"]["ensemble"]["replicas"] == 0, "and ensemble.replicas"
-    assert started.payload["config"]["ensemble"]["start"] == "leader", "v7 added ensemble.start"
-    assert tower_config()["search"]["tie_break"] == "val_loss", "new runs break ties by validation loss"
-    assert tower_config()["space"]["draw"] == "blocks", "new runs draw towers as collections of blocks"
-    assert tower_config()["search"]["beam"]["explore_pick"] == "thompson"
+        folded = fold_records(log.records()).config
+        assert [raw for _, raw in log.read_raw()] == old, "stored bytes are never rewritten"
+    assert started.v == ev.TYPES.version(ev.SEARCH_STARTED) == 8
+    assert started.payload["config"] == {**config, "version": 2}, "the config is stamped with its version, as stored"
+    read = Config.from_dict(started.payload["config"])
+    assert folded == read, "the fold reads the config the same way"
+    assert read.version == CONFIG_VERSION
+    search = read.search
+    assert (search.tie_break, search.beam.explore, search.beam.explore_draws) == ("first", 0.0, 1)
+    assert read.ensemble.criterion == "score", "v4 added ensemble.criterion"
+    assert read.space.draw == "positions", "v5 added space.draw"
+    assert search.beam.explore_pick == "ei", "v6 added search.beam.explore_pick"
+    assert read.ensemble.replicas == 0, "and ensemble.replicas"
+    assert read.ensemble.start == "leader", "v7 added ensemble.start"
+    assert tower_config().search.tie_break == "val_loss", "new runs break ties by validation loss"
+    assert tower_config().space.draw == "blocks", "new runs draw towers as collections of blocks"
+    assert tower_config().search.beam.explore_pick == "thompson"

@@ -98,7 +98,7 @@ def test_a_wall_clock_budget_stops_new_proposals_and_lets_running_ones_finish(tm
         now[0] += 61
         assert scheduler.assign("t", 1) == [], "no new candidate once the minutes are spent"
         assert not scheduler.finish_if_done(), "the candidate in flight still finishes"
-        scheduler.complete(running["lease"], {"val_acc": 80.0}, {})
+        scheduler.complete(running.lease, {"val_acc": 80.0}, {})
         assert scheduler.finish_if_done()
     assert state.finished == "time budget of 1 minutes spent" and state.proposals == 1
 
@@ -114,10 +114,10 @@ def test_trials_with_the_same_score_are_ranked_by_the_tie_break(tmp_path: Path, 
     with log:
         items = scheduler.assign("t", 3)
         for item, loss in zip(items, (0.5, 0.3, 0.9), strict=True):
-            scheduler.complete(item["lease"], {"val_accuracy": 0.9, "val_loss": loss}, {})
+            scheduler.complete(item.lease, {"val_accuracy": 0.9, "val_loss": loss}, {})
         log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
         events = list(log.read())
-    ids = [item["trial"] for item in items]
+    ids = [item.trial for item in items]
     assert len(ids) == 3 and state.best_trial().id == ids[best]
     assert [t.id for t in state.leaderboard()] == state.top
     assert fold_all(events) == state

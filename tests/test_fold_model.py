@@ -219,7 +219,7 @@ class FoldModel(RuleBasedStateMachine):
         """A new run (its config drawn), and a first trainer asking for ``slots`` candidates at once."""
         config = nb201_config(search__algorithm="random", search__trials=trials, search__beam__k=k,
                               search__mode=mode, search__tie_break=tie_break, engine__max_losses=max_losses)
-        assert config["engine"]["lease_timeout"] == TIMEOUT and config["search"]["metric"] == METRIC
+        assert config.engine.lease_timeout == TIMEOUT and config.search.metric == METRIC
         self.directory = Path(tempfile.mkdtemp(prefix="fold-model-"))
         self.log, self.state = create_run(self.directory / "run", config, sync=False)
         self.scheduler = Scheduler(self.state, now=0.0, clock=lambda: 1000.0)
@@ -253,7 +253,7 @@ class FoldModel(RuleBasedStateMachine):
     def ready(self, trainer: tuple[str, str | None], slots: int) -> None:
         name, holder = trainer
         work = self.scheduler.assign(name, slots, holder=holder)
-        assert [(item["lease"], item["trial"]) for item in work] == self.model.assign(name, holder, slots)
+        assert [(item.lease, item.trial) for item in work] == self.model.assign(name, holder, slots)
         self.commit()
 
     @rule(picks=st.lists(st.integers(0, 99), max_size=3), now=st.integers(0, 100))

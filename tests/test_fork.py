@@ -46,7 +46,7 @@ def test_a_fork_copies_the_prefix_and_never_changes_the_parent(tmp_path_factory,
     assert len(child_events) == at + 1 and forked.type == ev.SEARCH_FORKED
     assert forked.payload["parent_seq"] == at
     assert forked.payload["overrides"] == {"search.algorithm": algorithm, "search.seed": seed, "search.trials": 14}
-    assert child.config["search"]["algorithm"] == algorithm
+    assert child.config.search.algorithm == algorithm
 
     with EventLog.open_reader(root / "parent") as parent_log:
         before = fold_all(parent_log.read(1, at))

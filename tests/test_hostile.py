@@ -206,7 +206,7 @@ def test_a_hello_under_another_trainers_name_takes_nothing_from_it(serve, tmp_pa
     victim, impostor = Peer(served.endpoint), Peer(served.endpoint)
     victim.hello("victim")
     victim.send("ready", slots=2)
-    lease, other = (item["lease"] for item in victim.expect("work")["items"])
+    lease, other = (item.lease for item in victim.expect("work")["items"])
 
     assert impostor.hello("victim", leases=[lease, other])["name"] == "victim-2"
     assert not events_of(served, ev.TRIAL_LOST), "the victim's session and leases stay"
@@ -244,7 +244,7 @@ def test_under_curve_a_secret_proves_nothing_from_another_key(serve, tmp_path: P
     second = Peer(served.endpoint, curve=trainer_keys(paths["server_public"], second_secret))
     first.hello("first")
     first.send("ready", slots=1)
-    lease = first.expect("work")["items"][0]["lease"]
+    lease = first.expect("work")["items"][0].lease
     second.secret = first.secret  # a leaked secret, used from another authorised key
     assert second.hello("first", leases=[lease])["name"] == "first-2"
     second.send("result", lease=lease, metrics={"val_acc": 99.0}, artifacts={}, inherited=[], slots=0)
@@ -261,7 +261,7 @@ def test_metrics_are_checked_against_the_run(serve) -> None:
     peer = Peer(served.endpoint)
     peer.hello()
     peer.send("ready", slots=5)
-    leases = [item["lease"] for item in peer.expect("work")["items"]]
+    leases = [item.lease for item in peer.expect("work")["items"]]
     reports = [
         ({"val_acc": 80.0, "train_time": float("nan")}, "result refused: train_time is not finite (nan)", "candidate"),
         ({"val_acc": float("inf")}, "result refused: val_acc is not finite (inf)", "candidate"),
@@ -360,12 +360,12 @@ def test_a_lease_deadline_runs_from_when_its_work_is_sent(tmp_path: Path) -> Non
         scheduler = Scheduler(state, now=0.0)
         [item] = scheduler.assign("t", 1)
         scheduler.expire(now=1000.0)  # the engine spent long proposing: the work has not left yet
-        assert item["lease"] in state.leases
-        scheduler.sent([item["lease"]], now=1000.0)
+        assert item.lease in state.leases
+        scheduler.sent([item.lease], now=1000.0)
         scheduler.expire(now=1001.5)
-        assert item["lease"] in state.leases
+        assert item.lease in state.leases
         scheduler.expire(now=1002.5)
-        assert item["lease"] not in state.leases
+        assert item.lease not in state.leases
 
 
 class SlowProposer(Proposer):
@@ -380,7 +380,7 @@ def test_slow_proposals_do_not_expire_the_leases_they_hand_out(serve, monkeypatc
     peer = Peer(served.endpoint)
     peer.hello()
     peer.send("ready", slots=4)  # 2 s of proposing, twice the lease timeout
-    leases = [item["lease"] for item in peer.expect("work", timeout=10)["items"]]
+    leases = [item.lease for item in peer.expect("work", timeout=10)["items"]]
     assert len(leases) == 4
     for _ in range(4):
         peer.send("heartbeat", leases=leases)
@@ -433,7 +433,7 @@ def test_an_honest_trainer_completes_its_search_through_every_attack(serve, trai
     for _ in range(50):
         attacker.send("blob_get", digest=digest, offset=0)
     attacker.send("ready", slots=1)  # a lease of its own, reported with a NaN
-    [own] = [item["lease"] for item in until(attacker, "work")["items"]]
+    [own] = [item.lease for item in until(attacker, "work")["items"]]
     attacker.send("result", lease=own, metrics={"val_accuracy": float("nan")}, artifacts={}, inherited=[], slots=0)
 
     thread.join(timeout=120)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ROOT, status_json, write_toml
+from support import ROOT, status_json, tower_item, write_toml
 
 from engine import events as ev
-from engine.config import apply_overrides, resolve_config
+from engine.config import Config, apply_overrides, resolve_config
 from engine.metrics import problem_with
+from engine.work import WorkItem
 from trainers.evaluator import EvaluationError, make_evaluator
 
 keras = pytest.importorskip("keras")
@@ -20,15 +21,14 @@ keras = pytest.importorskip("keras")
 HP = {"learning_rate": 0.003, "dropout": 0.0, "batch_size": 32, "optimizer": "adam"}
 
 
-def keras_config(**overrides) -> dict:
+def keras_config(**overrides) -> Config:
     raw = {"space": {"kind": "tower", "max_depth": 3}, "data": {"dataset": "mnist1d", "samples": 400},
            "training": {"epochs": 2, "patience": 1}}
     return resolve_config(apply_overrides(raw, {k.replace("__", "."): v for k, v in overrides.items()}))
 
 
-def work(architecture, trial=1, **hp) -> dict:
-    return {"trial": trial, "lease": trial, "seed": 11, "architecture": architecture,
-            "hyperparameters": {**HP, **hp}, "parent": None, "parent_artifacts": {}}
+def work(architecture, trial=1, **hp) -> WorkItem:
+    return tower_item(trial, architecture, seed=11, hyperparameters={**HP, **hp})
 
 
 def test_a_candidate_trains_and_reports_metrics_and_weights() -> None:
@@ -36,7 +36,7 @@ def test_a_candidate_trains_and_reports_metrics_and_weights() -> None:
     evaluator = make_evaluator(config)
     outcome = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None)
     metrics = outcome.metrics
-    assert problem_with(config, metrics) is None, "what the engine accepts (engine/metrics.py)"
+    assert problem_with(config.evaluator.kind, metrics) is None, "what the engine accepts (engine/metrics.py)"
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
     assert metrics["params"] > 1000 and 1 <= metrics["epochs"] <= 2 and metrics["train_seconds"] > 0
     assert outcome.artifacts["weights"][:4] == b"\x89HDF", "weights travel as an HDF5 file"
@@ -65,8 +65,8 @@ def test_regression_reports_mean_absolute_error() -> None:
     config = resolve_config({"space": {"kind": "tower"}, "data": {"dataset": "diabetes"},
                              "training": {"epochs": 3}})
     outcome = make_evaluator(config).evaluate(work(["dense_32"], batch_size=16), fetch=None)
-    assert config["search"]["metric"] == "val_mae" and 0 < outcome.metrics["val_mae"] < 200
-    assert problem_with(config, outcome.metrics) is None
+    assert config.search.metric == "val_mae" and 0 < outcome.metrics["val_mae"] < 200
+    assert problem_with(config.evaluator.kind, outcome.metrics) is None
 
 
 CHURN = """
@@ -119,7 +119,7 @@ def test_export_then_predict_gives_what_the_trained_model_gives(churn_run: Path,
     best = state.best_trial()
     assert exported.metadata["trial"] == best.id and exported.metadata["classes"] == ["no", "yes"]
 
-    data = load_dataset(state.config["data"])
+    data = load_dataset(state.config.data)
     tower = rebuild(churn_run, best, data)
     expected = tower.predict(data.features["test"], verbose=0)
     assert np.allclose(apply_model(exported.model, data.raw["test"]), expected, atol=1e-5)

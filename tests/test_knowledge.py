@@ -9,30 +9,31 @@ import pytest
 from support import tower_config
 
 from engine import events as ev
-from engine.config import ConfigError, resolve_config
+from engine.config import Config, ConfigError, resolve_config
 from engine.ensembles import ensemble_key, plan_ensemble, plan_replica
 from engine.inheritance import plan_inheritance, plan_teacher
 from engine.log import EventLog
 from engine.scheduler import Scheduler
 from engine.state import ENSEMBLE, State
+from engine.work import WorkItem
 
 DIGEST = "ab" * 32
 
 
-def keras_config(**sections) -> dict:
+def keras_config(**sections) -> Config:
     raw = {"space": {"kind": "tower", "max_depth": 3}, "data": {"dataset": "mnist1d"}, **sections}
     return resolve_config(raw)
 
 
-def run_with(config: dict, results: list[tuple[float, float]]) -> tuple[State, Scheduler]:
+def run_with(config: Config, results: list[tuple[float, float]]) -> tuple[State, Scheduler]:
     """A state with one completed tower per (val_accuracy, val_loss), each with weights and outputs."""
     state = State()
     scheduler = Scheduler(state, now=0.0, clock=lambda: 0.0)
-    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config, "lineage": "test"})
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test"})
     for accuracy, val_loss in results:
         [item] = scheduler.assign("t", 1)
-        assert item["kind"] == "tower"
-        scheduler.complete(item["lease"], {"val_accuracy": accuracy, "val_loss": val_loss},
+        assert item.kind == "tower"
+        scheduler.complete(item.lease, {"val_accuracy": accuracy, "val_loss": val_loss},
                            {"weights": DIGEST, "outputs": DIGEST})
     return state, scheduler
 
@@ -63,17 +64,17 @@ def test_adaptive_ensembles_grow_only_when_they_improve() -> None:
     state.config = keras_config(ensemble={"strategy": "adaptive", "width": 3})  # from here on, with ensembles
     best, second, third = state.top
     [step] = scheduler.assign("t", 1)
-    assert step["kind"] == ENSEMBLE and step["architecture"]["members"] == [best, second]
-    assert {m["trial"] for m in step["members"]} == {best, second} and DIGEST in step["needs"]
-    scheduler.complete(step["lease"], {"val_accuracy": 0.88, "val_loss": 0.8}, {"outputs": DIGEST})
-    assert state.ensemble == step["trial"]
+    assert step.kind == ENSEMBLE and step.architecture.members == (best, second)
+    assert {m.trial for m in step.members} == {best, second} and DIGEST in step.needs
+    scheduler.complete(step.lease, {"val_accuracy": 0.88, "val_loss": 0.8}, {"outputs": DIGEST})
+    assert state.ensemble == step.trial
     [worse] = scheduler.assign("t", 1)
-    assert worse["architecture"]["members"] == [best, second, third]
-    scheduler.complete(worse["lease"], {"val_accuracy": 0.86, "val_loss": 0.9}, {"outputs": DIGEST})
-    assert state.ensemble == step["trial"], "an addition that does not help is set aside"
+    assert worse.architecture.members == (best, second, third)
+    scheduler.complete(worse.lease, {"val_accuracy": 0.86, "val_loss": 0.9}, {"outputs": DIGEST})
+    assert state.ensemble == step.trial, "an addition that does not help is set aside"
     assert plan_ensemble(state) is None, "every beam tower was tried against the best ensemble"
     [tower] = scheduler.assign("t", 1)
-    assert tower["kind"] == "tower"
+    assert tower.kind == "tower"
     assert state.top == [best, second, third], "ensembles never enter the beam"
 
 
@@ -82,26 +83,26 @@ def test_a_tower_that_beats_the_best_ensemble_starts_a_new_one() -> None:
     state.config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
     first, second = state.top
     [step] = scheduler.assign("t", 1)
-    scheduler.complete(step["lease"], {"val_accuracy": 0.82, "val_loss": 0.8}, {"outputs": DIGEST})
+    scheduler.complete(step.lease, {"val_accuracy": 0.82, "val_loss": 0.8}, {"outputs": DIGEST})
     assert plan_ensemble(state) is None, "the ensemble is full and beats every tower"
     state.config = keras_config(ensemble={"strategy": "none"})
     [tower] = scheduler.assign("t", 1)
-    scheduler.complete(tower["lease"], {"val_accuracy": 0.95, "val_loss": 0.2}, {"weights": DIGEST,
+    scheduler.complete(tower.lease, {"val_accuracy": 0.95, "val_loss": 0.2}, {"weights": DIGEST,
                                                                                  "outputs": DIGEST})
     state.config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
-    assert plan_ensemble(state)["members"] == [tower["trial"], first], "restarted from the new best tower"
+    assert plan_ensemble(state)["members"] == [tower.trial, first], "restarted from the new best tower"
 
 
 def test_an_ensemble_that_ties_the_best_tower_wins_on_validation_loss() -> None:
     state, scheduler = run_with(keras_config(), [(0.99, 0.10), (0.98, 0.12)])
     state.config = keras_config(ensemble={"strategy": "adaptive"})
     [same] = scheduler.assign("t", 1)
-    scheduler.complete(same["lease"], {"val_accuracy": 0.99, "val_loss": 0.11}, {"outputs": DIGEST})
+    scheduler.complete(same.lease, {"val_accuracy": 0.99, "val_loss": 0.11}, {"outputs": DIGEST})
     assert state.ensemble is None, "a tie on accuracy with a higher loss is no improvement"
     state.config = keras_config(ensemble={"strategy": "adaptive", "combiner": "weighted"})
     [better] = scheduler.assign("t", 1)
-    scheduler.complete(better["lease"], {"val_accuracy": 0.99, "val_loss": 0.07}, {"outputs": DIGEST})
-    assert state.ensemble == better["trial"], "the same accuracy with a lower loss is"
+    scheduler.complete(better.lease, {"val_accuracy": 0.99, "val_loss": 0.07}, {"outputs": DIGEST})
+    assert state.ensemble == better.trial, "the same accuracy with a lower loss is"
 
 
 @pytest.mark.parametrize("criterion", ["val_loss", "score"])
@@ -111,14 +112,14 @@ def test_the_ensemble_criterion_decides_what_an_ensemble_must_beat(criterion: st
     config = keras_config(ensemble={"strategy": "adaptive", "criterion": criterion})
     state, scheduler = run_with(config, [(0.99, 0.10), (0.98, 0.12)])
     [step] = scheduler.assign("t", 1)
-    assert step["kind"] == ENSEMBLE
-    scheduler.complete(step["lease"], {"val_accuracy": 0.985, "val_loss": 0.06}, {"outputs": DIGEST})
-    assert state.ensemble == (step["trial"] if criterion == "val_loss" else None)
+    assert step.kind == ENSEMBLE
+    scheduler.complete(step.lease, {"val_accuracy": 0.985, "val_loss": 0.06}, {"outputs": DIGEST})
+    assert state.ensemble == (step.trial if criterion == "val_loss" else None)
     if criterion == "val_loss":
         state.config = keras_config(ensemble={"strategy": "none", "criterion": criterion})
         [tower] = scheduler.assign("t", 1)
-        scheduler.complete(tower["lease"], {"val_accuracy": 0.9, "val_loss": 0.05}, {"outputs": DIGEST})
-        assert tower["trial"] not in state.top[:1] and state.ensemble is None, "a tower with a lower loss clears it"
+        scheduler.complete(tower.lease, {"val_accuracy": 0.9, "val_loss": 0.05}, {"outputs": DIGEST})
+        assert tower.trial not in state.top[:1] and state.ensemble is None, "a tower with a lower loss clears it"
 
 
 @pytest.mark.parametrize("start", ["criterion", "leader"])
@@ -140,9 +141,9 @@ def test_intermixed_ensembles_take_every_nth_proposal() -> None:
     state, scheduler = run_with(config, [(0.8, 1.0), (0.7, 1.0)])
     assert state.proposals == 2
     [step] = scheduler.assign("t", 1)
-    assert step["kind"] == ENSEMBLE and ensemble_key(step["architecture"]).startswith("ensemble ")
+    assert step.kind == ENSEMBLE and ensemble_key(step.architecture.to_message()).startswith("ensemble ")
     [tower] = scheduler.assign("t", 1)
-    assert tower["kind"] == "tower"
+    assert tower.kind == "tower"
 
 
 def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
@@ -155,27 +156,27 @@ def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
     assert state.trials[second].mutation != "replica", "the best tower waited for one more tower to complete"
     outputs = {"weights": DIGEST, "outputs": DIGEST}
 
-    def next_candidate(val_accuracy: float, val_loss: float) -> dict:
+    def next_candidate(val_accuracy: float, val_loss: float) -> WorkItem:
         [item] = scheduler.assign("t", 1)
-        scheduler.complete(item["lease"], {"val_accuracy": val_accuracy, "val_loss": val_loss}, outputs)
+        scheduler.complete(item.lease, {"val_accuracy": val_accuracy, "val_loss": val_loss}, outputs)
         return item
 
-    assert next_candidate(0.84, 0.95)["architecture"]["members"] == [best, second]  # set aside
-    replica, original = state.trials[next_candidate(0.84, 0.92)["trial"]], state.trials[best]
+    assert next_candidate(0.84, 0.95).architecture.members == (best, second)  # set aside
+    replica, original = state.trials[next_candidate(0.84, 0.92).trial], state.trials[best]
     assert (replica.kind, replica.architecture, replica.hyperparameters, replica.parent) == (
         "tower", original.architecture, original.hyperparameters, best)
     assert replica.mutation == "replica" and replica.key == original.key + " (replica 1)"
     assert replica.seed != original.seed and replica.inherit["mode"] == "off", "fresh weights: its own mistakes"
     assert replica.teacher["id"] == state.top[0], "the teacher any new tower would get"
     pair = next_candidate(0.87, 0.7)
-    assert pair["architecture"]["members"] == [best, replica.id], "the replica joins the pool"
-    assert state.ensemble == pair["trial"]
-    assert next_candidate(0.86, 0.8)["architecture"]["members"] == [best, replica.id, second]
-    again = state.trials[next_candidate(0.83, 0.93)["trial"]]
+    assert pair.architecture.members == (best, replica.id), "the replica joins the pool"
+    assert state.ensemble == pair.trial
+    assert next_candidate(0.86, 0.8).architecture.members == (best, replica.id, second)
+    again = state.trials[next_candidate(0.83, 0.93).trial]
     assert again.parent == best and again.key.endswith("(replica 2)"), "a replica counts for its original"
-    assert next_candidate(0.88, 0.6)["architecture"]["members"] == [best, replica.id, again.id]
-    assert next_candidate(0.87, 0.65)["architecture"]["members"] == [best, replica.id, again.id, second]
-    tower = state.trials[next_candidate(0.5, 2.0)["trial"]]
+    assert next_candidate(0.88, 0.6).architecture.members == (best, replica.id, again.id)
+    assert next_candidate(0.87, 0.65).architecture.members == (best, replica.id, again.id, second)
+    tower = state.trials[next_candidate(0.5, 2.0).trial]
     assert tower.kind == "tower" and tower.mutation != "replica", "two replicas each, then the search goes on"
 
 
@@ -191,7 +192,7 @@ def test_knowledge_sharing_settings_are_checked(sections: dict, message: str) ->
 
 
 def test_version_1_candidates_and_results_are_upcast(tmp_path: Path) -> None:
-    config = tower_config()
+    config = {key: value for key, value in tower_config().to_dict().items() if key != "version"}  # as v1 stored it
     v1 = [
         msgpack.packb({"type": ev.SEARCH_STARTED, "v": 1, "at": 0.0,
                        "payload": {"run_id": "old", "config": config, "lineage": "0.1.0"}}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from support import nb201_config, tower_config
 
+from engine.config import Config
 from engine.runs import create_run
 from engine.scheduler import Scheduler
 from engine.searchers import Proposer, proposal_seed
@@ -19,7 +21,7 @@ from engine.state import State
 from trainers.evaluator import make_evaluator
 
 
-def search(tmp_path: Path, config: dict, check=None) -> State:
+def search(tmp_path: Path, config: Config, check=None) -> State:
     """Run a whole search in-process: one trainer, results from the run's evaluator."""
     log, state = create_run(tmp_path, config, sync=False)
     scheduler = Scheduler(state, now=0.0)
@@ -33,7 +35,7 @@ def search(tmp_path: Path, config: dict, check=None) -> State:
                 scheduler.finish_if_done()
                 break
             outcome = evaluator.evaluate(items[0], fetch=lambda digest: b"")
-            scheduler.complete(items[0]["lease"], outcome.metrics, {})
+            scheduler.complete(items[0].lease, outcome.metrics, {})
             log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
         log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
     return state
@@ -118,7 +120,7 @@ def test_proposal_seeds_depend_only_on_the_run_seed_and_position() -> None:
 
 def test_a_searcher_gives_the_same_proposal_for_the_same_state(tmp_path: Path) -> None:
     state = search(tmp_path, nb201_config(search__trials=30))
-    state.config = {**state.config, "search": {**state.config["search"], "trials": 31}}
+    state.config = dataclasses.replace(state.config, search=dataclasses.replace(state.config.search, trials=31))
     first, second = Proposer().propose(state), Proposer().propose(state)
     assert first == second
     again = Proposer()
@@ -128,7 +130,7 @@ def test_a_searcher_gives_the_same_proposal_for_the_same_state(tmp_path: Path) -
 
 def test_beam_depth_limit_follows_its_schedule() -> None:
     config = tower_config(search__beam__depth_start=2, search__beam__grow_every=10, space__max_depth=4)
-    beam = BeamSearch(config, make_space(config["space"]))
+    beam = BeamSearch(config, make_space(config.space))
     state = State(config=config)
     assert beam.depth_limit(state) == 2
     state.completed = list(range(25))
@@ -199,10 +201,10 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
                 if not items:
                     break
                 item = items[0]
-                if "dense_128" in item["architecture"]:
-                    scheduler.fail(item["lease"], "over budget")
+                if "dense_128" in item.architecture:
+                    scheduler.fail(item.lease, "over budget")
                 else:
-                    scheduler.complete(item["lease"], evaluator.evaluate(item, fetch=lambda d: b"").metrics, {})
+                    scheduler.complete(item.lease, evaluator.evaluate(item, fetch=lambda d: b"").metrics, {})
                 log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
         return sum("dense_128" in t.architecture for t in state.trials.values() if t.position >= 20)
 

@@ -68,11 +68,11 @@ def test_a_silent_trainers_lease_expires_and_a_late_result_changes_nothing(serve
     peer.send("ready", slots=1)
     item = peer.expect("work")["items"][0]
     lost = wait_for(lambda: events_of(served, ev.TRIAL_LOST), timeout=10)
-    assert lost[0].payload["lease"] == item["lease"] and "no heartbeat" in lost[0].payload["reason"]
-    assert served.state.queue[0] == item["trial"], "lost is not failed: the candidate is queued again"
+    assert lost[0].payload["lease"] == item.lease and "no heartbeat" in lost[0].payload["reason"]
+    assert served.state.queue[0] == item.trial, "lost is not failed: the candidate is queued again"
     assert not events_of(served, ev.TRIAL_FAILED)
 
-    peer.send("result", lease=item["lease"], metrics={"val_acc": 90.0}, artifacts={}, inherited=[], slots=0)
+    peer.send("result", lease=item.lease, metrics={"val_acc": 90.0}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack")["accepted"] is False
     assert not events_of(served, ev.TRIAL_COMPLETED)
 
@@ -80,7 +80,7 @@ def test_a_silent_trainers_lease_expires_and_a_late_result_changes_nothing(serve
     other.hello("awake")
     other.send("ready", slots=1)
     again = other.expect("work")["items"][0]
-    assert again["trial"] == item["trial"] and again["lease"] != item["lease"]
+    assert again.trial == item.trial and again.lease != item.lease
     peer.close()
     other.close()
 
@@ -90,7 +90,7 @@ def test_heartbeats_keep_a_lease_alive(serve) -> None:
     peer = Peer(served.endpoint)
     peer.hello("steady")
     peer.send("ready", slots=1)
-    lease = peer.expect("work")["items"][0]["lease"]
+    lease = peer.expect("work")["items"][0].lease
     for _ in range(15):
         peer.send("heartbeat", leases=[lease])
         assert peer.expect("beat")["unknown"] == []
@@ -105,7 +105,7 @@ def test_results_are_idempotent_and_only_the_lease_holder_may_report(serve) -> N
     owner.hello("owner")
     intruder.hello("intruder")
     owner.send("ready", slots=1)
-    lease = owner.expect("work")["items"][0]["lease"]
+    lease = owner.expect("work")["items"][0].lease
     intruder.send("result", lease=lease, metrics={"val_acc": 1.0}, artifacts={}, inherited=[], slots=0)
     assert intruder.expect("ack") == {"lease": lease, "accepted": False, "reason": f"lease {lease} belongs to "
                                       "trainer owner"}
@@ -123,7 +123,7 @@ def test_a_result_without_the_search_metric_fails_the_trial(serve) -> None:
     peer = Peer(served.endpoint)
     peer.hello()
     peer.send("ready", slots=1)
-    lease = peer.expect("work")["items"][0]["lease"]
+    lease = peer.expect("work")["items"][0].lease
     peer.send("result", lease=lease, metrics={"loss": float("nan")}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack")["accepted"] is True
     [failed] = events_of(served, ev.TRIAL_FAILED)
@@ -136,7 +136,7 @@ def test_a_reconnecting_trainer_loses_the_leases_it_no_longer_holds(serve) -> No
     first = Peer(served.endpoint)
     first.hello("worker")
     first.send("ready", slots=2)
-    kept, dropped = (item["lease"] for item in first.expect("work")["items"])
+    kept, dropped = (item.lease for item in first.expect("work")["items"])
     first.close()
     second = Peer(served.endpoint)
     second.secret = first.secret  # the same trainer on a new connection

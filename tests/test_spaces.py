@@ -19,7 +19,7 @@ WEIGHTS = {"add": 1.0, "replace": 1.0, "remove": 1.0, "hparam": 1.0}
        draw=st.sampled_from(["blocks", "positions"]))
 def test_random_members_and_their_neighbours_are_valid(seed: int, kind: str, limit: int, draw: str) -> None:
     config = tower_config(space__max_depth=6, space__draw=draw) if kind == "tower" else nb201_config()
-    space = make_space(config["space"])
+    space = make_space(config.space)
     rng = random.Random(seed)
     arch, hp = space.random(rng, max_depth=limit)
     space.validate(arch, hp)
@@ -47,7 +47,7 @@ def test_random_towers_draw_every_block_alike_then_order_them() -> None:
     blocks = ["conv1d_32_k3", "conv1d_64_k3", "maxpool1d", "dense_32", "dense_64", "gru_32"]
     convolutions = {}
     for draw in ("blocks", "positions"):
-        space = make_space(tower_config(space__blocks=blocks, space__min_depth=4, space__draw=draw)["space"])
+        space = make_space(tower_config(space__blocks=blocks, space__min_depth=4, space__draw=draw).space)
         rng = random.Random(0)
         towers = [space.random(rng)[0] for _ in range(1500)]
         convolutions[draw] = sum(b.startswith("conv") for t in towers for b in t) / len(towers)
@@ -59,7 +59,7 @@ def test_random_towers_draw_every_block_alike_then_order_them() -> None:
 
 
 def test_nb201_has_24_neighbours_and_a_stable_description() -> None:
-    space = make_space(nb201_config()["space"])
+    space = make_space(nb201_config().space)
     arch = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "none"]
     assert len(space.neighbours(arch, {})) == 24
     assert space.describe(arch, {}) == "none|skip_connect|nor_conv_1x1|nor_conv_3x3|avg_pool_3x3|none"
@@ -67,7 +67,7 @@ def test_nb201_has_24_neighbours_and_a_stable_description() -> None:
 
 
 def test_mutation_weights_select_the_kinds_of_change() -> None:
-    space = make_space(tower_config()["space"])
+    space = make_space(tower_config().space)
     arch, hp = ["conv1d_32_k3", "dense_64"], {"learning_rate": 0.001, "dropout": 0.1, "batch_size": 64,
                                                "optimizer": "adam"}
     only_hparams = space.neighbours(arch, hp, weights={"hparam": 1.0})
@@ -86,14 +86,14 @@ def test_mutation_weights_select_the_kinds_of_change() -> None:
     ("dense_64", "list of block names"),
 ])
 def test_invalid_towers_say_why(arch, message: str) -> None:
-    space = make_space(tower_config()["space"])
+    space = make_space(tower_config().space)
     hp = {"learning_rate": 0.001, "dropout": 0.1, "batch_size": 64, "optimizer": "adam"}
     with pytest.raises(SpaceError, match=message):
         space.validate(arch, hp)
 
 
 def test_towers_do_not_mix_sequence_and_image_blocks() -> None:
-    space = make_space(tower_config(space__blocks=["conv1d_32_k3", "conv2d_32", "dense_64"])["space"])
+    space = make_space(tower_config(space__blocks=["conv1d_32_k3", "conv2d_32", "dense_64"]).space)
     hp = {"learning_rate": 0.001, "dropout": 0.1, "batch_size": 64, "optimizer": "adam"}
     with pytest.raises(SpaceError, match="mixes image blocks"):
         space.validate(["conv1d_32_k3", "conv2d_32"], hp)
@@ -104,7 +104,7 @@ def test_towers_do_not_mix_sequence_and_image_blocks() -> None:
 
 
 def test_invalid_hyperparameters_say_why() -> None:
-    space = make_space(tower_config()["space"])
+    space = make_space(tower_config().space)
     with pytest.raises(SpaceError, match="learning_rate=0.5 is not one of"):
         space.validate(["dense_64"], {"learning_rate": 0.5, "dropout": 0.1, "batch_size": 64, "optimizer": "adam"})
     with pytest.raises(SpaceError, match="must set exactly"):

@@ -56,7 +56,7 @@ def test_a_crashing_candidate_fails_its_trial_not_the_trainer(serve, trainer_thr
     real = SyntheticEvaluator.evaluate
 
     def flaky(self, work, fetch):
-        if work["trial"] % 2 == 0:  # trial ids are seqs, 3 apart with one trainer: every other one
+        if work.trial % 2 == 0:  # trial ids are seqs, 3 apart with one trainer: every other one
             raise MemoryError("out of memory building the tower")
         return real(self, work, fetch)
 

@@ -12,6 +12,9 @@ held lease is one :class:`HeldLease` record whose :class:`Phase` says which of t
 Each daemon makes one random secret and sends it with every hello: the engine accepts reports on its
 leases only from a connection that knows it. The daemon goes by the name the engine's welcome gives
 it (the engine renames a trainer whose name another live trainer holds).
+A trainer that cannot evaluate the run it joins (it cannot read the data, a package or block is missing)
+asks for one candidate, fails it with that reason as the infrastructure's fault, so the run's log says why,
+and leaves with exit code 2.
 
 Example::
 
@@ -35,7 +38,11 @@ from typing import Any
 import zmq
 
 from engine.artifacts import ArtifactStore
+from engine.config import Config
+from engine.state import Blame
+from engine.work import WorkItem
 from trainers.client import EngineClient, EngineGone, EngineRefused, Message
+from trainers.datasets import DataError
 from trainers.evaluator import EvaluationError, Evaluator, make_evaluator
 
 log = logging.getLogger("lineage.trainer")
@@ -43,8 +50,6 @@ log = logging.getLogger("lineage.trainer")
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 HELLO_TIMEOUT = 5.0
-CANDIDATE = "candidate"            # the candidate itself could not be evaluated
-INFRASTRUCTURE = "infrastructure"  # something around it failed (artifacts, transfers)
 
 
 def default_cache() -> Path:
@@ -86,7 +91,7 @@ class HeldLease:
     transfer (which dispatches the engine's messages) that it was dropped meanwhile.
     """
 
-    item: dict[str, Any]
+    item: WorkItem
     phase: Phase = Phase.WAITING
     future: Future | None = None  # RUNNING, ABANDONED: the evaluation in the worker thread
     message: Message | None = None  # FINISHED: the result or fail to send; REPORTED: what was sent
@@ -94,7 +99,7 @@ class HeldLease:
 
     @property
     def lease(self) -> int:
-        return self.item["lease"]
+        return self.item.lease
 
     def start(self, future: Future) -> None:
         self._move(Phase.RUNNING, Phase.WAITING)
@@ -152,6 +157,7 @@ class TrainerDaemon:
         self.evaluated = 0
         self._stop = threading.Event()
         self._evaluator: Evaluator | None = None
+        self._unusable: str | None = None  # why this trainer cannot evaluate the run's candidates
         self._run_id: str | None = None
         self._leases: dict[int, HeldLease] = {}  # in the order the engine handed them out
         self._asked = False
@@ -192,6 +198,9 @@ class TrainerDaemon:
             while not self._stop.is_set() and not self._orphaned():
                 try:
                     self._session()
+                    if self._unusable is not None:
+                        log.error("%s: %s", self.name, self._unusable)
+                        return 2
                     return 0
                 except EngineGone as exc:
                     log.warning("%s: %s; reconnecting in %.1fs", self.name, exc, self._backoff)
@@ -280,11 +289,14 @@ class TrainerDaemon:
                             self.name, welcome["run"], self._run_id)
                 for held in list(self._leases.values()):
                     self._forget(held)
+            self._evaluator, self._unusable = None, None
             try:
-                self._evaluator = make_evaluator(welcome["config"])
-            except Exception as exc:  # bad data, a missing package: this trainer cannot serve the run
-                raise EngineRefused(f"cannot evaluate candidates of run {welcome['run']}: "
-                                    f"{type(exc).__name__}: {exc}") from None
+                self._evaluator = make_evaluator(Config.from_dict(welcome["config"]))
+            except DataError as exc:
+                self._unusable = f"trainer {self.name} cannot read the data: {exc}"
+            except Exception as exc:  # a missing package, a block that does not import
+                self._unusable = f"trainer {self.name} cannot evaluate this run's candidates: " \
+                                 f"{type(exc).__name__}: {exc}"
             self._run_id = welcome["run"]
         if welcome["name"] != self.name:
             log.warning("%s: another trainer holds this name; the engine knows this trainer as %s",
@@ -298,6 +310,8 @@ class TrainerDaemon:
     def _wanted(self) -> int:
         if self._done or self._stop.is_set():
             return 0
+        if self._unusable is not None:  # one candidate, to fail with the reason, so the run hears of it
+            return 0 if self.evaluated or self._leases else 1
         held = len(self._in(Phase.WAITING, Phase.RUNNING, Phase.ABANDONED))  # those not evaluated yet
         slots = self.prefetch - held
         if self.max_trials is not None:
@@ -336,7 +350,7 @@ class TrainerDaemon:
             self._asked = False
             for item in fields["items"]:
                 # A lease handed out twice is still one evaluation; a second record would lose the first.
-                self._leases.setdefault(item["lease"], HeldLease(item))
+                self._leases.setdefault(item.lease, HeldLease(item))
             self._done = self._done or fields["done"]
             if not fields["items"] and not fields["done"]:
                 self._retry_at = time.monotonic() + fields["retry"]
@@ -369,24 +383,32 @@ class TrainerDaemon:
         if self._evaluating() is not None or not waiting:
             return
         held = waiting[0]
+        if self._unusable is not None:
+            # Not the candidate's fault: it goes on the record as the infrastructure's, and this trainer leaves.
+            self.evaluated += 1
+            held.finish(("fail", {"lease": held.lease, "reason": self._unusable, "blame": Blame.INFRASTRUCTURE}))
+            for other in waiting[1:]:
+                self._forget(other)
+            self._deliver()
+            return
         refused = self._fetch(held.item)
         if held.phase is not Phase.WAITING:
             return  # the engine dropped it while its blobs downloaded
         if refused is not None:
             self.evaluated += 1
             held.finish(("fail", {"lease": held.lease, "reason": f"an artifact it needs is unavailable: {refused}",
-                                  "blame": INFRASTRUCTURE}))
+                                  "blame": Blame.INFRASTRUCTURE}))
             self._deliver()
             return
         future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read)
         held.start(future)
         future.add_done_callback(self._ring)
 
-    def _fetch(self, item: dict[str, Any]) -> EngineRefused | None:
+    def _fetch(self, item: WorkItem) -> EngineRefused | None:
         """Download into the cache what ``item`` needs; the engine's refusal if it refused one."""
-        needs = list(item.get("needs") or [])
+        needs = list(item.needs)
         if self._evaluator.wants_parent_artifacts:
-            needs += list(item["parent_artifacts"].values())
+            needs += list(item.parent_artifacts.values())
         try:
             for digest in needs:
                 if not self.cache.has(digest):
@@ -417,10 +439,11 @@ class TrainerDaemon:
         try:
             outcome = held.future.result()
         except EvaluationError as exc:
-            held.finish(("fail", {"lease": lease, "reason": str(exc), "blame": CANDIDATE}))
+            held.finish(("fail", {"lease": lease, "reason": str(exc), "blame": Blame.CANDIDATE}))
         except Exception as exc:  # any crash of a candidate fails that trial, not the trainer
-            log.exception("%s: evaluating trial %s crashed", self.name, held.item["trial"])
-            held.finish(("fail", {"lease": lease, "reason": f"{type(exc).__name__}: {exc}", "blame": CANDIDATE}))
+            log.exception("%s: evaluating trial %s crashed", self.name, held.item.trial)
+            held.finish(("fail", {"lease": lease, "reason": f"{type(exc).__name__}: {exc}",
+                                  "blame": Blame.CANDIDATE}))
         else:
             held.finish(("result", {"lease": lease, "metrics": outcome.metrics, "inherited": outcome.inherited}),
                         outcome.artifacts)
@@ -440,7 +463,7 @@ class TrainerDaemon:
                 except EngineRefused as exc:
                     kind = "fail"
                     fields = {"lease": held.lease, "reason": f"artifact upload refused: {exc}",
-                              "blame": INFRASTRUCTURE}
+                              "blame": Blame.INFRASTRUCTURE}
             if held.phase is Phase.FINISHED:  # a heartbeat reply may have dropped it meanwhile
                 self._report(held, kind, fields)
 
@@ -460,7 +483,8 @@ class TrainerDaemon:
 
     def _drained(self) -> bool:
         limit_reached = self.max_trials is not None and self.evaluated >= self.max_trials
-        return not self._leases and (self._done or limit_reached)
+        unusable = self._unusable is not None and self.evaluated > 0
+        return not self._leases and (self._done or limit_reached or unusable)
 
     def _leave(self) -> None:
         """Say goodbye, so the engine requeues what this trainer held at once instead of waiting out

@@ -1,4 +1,4 @@
-"""The Evaluator API: how a trainer turns one work item into metrics and artifacts.
+"""The Evaluator API: how a trainer turns one work item (an ``engine.work.WorkItem``) into metrics and artifacts.
 
 Evaluators plug in by the run's ``evaluator.kind``: ``keras`` trains towers on the run's data,
 ``table`` looks NAS-Bench-201 results up, ``synthetic`` scores towers with a cheap deterministic
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
+
+from engine.config import Config
+from engine.work import WorkItem
 
 Fetch = Callable[[str], bytes]
 
@@ -44,12 +47,12 @@ class Evaluator(ABC):
     #: Whether work items should arrive with their parent's artifacts already in the local cache.
     wants_parent_artifacts: ClassVar[bool] = False
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
 
     @abstractmethod
-    def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
-        """Evaluate one work item (see ``Scheduler.work_item``); ``fetch`` reads a cached blob."""
+    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
+        """Evaluate one work item; ``fetch`` reads a cached blob (by digest) the item ``needs``."""
 
 
 def stable_fraction(*parts: object) -> float:
@@ -58,9 +61,9 @@ def stable_fraction(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def make_evaluator(config: Mapping[str, Any]) -> Evaluator:
+def make_evaluator(config: Config) -> Evaluator:
     """The evaluator a run's ``evaluator.kind`` names."""
-    kind = config["evaluator"]["kind"]
+    kind = config.evaluator.kind
     if kind == "keras":  # imported only where it is needed: it brings TensorFlow along
         from trainers.keras_trainer import KerasEvaluator
 

@@ -26,13 +26,14 @@ import numpy as np
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, build_tower
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
+from engine.config import DataOptions, as_dict, read_section
 from engine.runs import state_at
-from engine.state import COMPLETED, ENSEMBLE, State, Trial
+from engine.state import COMPLETED, ENSEMBLE, Artifact, State, Trial
 from trainers.datasets import DataError, Dataset, load_dataset
 from trainers.datasets.base import apply_model
 from trainers.datasets.csv_file import column_inputs, read_table
 from trainers.datasets.images import EXTENSIONS, image_files, read_image
-from trainers.keras_trainer import COMBINER, WEIGHTS, load_weights
+from trainers.keras_trainer import COMBINER, load_weights
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL = "saved_model"
@@ -65,7 +66,7 @@ def choose_trial(state: State, trial: int | None) -> Trial:
 
 def rebuild(run_dir: Path | str, trial: Trial, data: Dataset) -> Any:
     """The trained tower of a trial: its architecture, built again, with its stored weights."""
-    digest = (trial.artifacts or {}).get(WEIGHTS)
+    digest = (trial.artifacts or {}).get(Artifact.WEIGHTS)
     if digest is None:
         raise ExportError(f"trial {trial.id} has no weights artifact")
     tower = build_tower(trial.architecture, trial.hyperparameters, data.spec, name=f"trial_{trial.id}")
@@ -88,9 +89,9 @@ def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None,
     model and a SavedModel under ``out``."""
     state = state_at(run_dir)
     config = state.config
-    if config["evaluator"]["kind"] != "keras":
+    if config.evaluator.kind != "keras":
         raise ExportError(f"{run_dir} was not trained with Keras (evaluator.kind = "
-                          f"{config['evaluator']['kind']!r}); there is no model to export")
+                          f"{config.evaluator.kind!r}); there is no model to export")
     if ensemble:
         chosen = state.best_ensemble() if trial is None else choose_trial(state, trial)
         if chosen is None or chosen.kind != ENSEMBLE:
@@ -101,8 +102,8 @@ def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None,
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
         raise ExportError(f"{out} exists and is not an exported model; export into a new folder")
-    use_paths(config["space"]["block_paths"])
-    data = load_dataset(config["data"])
+    use_paths(list(config.space.block_paths))
+    data = load_dataset(config.data)
     if chosen.kind == ENSEMBLE:
         model, members = ensemble_model(run_dir, state, chosen, data)
     else:
@@ -114,12 +115,12 @@ def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None,
     try:
         model.save(staging / MODEL_FILE)
         model.export(str(staging / SAVED_MODEL), verbose=False)
-        metric = config["search"]["metric"]
+        metric = config.search.metric
         metadata = {
             "run_id": state.run_id, "run": str(Path(run_dir).resolve()), "trial": chosen.id,
             "candidate": chosen.key, "architecture": chosen.architecture, "hyperparameters": chosen.hyperparameters,
             "metric": metric, "value": chosen.metrics.get(metric), "params": chosen.metrics.get("params"),
-            "task": data.task, "classes": data.classes, "data": config["data"], "describe": data.describe,
+            "task": data.task, "classes": data.classes, "data": as_dict(config.data), "describe": data.describe,
             "kind": chosen.kind, "members": members,
         }
         (staging / METADATA).write_text(json.dumps(metadata, indent=2, default=str))
@@ -170,11 +171,11 @@ def load_model(path: Path | str) -> ExportedModel:
 def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
     """Raw inputs for a model from a file: CSV rows, an .npy/.npz array ``x``, or images."""
     source = Path(source)
-    data = exported.metadata["data"]
-    if data["dataset"] == "csv":
+    data = read_section(DataOptions, exported.metadata["data"], "data")
+    if data.dataset == "csv":
         header, body = read_table(source)
         return column_inputs(source, header, body, exported.metadata["describe"]["columns"])
-    if data["dataset"] == "images":
+    if data.dataset == "images":
         size = exported.metadata["describe"]["image_size"]
         files = image_files(source) if source.is_dir() else [source]
         if not files or files[0].suffix.lower() not in EXTENSIONS:
@@ -209,11 +210,11 @@ def predict(exported: ExportedModel, source: Path | str) -> list[dict[str, Any]]
 def evaluate_model(path: Path | str, run_dir: Path | str | None = None) -> dict[str, Any]:
     """Score an exported model on the held-out test split of its run's data."""
     exported = load_model(path)
-    data_config = exported.metadata["data"]
+    data_options = read_section(DataOptions, exported.metadata["data"], "data")
     if run_dir is not None:
-        data_config = state_at(run_dir).config["data"]
+        data_options = state_at(run_dir).config.data
     try:
-        data = load_dataset(data_config)
+        data = load_dataset(data_options)
     except DataError as exc:
         raise ExportError(f"cannot load the run's data to evaluate on: {exc}") from None
     raw, targets = data.raw["test"], data.targets["test"]

@@ -18,20 +18,21 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, BuildError, build_tower
+from engine.config import Config
+from engine.state import ENSEMBLE, Artifact
+from engine.work import Teacher, WorkItem
 from trainers.datasets import load_dataset
 from trainers.distillation import distillation_loss, pack_targets, packed_accuracy
 from trainers.ensembles import evaluate_ensemble, outputs_bytes, outputs_of
 from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome
 from trainers.sharing import inherit_weights
 
-WEIGHTS = "weights"
-OUTPUTS = "outputs"
 COMBINER = "combiner"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
@@ -85,42 +86,41 @@ class KerasEvaluator(Evaluator):
 
     kind = "keras"
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
-        use_paths(config["space"]["block_paths"])  # user blocks, imported in this process too
-        self.training = config["training"]
-        configure_threads(self.training["threads"])
-        self.data = load_dataset(config["data"])
-        self.max_params = config["space"]["max_params"]
-        self.metric, self.mode = config["search"]["metric"], config["search"]["mode"]
-        self.keeps_outputs = (config["distillation"]["teacher"] != "none"
-                              or config["ensemble"]["strategy"] != "none")
+        use_paths(list(config.space.block_paths))  # user blocks, imported in this process too
+        self.training = config.training
+        configure_threads(self.training.threads)
+        self.data = load_dataset(config.data)
+        self.max_params = config.space.max_params
+        self.metric, self.mode = config.search.metric, config.search.mode
+        self.keeps_outputs = config.distillation.teacher != "none" or config.ensemble.strategy != "none"
 
-    def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
-        if work.get("kind") == "ensemble":
+    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
+        if work.kind == ENSEMBLE:
             return self._ensemble(work, fetch)
         import keras
         import numpy as np
 
         started = time.perf_counter()
-        keras.utils.set_random_seed(work["seed"] % 2**31)  # initial weights and shuffling follow the trial
-        hyperparameters = work["hyperparameters"]
-        model = self._build(work["architecture"], hyperparameters, f"trial_{work['trial']}")
+        keras.utils.set_random_seed(work.seed % 2**31)  # initial weights and shuffling follow the trial
+        hyperparameters = work.hyperparameters
+        model = self._build(work.architecture, hyperparameters, f"trial_{work.trial}")
         params = model.count_params()
         if self.max_params and params > self.max_params:
             raise EvaluationError(f"{params:,} parameters exceed space.max_params = {self.max_params:,}")
-        inherited = self._inherit(model, work, fetch) if work.get("inherit") else []
+        inherited = self._inherit(model, work, fetch) if work.inherit else []
         features, targets = self.data.features, self.data.targets
         student, train_targets, validation_targets = model, targets["train"], targets["validation"]
-        if work.get("teacher"):
-            student, train_targets, validation_targets = self._distil(model, hyperparameters, work["teacher"], fetch)
+        if work.teacher:
+            student, train_targets, validation_targets = self._distil(model, hyperparameters, work.teacher, fetch)
         else:
             compile_tower(model, hyperparameters, self.data.task)
         fitting = time.perf_counter()
         history = student.fit(
             features["train"], train_targets, validation_data=(features["validation"], validation_targets),
-            epochs=self.training["epochs"], batch_size=int(hyperparameters.get("batch_size", 64)),
-            callbacks=self._callbacks(work["trial"]), verbose=0,
+            epochs=self.training.epochs, batch_size=int(hyperparameters.get("batch_size", 64)),
+            callbacks=self._callbacks(work.trial), verbose=0,
         )
         losses = history.history["loss"]
         if not np.all(np.isfinite(losses)):
@@ -135,13 +135,13 @@ class KerasEvaluator(Evaluator):
             raise EvaluationError(f"validation metrics are not finite: {metrics}")
         metrics.update(params=float(params), epochs=float(len(losses)), train_seconds=trained,
                        inherited_layers=float(len(inherited)), trial_seconds=time.perf_counter() - started)
-        artifacts = {WEIGHTS: weights_bytes(model)}
+        artifacts = {Artifact.WEIGHTS: weights_bytes(model)}
         if self.keeps_outputs:  # what ensembles combine and students learn from
             outputs = {split: raw_outputs(model, x) for split, x in features.items() if len(x)}
-            artifacts[OUTPUTS] = outputs_bytes(outputs)
+            artifacts[Artifact.OUTPUTS] = outputs_bytes(outputs)
         return Outcome(metrics, artifacts, inherited)
 
-    def _build(self, architecture: list[str], hyperparameters: Mapping[str, Any], name: str) -> Any:
+    def _build(self, architecture: Sequence[str], hyperparameters: Mapping[str, Any], name: str) -> Any:
         try:
             return build_tower(architecture, hyperparameters, self.data.spec, name=name)
         except BuildError as exc:
@@ -152,47 +152,47 @@ class KerasEvaluator(Evaluator):
 
         callbacks = [keras.callbacks.TerminateOnNaN()]
         monitor = self.metric if self.metric.startswith("val_") else "val_loss"
-        if self.training["patience"]:
+        if self.training.patience:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=monitor, mode=self.mode if monitor == self.metric else "min",
-                patience=self.training["patience"], restore_best_weights=True))
-        if self.training["tensorboard"]:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(self.training["tensorboard"]) /
+                patience=self.training.patience, restore_best_weights=True))
+        if self.training.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(self.training.tensorboard) /
                                                                      f"trial-{trial}")))
         return callbacks
 
-    def _inherit(self, model: Any, work: Mapping[str, Any], fetch: Fetch) -> list[str]:
+    def _inherit(self, model: Any, work: WorkItem, fetch: Fetch) -> list[str]:
         """Start ``model`` from the weights of the trials its candidate inherits from."""
         sources = []
-        for source in work["inherit"]["sources"]:
-            tower = self._build(source["architecture"], source["hyperparameters"], f"source_{source['trial']}")
-            load_weights(tower, fetch(source["weights"]))
-            sources.append((tower, source["weight"]))
-        same = all(s["architecture"] == work["architecture"] for s in work["inherit"]["sources"])
+        for source in work.inherit.sources:
+            tower = self._build(source.architecture, source.hyperparameters, f"source_{source.trial}")
+            load_weights(tower, fetch(source.weights))
+            sources.append((tower, source.weight))
+        same = all(source.architecture == work.architecture for source in work.inherit.sources)
         return inherit_weights(model, sources, same_architecture=same)
 
-    def _distil(self, model: Any, hyperparameters: Mapping[str, Any], teacher: Mapping[str, Any],
+    def _distil(self, model: Any, hyperparameters: Mapping[str, Any], teacher: Teacher,
                 fetch: Fetch) -> tuple[Any, Any, Any]:
         """A student model (the tower up to its logits) compiled with the teacher's loss, and its targets."""
         import keras
 
-        outputs = outputs_of(fetch(teacher["outputs"]))
+        outputs = outputs_of(fetch(teacher.outputs))
         student = keras.Model(model.inputs, model.get_layer("head_logits").output)  # config: classification only
         optimizer = make_optimizer(hyperparameters.get("optimizer", "adam"), hyperparameters.get("learning_rate", 1e-3))
         student.compile(optimizer=optimizer,
-                        loss=distillation_loss(teacher["loss"], teacher["temperature"], teacher["weight"]),
+                        loss=distillation_loss(teacher.loss, teacher.temperature, teacher.weight),
                         metrics=[packed_accuracy()])
         targets = self.data.targets
         return (student, pack_targets(targets["train"], outputs["train"]),
                 pack_targets(targets["validation"], outputs["validation"]))
 
-    def _ensemble(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+    def _ensemble(self, work: WorkItem, fetch: Fetch) -> Outcome:
         """Combine the members' recorded outputs (no training) and score the combination honestly."""
-        members = [outputs_of(fetch(member["outputs"])) for member in work["members"]]
-        report = evaluate_ensemble(members, self.data.targets, work["architecture"]["combiner"], self.data.task,
-                                   seed=work["seed"])
-        combiner = json.dumps({"members": [m["trial"] for m in work["members"]], "weights": report.weights})
-        return Outcome(report.metrics, {OUTPUTS: outputs_bytes(report.outputs), COMBINER: combiner.encode()})
+        members = [outputs_of(fetch(member.outputs)) for member in work.members]
+        report = evaluate_ensemble(members, self.data.targets, work.architecture.combiner, self.data.task,
+                                   seed=work.seed)
+        combiner = json.dumps({"members": [member.trial for member in work.members], "weights": report.weights})
+        return Outcome(report.metrics, {Artifact.OUTPUTS: outputs_bytes(report.outputs), COMBINER: combiner.encode()})
 
 
 def raw_outputs(model: Any, features: Any) -> Any:

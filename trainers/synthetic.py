@@ -12,15 +12,16 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine.config import Config
+from engine.state import Artifact
+from engine.work import WorkItem
 from trainers.evaluator import Evaluator, Fetch, Outcome, stable_fraction
 
-WEIGHTS = "weights"
 
-
-def synthetic_accuracy(architecture: list[str], hyperparameters: Mapping[str, Any]) -> float:
+def synthetic_accuracy(architecture: Sequence[str], hyperparameters: Mapping[str, Any]) -> float:
     """The noise-free score of a tower: in (0, 1), higher is better."""
     signal = sum(stable_fraction("quality", name) * 0.8**i for i, name in enumerate(architecture))
     pairs = sum(stable_fraction("pair", a, b) - 0.5 for a, b in zip(architecture, architecture[1:], strict=False))
@@ -42,27 +43,27 @@ class SyntheticEvaluator(Evaluator):
     kind = "synthetic"
     wants_parent_artifacts = True
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
-        self.delay = config["evaluator"]["delay"]
+        self.delay = config.evaluator.delay
 
-    def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
         started = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)
-        rng = random.Random(work["seed"])
-        accuracy = synthetic_accuracy(work["architecture"], work["hyperparameters"])
+        rng = random.Random(work.seed)
+        accuracy = synthetic_accuracy(work.architecture, work.hyperparameters)
         accuracy = min(max(accuracy + rng.gauss(0, 0.004), 0.0), 1.0)
-        inherited = work.get("parent_artifacts", {}).get(WEIGHTS)
+        inherited = work.parent_artifacts.get(Artifact.WEIGHTS)
         inherited_bytes = len(fetch(inherited)) if inherited else 0
-        weights = rng.randbytes(256 * len(work["architecture"]))
+        weights = rng.randbytes(256 * len(work.architecture))
         return Outcome(
             metrics={
                 "val_accuracy": accuracy,
                 "val_loss": -math.log(max(accuracy, 1e-6)),
-                "params": float(sum(1000 + int(stable_fraction("size", n) * 20000) for n in work["architecture"])),
+                "params": float(sum(1000 + int(stable_fraction("size", n) * 20000) for n in work.architecture)),
                 "inherited_bytes": float(inherited_bytes),
                 "train_seconds": time.perf_counter() - started,
             },
-            artifacts={WEIGHTS: weights},
+            artifacts={Artifact.WEIGHTS: weights},
         )

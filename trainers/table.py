@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib.resources
 import pickle
 import time
-from collections.abc import Mapping
 from functools import cache
-from typing import Any
 
 import numpy as np
 
+from engine.config import Config, NB201Options
 from engine.spaces.nb201 import EDGES, OPS
+from engine.work import WorkItem
 from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome, stable_fraction
 
 
@@ -68,15 +68,15 @@ class TableEvaluator(Evaluator):
 
     kind = "table"
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Config) -> None:
         super().__init__(config)
-        if config["space"]["kind"] != "nb201":
-            raise EvaluationError(f"the table evaluator needs an nb201 space, not {config['space']['kind']!r}")
-        self.table = load_table(config["space"]["dataset"])
-        self.run_seed = config["search"]["seed"]
-        self.delay = config["evaluator"]["delay"]
+        if not isinstance(config.space, NB201Options):
+            raise EvaluationError(f"the table evaluator needs an nb201 space, not {config.space.kind!r}")
+        self.table = load_table(config.space.dataset)
+        self.run_seed = config.search.seed
+        self.delay = config.evaluator.delay
 
-    def evaluate(self, work: Mapping[str, Any], fetch: Fetch) -> Outcome:
+    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
         if self.delay:
             time.sleep(self.delay)
-        return Outcome(self.table.observe(work["architecture"], self.run_seed))
+        return Outcome(self.table.observe(list(work.architecture), self.run_seed))

@@ -16,12 +16,11 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
+from engine.config import Config, SearchOptions, SpaceOptions
 from engine.ensembles import REPLICA, ensemble_key, plan_ensemble, plan_replica, replica_key
 from engine.events import NO_INHERITANCE
 from engine.inheritance import plan_inheritance, plan_teacher
@@ -51,7 +50,7 @@ class Searcher(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, config: Mapping[str, Any], space: Space) -> None:
+    def __init__(self, config: Config, space: Space) -> None:
         self.config = config
         self.space = space
 
@@ -76,7 +75,7 @@ class Searcher(ABC):
     def mutate_new(self, state: State, parent: Trial, rng: random.Random, max_depth: int | None = None,
                    attempts: int = 20) -> Proposal | None:
         """A random one-mutation child of ``parent`` not tried before, or None."""
-        weights = self.config["search"]["mutations"]
+        weights = self.config.search.mutations.weights()
         for _ in range(attempts):
             child = self.space.mutate(parent.architecture, parent.hyperparameters, rng, weights, max_depth)
             if child is None:
@@ -93,15 +92,15 @@ class Proposer:
     """
 
     def __init__(self) -> None:
-        self._searchers: dict[str, Searcher] = {}
+        self._searchers: dict[tuple[SearchOptions, SpaceOptions], Searcher] = {}
 
-    def searcher(self, config: Mapping[str, Any]) -> Searcher:
+    def searcher(self, config: Config) -> Searcher:
         from engine.searchers import SEARCHERS
 
-        fingerprint = json.dumps([config["search"], config["space"]], sort_keys=True)
+        fingerprint = (config.search, config.space)
         searcher = self._searchers.get(fingerprint)
         if searcher is None:
-            searcher = SEARCHERS[config["search"]["algorithm"]](config, make_space(config["space"]))
+            searcher = SEARCHERS[config.search.algorithm](config, make_space(config.space))
             self._searchers[fingerprint] = searcher
         return searcher
 
@@ -110,7 +109,7 @@ class Proposer:
         calls for one, else a replica of an ensemble's tower when one is due, else the searcher's next
         tower with what it inherits. May raise :class:`SpaceExhausted`."""
         position = state.proposals
-        seed = proposal_seed(state.config["search"]["seed"], position)
+        seed = proposal_seed(state.config.search.seed, position)
         step = plan_ensemble(state)
         searcher = self.searcher(state.config)
         replicated = plan_replica(state) if step is None else None

@@ -34,7 +34,7 @@ import numpy as np
 from engine.searchers.base import Proposal, Searcher, SpaceExhausted
 from engine.searchers.surrogate import Features, GaussianProcess, Vectorizer, expected_improvement
 from engine.spaces import Neighbour
-from engine.state import TOWER, State, Trial
+from engine.state import TOWER, Blame, State, Trial
 
 TIE = 1e-9
 
@@ -46,7 +46,7 @@ class BeamSearch(Searcher):
 
     def __init__(self, config, space) -> None:
         super().__init__(config, space)
-        self.options = config["search"]["beam"]
+        self.options = config.search.beam
         self._neighbours: dict[tuple[int, int | None], list[tuple[str, Neighbour]]] = {}
         self._features: dict[str, Features] = {}
 
@@ -54,34 +54,34 @@ class BeamSearch(Searcher):
         """The deepest tower allowed now: grows by one every ``grow_every`` completed trials."""
         if self.space.max_depth is None:
             return None
-        grown = self.options["depth_start"] + len(state.completed) // self.options["grow_every"]
+        grown = self.options.depth_start + len(state.completed) // self.options.grow_every
         return min(self.space.max_depth, grown)
 
     def propose(self, state: State, rng: random.Random) -> Proposal:
         limit = self.depth_limit(state)
         parents = [state.trials[t] for t in state.top]
-        if state.proposals < self.options["initial"] or not parents:
+        if state.proposals < self.options.initial or not parents:
             found = self.random_new(state, rng, limit)
             if found is not None:
                 return found
-        if parents and self.options["explore"] and rng.random() < self.options["explore"]:
+        if parents and self.options.explore and rng.random() < self.options.explore:
             found = self._explore(state, rng)
             if found is not None:
                 return found
-        if parents and self.options["screen"] == "none":
+        if parents and self.options.screen == "none":
             found = self.mutate_new(state, rng.choice(parents), rng, limit)
             if found is not None:
                 return found
         candidates = self._new_children(state, parents, limit)
         if not candidates:
             # The beam's neighbourhood is spent: widen to the whole leaderboard, best first.
-            candidates = self._new_children(state, state.leaderboard(), limit, enough=self.options["candidates"])
+            candidates = self._new_children(state, state.leaderboard(), limit, enough=self.options.candidates)
         if not candidates:
             found = self.random_new(state, rng, limit)
             if found is not None:
                 return found
             raise SpaceExhausted(f"no untried candidate found after {state.proposals} proposals")
-        if self.options["screen"] == "none" or len(state.completed) < 2:
+        if self.options.screen == "none" or len(state.completed) < 2:
             parent, child = rng.choice(candidates)
         else:
             parent, child = self._screen(state, candidates, rng)
@@ -90,20 +90,20 @@ class BeamSearch(Searcher):
     def _explore(self, state: State, rng: random.Random) -> Proposal | None:
         """A fresh member of the whole space: the best of ``explore_draws`` untried random draws."""
         draws: dict[str, Proposal] = {}
-        for _ in range(self.options["explore_draws"]):
+        for _ in range(self.options.explore_draws):
             found = self.random_new(state, rng)
             if found is None:
                 break
             draws.setdefault(self.space.describe(found.architecture, found.hyperparameters), found)
-        if len(draws) < 2 or self.options["screen"] == "none" or len(state.completed) < 2:
+        if len(draws) < 2 or self.options.screen == "none" or len(state.completed) < 2:
             return next(iter(draws.values()), None)
         rows = [(key, draw.architecture, draw.hyperparameters) for key, draw in draws.items()]
-        return list(draws.values())[self._most_promising(state, rows, rng, self.options["explore_pick"])]
+        return list(draws.values())[self._most_promising(state, rows, rng, self.options.explore_pick)]
 
     def _children(self, parent: Trial, limit: int | None) -> list[tuple[str, Neighbour]]:
         cached = self._neighbours.get((parent.id, limit))
         if cached is None:
-            weights = self.config["search"]["mutations"]
+            weights = self.config.search.mutations.weights()
             children = self.space.neighbours(parent.architecture, parent.hyperparameters, limit, weights)
             cached = [(self.space.describe(c.architecture, c.hyperparameters), c) for c in children]
             self._neighbours[(parent.id, limit)] = cached
@@ -130,7 +130,7 @@ class BeamSearch(Searcher):
     def _history(self, state: State) -> list[Trial]:
         """The trials the surrogate learns from: all scored ones, or the best and the latest."""
         scored = [t for t in state.completed_towers() if t.score is not None]
-        cap = self.options["history"]
+        cap = self.options.history
         if len(scored) <= cap:
             return scored
         best = sorted(scored, key=lambda t: (-t.score, t.id))[: cap // 2]
@@ -140,8 +140,8 @@ class BeamSearch(Searcher):
 
     def _screen(self, state: State, candidates: list[tuple[Trial, Neighbour]],
                 rng: random.Random) -> tuple[Trial, Neighbour]:
-        if len(candidates) > self.options["candidates"]:
-            picked = sorted(rng.sample(range(len(candidates)), self.options["candidates"]))
+        if len(candidates) > self.options.candidates:
+            picked = sorted(rng.sample(range(len(candidates)), self.options.candidates))
             candidates = [candidates[i] for i in picked]
         rows = [(self.space.describe(c.architecture, c.hyperparameters), c.architecture, c.hyperparameters)
                 for _, c in candidates]
@@ -157,8 +157,8 @@ class BeamSearch(Searcher):
         # Failed candidates (over the parameter budget, diverging, unbuildable) count as poor results,
         # so the surrogate steers away from their neighbourhood instead of learning nothing from them;
         # lost leases and transfer failures are not the architecture's fault and do not count.
-        failed = [state.trials[t] for t in state.failed[-self.options["history"] // 4:]
-                  if state.trials[t].blame == "candidate" and state.trials[t].kind == TOWER]
+        failed = [state.trials[t] for t in state.failed[-self.options.history // 4:]
+                  if state.trials[t].blame == Blame.CANDIDATE and state.trials[t].kind == TOWER]
         if failed and scores:
             floor = min(scores) - max(float(np.std(scores)), 1e-3)
             history, scores = history + failed, scores + [floor] * len(failed)

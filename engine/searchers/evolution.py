@@ -20,17 +20,17 @@ class Evolution(Searcher):
     name = "evolution"
 
     def propose(self, state: State, rng: random.Random) -> Proposal:
-        options = self.config["search"]["evolution"]
-        window = list(state.completed_towers())[-options["population"]:]
+        options = self.config.search.evolution
+        window = list(state.completed_towers())[-options.population:]
         population = [trial for trial in window if trial.score is not None]
-        if state.proposals >= options["population"] and population:
-            contenders = rng.sample(population, min(options["sample"], len(population)))
+        if state.proposals >= options.population and population:
+            contenders = rng.sample(population, min(options.sample, len(population)))
             parent = max(contenders, key=lambda trial: (trial.score, -trial.id))
             child = self.mutate_new(state, parent, rng)
             if child is not None:
                 return child
             mutated = self.space.mutate(parent.architecture, parent.hyperparameters, rng,
-                                        self.config["search"]["mutations"])
+                                        self.config.search.mutations.weights())
             if mutated is not None:
                 return Proposal(mutated.architecture, mutated.hyperparameters, parent.id, mutated.mutation)
         found = self.random_new(state, rng)

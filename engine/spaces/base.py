@@ -8,7 +8,7 @@ features for the surrogate of the beam search.
 
 Example::
 
-    >>> space = make_space({"kind": "nb201", "dataset": "cifar10", "ops": [...]})
+    >>> space = make_space(config.space)      # or a raw table: make_space({"kind": "nb201"})
     >>> arch, hp = space.random(random.Random(0))
     >>> child, child_hp, mutation = space.mutate(arch, hp, random.Random(1), weights)
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from engine.config import Schema
+from engine.config import SpaceOptions
 
 Architecture = Any
 Hyperparameters = dict[str, Any]
@@ -53,16 +53,13 @@ class Neighbour:
 
 
 class Space(ABC):
-    """Base class of search spaces. Subclasses declare ``kind`` and ``options`` (their config schema)."""
+    """Base class of search spaces. Subclasses declare ``kind``; their options (``[space]``, with their
+    defaults and checks) are a section class of ``engine/config.py``."""
 
     kind: ClassVar[str]
-    options: ClassVar[Schema]
-    default_metric: ClassVar[str]
-    default_mode: ClassVar[str]
-    default_evaluator: ClassVar[str]
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
+    def __init__(self, options: SpaceOptions) -> None:
+        self.options = options
 
     @abstractmethod
     def random(self, rng: random.Random, max_depth: int | None = None) -> tuple[Architecture, Hyperparameters]:

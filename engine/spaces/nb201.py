@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
 
-from engine.config import Option
+from engine.config import NB201_OPS, NB201Options
 from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
 
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+OPS = NB201_OPS
 EDGES = tuple(f"Op{i}" for i in range(6))
-DATASETS = ("cifar10", "cifar100", "imagenet")
-
-
-def _check_ops(ops: list) -> str | None:
-    unknown = [op for op in ops if op not in OPS]
-    if unknown:
-        return f"has unknown operation(s) {unknown}; operations are {list(OPS)}"
-    if len(set(ops)) < 2:
-        return "needs at least two distinct operations to search over"
-    return None
 
 
 class NB201Space(Space):
     """The NAS-Bench-201 cell space; members are a list of 6 operation names."""
 
     kind = "nb201"
-    options = {
-        "dataset": Option("cifar10", (str,), "NAS-Bench-201 table to evaluate on", DATASETS),
-        "ops": Option(list(OPS), (list,), "operations an edge may take", check=_check_ops),
-    }
-    default_metric = "val_acc"
-    default_mode = "max"
-    default_evaluator = "table"
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
-        self.ops = tuple(config.get("ops", OPS))
+    def __init__(self, options: NB201Options) -> None:
+        super().__init__(options)
+        self.ops = options.ops
 
     def random(self, rng: random.Random, max_depth: int | None = None) -> tuple[Architecture, Hyperparameters]:
         return [rng.choice(self.ops) for _ in EDGES], {}

@@ -10,93 +10,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
 
 from blocks import BlockError, lookup, use_paths
 from blocks.ordering import arrange, fits, problem
-from engine.config import ConfigError, Option, non_negative, positive
+from engine.config import ConfigError, TowerOptions
 from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
-
-DEFAULT_BLOCKS = [
-    "conv1d_16_k3", "conv1d_32_k3", "conv1d_32_k5", "conv1d_64_k3", "residual_conv1d_32", "maxpool1d",
-    "gru_32", "dense_32", "dense_64", "dense_128", "residual_dense_64", "bottleneck_dense_128",
-]
-
-
-def _check_choices(kind: type) -> Any:
-    def check(values: list) -> str | None:
-        if not values:
-            return "needs at least one value"
-        if len(set(map(repr, values))) != len(values):
-            return f"has repeated values {values}"
-        for value in values:
-            if kind is str and not isinstance(value, str):
-                return f"values must be strings, not {value!r}"
-            if kind is not str and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-                return f"values must be numbers of 0 or more, not {value!r}"
-        return None
-
-    return check
-
-
-def _check_blocks(values: list) -> str | None:
-    if not values:
-        return "needs at least one block"
-    for i, name in enumerate(values):
-        if not isinstance(name, str):
-            return f"[{i}] must be a block name, not {name!r}"
-    if len(set(values)) != len(values):
-        return f"lists a block twice: {sorted({n for n in values if values.count(n) > 1})}"
-    return None
 
 
 class TowerSpace(Space):
     """Towers of blocks; depth is bounded by ``min_depth``/``max_depth`` and grown by the beam."""
 
     kind = "tower"
-    options = {
-        "block_paths": Option([], (list,), "folders of user block modules (relative to the config file)"),
-        "blocks": Option(list(DEFAULT_BLOCKS), (list,), "block names the search may use; module:object names a "
-                         "user block", check=_check_blocks),
-        "min_depth": Option(1, (int,), "fewest blocks in a tower", check=positive),
-        "max_depth": Option(6, (int,), "most blocks in a tower", check=positive),
-        "draw": Option("blocks", (str,), "how random towers are drawn: 'blocks' draws each block uniformly and then "
-                       "orders them so the tower builds (convolutions before dense blocks); 'positions' draws left "
-                       "to right among the blocks that fit, which rarely puts many order-keeping blocks in a tower",
-                       ("blocks", "positions")),
-        "max_params": Option(0, (int,), "most trainable parameters a candidate may have (0: no limit); "
-                             "trainers fail larger ones without training them", check=non_negative),
-        "hparams": {
-            "learning_rate": Option([0.0003, 0.001, 0.003], (list,), "learning rates to choose from",
-                                    check=_check_choices(float)),
-            "dropout": Option([0.0, 0.1, 0.25], (list,), "dropout rates to choose from",
-                              check=_check_choices(float)),
-            "batch_size": Option([32, 64, 128], (list,), "batch sizes to choose from",
-                                 check=_check_choices(int)),
-            "optimizer": Option(["adam", "sgd"], (list,), "optimizers to choose from",
-                                check=_check_choices(str)),
-        },
-    }
-    default_metric = "val_accuracy"
-    default_mode = "max"
-    default_evaluator = "synthetic"
-
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
-        use_paths(list(config.get("block_paths", [])))
-        self.blocks: list[str] = list(config.get("blocks", DEFAULT_BLOCKS))
-        self.min_depth: int = config.get("min_depth", 1)
-        self._max_depth: int = config.get("max_depth", 6)
-        self.draw: str = config.get("draw", "blocks")
-        self.hparams: dict[str, list] = {k: list(v) for k, v in config.get("hparams", {}).items()}
-        if self.min_depth > self._max_depth:
-            raise ConfigError(
-                f"space.min_depth ({self.min_depth}) is greater than space.max_depth ({self._max_depth}): "
-                "no tower can satisfy both"
-            )
-        for dropout in self.hparams.get("dropout", []):
-            if dropout >= 1:
-                raise ConfigError(f"space.hparams.dropout values must be below 1, not {dropout}")
+    def __init__(self, options: TowerOptions) -> None:
+        super().__init__(options)
+        use_paths(list(options.block_paths))
+        self.blocks: list[str] = list(options.blocks)
+        self.min_depth: int = options.min_depth
+        self._max_depth: int = options.max_depth
+        self.draw: str = options.draw
+        self.hparams: dict[str, list] = {k: list(v) for k, v in options.hparams.choices().items()}
         self._specs = {}
         for i, name in enumerate(self.blocks):
             try:

@@ -3,40 +3,49 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
-from blocks.tower import CLASSIFICATION, REGRESSION
+from engine.config import FIXED_TASKS, NEEDS_PATH, Config, ConfigError, DataOptions, as_dict, with_task
 from trainers.datasets.base import DataError, Dataset, RawData, prepare
 from trainers.datasets.builtin import diabetes, digits, mnist1d
 from trainers.datasets.csv_file import csv_table
 from trainers.datasets.images import image_folder
 from trainers.datasets.npz import npz_arrays
 
-PROVIDERS: dict[str, Callable[[Mapping[str, Any]], RawData]] = {
+PROVIDERS: dict[str, Callable[[DataOptions], RawData]] = {
     "mnist1d": mnist1d, "digits": digits, "diabetes": diabetes,
     "csv": csv_table, "npz": npz_arrays, "images": image_folder,
 }
 
-FIXED_TASKS = {"mnist1d": CLASSIFICATION, "digits": CLASSIFICATION, "images": CLASSIFICATION,
-               "diabetes": REGRESSION}
-
 _loaded: dict[str, Dataset] = {}
 
 
-def check_data(config: Mapping[str, Any]) -> str:
-    """Read a user's data as a trainer will (without TensorFlow) and return its task, so bad data is
-    refused before a run starts and the task, with its metric, is frozen in the run's config."""
-    if config["dataset"] in FIXED_TASKS:
-        return FIXED_TASKS[config["dataset"]] if config["task"] == "auto" else config["task"]
-    return PROVIDERS[config["dataset"]](config).task
+def check_data(config: Config) -> Config:
+    """The config once its data has been read as a trainer will (without TensorFlow), before a new run starts:
+    data that cannot be used is refused (the file, row or column named) and a task the labels decide is
+    fixed, with its metric. A config whose trainers read no data comes back as it is.
+
+    Raises :class:`ConfigError` (``data: ...``).
+    """
+    if config.evaluator.kind != "keras":
+        return config
+    data = config.data
+    if data.dataset in NEEDS_PATH and not Path(data.path).exists():
+        raise ConfigError(f"data.path: {data.path} does not exist")
+    if data.dataset in FIXED_TASKS:
+        return config
+    try:
+        return with_task(config, PROVIDERS[data.dataset](data).task)
+    except DataError as exc:
+        raise ConfigError(f"data: {exc}") from None
 
 
-def load_dataset(config: Mapping[str, Any]) -> Dataset:
-    """The dataset a resolved ``[data]`` table describes, loaded and preprocessed once per process."""
-    key = json.dumps(dict(config), sort_keys=True)
+def load_dataset(data: DataOptions) -> Dataset:
+    """The dataset a config's ``data`` section describes, loaded and preprocessed once per process."""
+    key = json.dumps(as_dict(data), sort_keys=True)
     if key not in _loaded:
-        _loaded[key] = prepare(PROVIDERS[config["dataset"]](config))
+        _loaded[key] = prepare(PROVIDERS[data.dataset](data))
     return _loaded[key]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from blocks.tower import CLASSIFICATION
+from engine.config import DataOptions
 from trainers.datasets.base import DataError, RawData, encode_labels, infer_task, split_arrays, split_indices
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
@@ -130,20 +131,20 @@ def column_inputs(path: Path, header: list[str], body: list[tuple[int, list[str]
     return inputs
 
 
-def csv_table(config: Mapping[str, Any]) -> RawData:
-    path = Path(config["path"])
+def csv_table(config: DataOptions) -> RawData:
+    path = Path(config.path)
     header, body = read_table(path)
-    label = config["label"]
+    label = config.label
     lines = [line for line, _ in body]
     columns = {name: [row[i] for _, row in body] for i, name in enumerate(header)}
-    declared = config.get("columns", {})
+    declared = config.columns
     for name in declared:
         if name not in header:
             raise DataError(f"{path}: data.columns names {name!r}, which is not a column")
     y_raw = label_values(path, header, body, label)
     columns.pop(label)
     numeric_labels = y_raw.dtype.kind == "f"
-    task = infer_task(y_raw, config["task"])
+    task = infer_task(y_raw, config.task)
     if task == CLASSIFICATION:
         y, classes = encode_labels(y_raw, f"{path}: label column {label!r}")
     elif not numeric_labels:
@@ -160,7 +161,7 @@ def csv_table(config: Mapping[str, Any]) -> RawData:
             raise DataError(f"{path}: columns {names[input_name(name)]!r} and {name!r} need different names "
                             "(they read the same once punctuation is replaced)")
         names[input_name(name)] = name
-    raw = column_inputs(path, header, body, kinds, refuse_missing=config["missing"] == "refuse")
+    raw = column_inputs(path, header, body, kinds, refuse_missing=config.missing == "refuse")
 
     def preprocessor(train: dict[str, np.ndarray]) -> Any:
         import keras
@@ -187,6 +188,6 @@ def csv_table(config: Mapping[str, Any]) -> RawData:
         merged = keras.layers.Concatenate(name="columns")(parts) if len(parts) > 1 else parts[0]
         return keras.Model(inputs, merged, name="preprocessing")
 
-    split = split_indices(len(y), config["validation"], config["test"], config["seed"])
+    split = split_indices(len(y), config.validation, config.test, config.seed)
     describe = {"source": str(path), "label": label, "columns": kinds}
     return split_arrays(path.stem, task, raw, y, split, preprocessor, classes, describe)

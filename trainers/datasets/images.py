@@ -6,13 +6,12 @@ image), so the tower sees one shape; pixel values are scaled to [0, 1] by the pr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from blocks.tower import CLASSIFICATION
+from engine.config import DataOptions
 from trainers.datasets.base import DataError, RawData, rescaler, split_arrays, split_indices
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
@@ -36,8 +35,8 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
 
 
-def image_folder(config: Mapping[str, Any]) -> RawData:
-    root = Path(config["path"])
+def image_folder(config: DataOptions) -> RawData:
+    root = Path(config.path)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -51,11 +50,11 @@ def image_folder(config: Mapping[str, Any]) -> RawData:
         files += [(path, label) for path in found]
     if len(classes) < 2:
         raise DataError(f"{root}: only one class folder ({classes[0]!r}); classification needs at least 2")
-    size = tuple(config["image_size"]) if config["image_size"] else None
+    size = tuple(config.image_size) if config.image_size else None
     first = read_image(files[0][0], size)
     size = size or first.shape[:2]
     x = np.stack([first] + [read_image(path, size) for path, _ in files[1:]]).astype("float32")
     y = np.array([label for _, label in files], dtype="int32")
-    split = split_indices(len(x), config["validation"], config["test"], config["seed"])
+    split = split_indices(len(x), config.validation, config.test, config.seed)
     return split_arrays(root.name, CLASSIFICATION, x, y, split, lambda train: rescaler(train.shape[1:], 1 / 255),
                         classes, {"source": str(root), "image_size": list(size)})

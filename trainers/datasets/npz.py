@@ -6,13 +6,12 @@ overrides the guess). Features are standardised per channel (their last axis) wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from blocks.tower import CLASSIFICATION
+from engine.config import DataOptions
 from trainers.datasets.base import (
     DataError,
     RawData,
@@ -24,8 +23,8 @@ from trainers.datasets.base import (
 )
 
 
-def npz_arrays(config: Mapping[str, Any]) -> RawData:
-    path = Path(config["path"])
+def npz_arrays(config: DataOptions) -> RawData:
+    path = Path(config.path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -47,12 +46,12 @@ def npz_arrays(config: Mapping[str, Any]) -> RawData:
     if not np.all(np.isfinite(x)):
         row = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0][0])
         raise DataError(f"{path}: x[{row}] has a value that is not finite")
-    task = infer_task(y, config["task"])
+    task = infer_task(y, config.task)
     if task == CLASSIFICATION:
         y, classes = encode_labels(y, f"{path}: y")
     else:
         if y.dtype.kind not in "biuf":
             raise DataError(f"{path}: regression needs numeric y, not {y.dtype}")
         y, classes = y.astype("float32"), None
-    split = split_indices(len(x), config["validation"], config["test"], config["seed"])
+    split = split_indices(len(x), config.validation, config.test, config.seed)
     return split_arrays(path.stem, task, x, y, split, normalizer, classes, {"source": str(path), "shape": x.shape[1:]})
