@@ -307,12 +307,12 @@ class EvaluatorOptions:
                           check=non_negative)
 
 
-DATASETS = ("mnist1d", "digits", "diabetes", "csv", "npz", "images")
-NEEDS_PATH = ("csv", "npz", "images")
+DATASETS = ("mnist1d", "digits", "diabetes", "csv", "npz", "images", "idx")
+NEEDS_PATH = ("csv", "npz", "images", "idx")
 CLASSIFICATION, REGRESSION = "classification", "regression"
 #: The datasets whose kind alone fixes the task; a csv or npz file's labels decide it.
 FIXED_TASKS = {"mnist1d": CLASSIFICATION, "digits": CLASSIFICATION, "images": CLASSIFICATION,
-               "diabetes": REGRESSION}
+               "idx": CLASSIFICATION, "diabetes": REGRESSION}
 
 
 def _check_size(value: tuple) -> str | None:
@@ -329,15 +329,20 @@ def _check_columns(value: Mapping) -> str | None:
 
 @dataclass(frozen=True)
 class DataOptions:
-    dataset: str = option("mnist1d", "mnist1d, digits, diabetes (built in), csv, npz or images", DATASETS)
-    path: str = option("", "the file (csv, npz) or folder (images); relative to the config file")
+    dataset: str = option("mnist1d", "mnist1d, digits, diabetes (built in), csv, npz, images or idx (MNIST's "
+                          "file format)", DATASETS)
+    path: str = option("", "the file (csv, npz) or folder (images; idx: the four "
+                       "train-/t10k- files, plain or .gz); relative to the config file")
     label: str = option("", "the label column of a csv file")
     task: str = option("auto", "classification, regression, or auto (guessed from the labels)",
                        ("auto", CLASSIFICATION, REGRESSION))
     validation: float = option(0.15, "share of the examples the search is scored on", check=fraction)
-    test: float = option(0.15, "share held out for `engine evaluate` (mnist1d has its own)", check=fraction)
-    seed: int = option(0, "seed of the split (and of mnist1d's generator)")
-    samples: int = option(5000, "examples mnist1d generates (80% train, 20% test)", check=positive)
+    test: float = option(0.15, "share held out for `engine evaluate` (mnist1d and idx have their own)",
+                         check=fraction)
+    seed: int = option(0, "seed of the split (and of mnist1d's generator and idx's subset)")
+    samples: int = option(5000, "examples mnist1d generates (80% train, 20% test); idx: the most "
+                         "examples read from the training files (a stratified subset; more than they hold: all)",
+                         check=positive)
     missing: str = option("impute", "csv missing values: impute (training mean / unknown category) or refuse",
                           ("impute", "refuse"))
     image_size: tuple[int, ...] = option([], "[height, width] images are resized to (default: the first image's)",
@@ -465,6 +470,11 @@ def options_of(cls: type, prefix: str) -> Iterator[tuple[str, Option]]:
             yield from options_of(f.metadata["section"], f"{prefix}.{f.name}")
         else:
             yield f"{prefix}.{f.name}", f.metadata["option"]
+
+
+def choices_of(cls: type, key: str) -> tuple[Any, ...]:
+    """The values a key of a section class allows (``choices_of(SharingOptions, "mode")``)."""
+    return next(f.metadata["option"].choices for f in fields(cls) if f.name == key)
 
 
 def read_section(cls: type, given: Any, prefix: str) -> Any:

@@ -155,6 +155,7 @@ SEARCH_RESUMED = "SearchResumed"
 CANDIDATE_PROPOSED = "CandidateProposed"
 TRIAL_ASSIGNED = "TrialAssigned"
 TRIAL_COMPLETED = "TrialCompleted"
+EPOCHS_REPORTED = "EpochsReported"
 TRIAL_FAILED = "TrialFailed"
 TRIAL_LOST = "TrialLost"
 SEARCH_FINISHED = "SearchFinished"
@@ -189,6 +190,11 @@ TYPES = EventTypes(
             "A lease (id = this event's seq) hands a queued candidate to one trainer; holder is the hash of "
             "that trainer's secret (protocol.proof_of), and only a session proving it may report on the lease.",
             upcasters={1: lambda payload: {**payload, "holder": None}},  # before holders, the name alone
+        ),
+        EventType(
+            EPOCHS_REPORTED, 1, ("trial", "lease", "epochs"),
+            "A trainer reported the validation metrics of the epochs its lease's candidate trained since its last "
+            "report (each {epoch, metrics}, epochs counted from 1): the trial's learning curve.",
         ),
         EventType(
             TRIAL_COMPLETED, 2, ("trial", "lease", "metrics", "artifacts", "inherited"),

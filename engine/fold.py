@@ -29,6 +29,7 @@ from engine.state import (
     QUEUED,
     RUNNING,
     Blame,
+    Epoch,
     Kind,
     Lease,
     State,
@@ -164,7 +165,7 @@ def _assigned(state: State, p: dict[str, Any], seq: int) -> None:
         queue.popleft()
     else:
         queue.remove(trial.id)
-    trial.status, trial.lease = RUNNING, seq
+    trial.status, trial.lease, trial.curve = RUNNING, seq, []  # a lease trains the candidate from the start
     state.leases[seq] = Lease(seq, trial.id, p["trainer"], p["deadline"], p["holder"])
 
 
@@ -178,6 +179,18 @@ def _release(state: State, p: dict[str, Any]) -> Trial:
         state.queue.remove(trial.id)
     trial.lease = None
     return trial
+
+
+def _epochs_reported(state: State, p: dict[str, Any], seq: int) -> None:
+    lease = state.leases[p["lease"]]
+    trial = state.trials[p["trial"]]
+    if lease.trial != trial.id:
+        raise ValueError(f"lease {lease.id} is trial {lease.trial}'s, not trial {trial.id}'s")
+    for reported in p["epochs"]:
+        epoch = Epoch(reported["epoch"], reported["metrics"])
+        if trial.curve and epoch.epoch <= trial.curve[-1].epoch:
+            raise ValueError(f"epoch {epoch.epoch} of trial {trial.id} comes after epoch {trial.curve[-1].epoch}")
+        trial.curve.append(epoch)
 
 
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -237,6 +250,7 @@ _HANDLERS = {
     ev.SEARCH_RESUMED: _resumed,
     ev.CANDIDATE_PROPOSED: _proposed,
     ev.TRIAL_ASSIGNED: _assigned,
+    ev.EPOCHS_REPORTED: _epochs_reported,
     ev.TRIAL_COMPLETED: _completed,
     ev.TRIAL_FAILED: _failed,
     ev.TRIAL_LOST: _lost,

@@ -4,8 +4,9 @@ A message is one msgpack map ``{"p": PROTOCOL, "t": <type>, ...fields}`` in one 
 (ROUTER on the engine, DEALER on trainers). Incoming frames are size-limited (by ZeroMQ's
 ``MAXMSGSIZE`` and again here) and validated field by field before anything can become an event.
 
-Trainer -> engine: ``hello``, ``ready``, ``heartbeat``, ``result``, ``fail``, ``blob_put``,
-``blob_get``, ``bye``. Engine -> trainer: ``welcome``, ``work``, ``ack``, ``beat``, ``blob_ok``,
+Trainer -> engine: ``hello``, ``ready``, ``heartbeat``, ``progress`` (the validation metrics of the
+epochs trained since the last one, at most about once a second per lease), ``result``, ``fail``,
+``blob_put``, ``blob_get``, ``bye``. Engine -> trainer: ``welcome``, ``work``, ``ack``, ``beat``, ``blob_ok``,
 ``blob``, ``error``. The items of ``work`` are the records of ``engine/work.py``: the engine sends
 ``item.to_message()``, and decoding checks each of their fields and gives back :class:`WorkItem` objects.
 
@@ -37,10 +38,10 @@ from typing import Any
 
 import msgpack
 
-from engine.state import Blame, Kind
+from engine.state import Blame, Epoch, Kind
 from engine.work import Architecture, Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
-PROTOCOL = 3
+PROTOCOL = 4  # 4: progress (per-epoch reports)
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
@@ -326,12 +327,17 @@ WORK_ITEM: Spec = {
     "needs": _each(_digest, 4096, "digests"),
 }
 
+MAX_EPOCHS = 1000  # epochs in one progress message: a reconnected trainer sends its whole curve again
+#: One reported epoch: its number (from 1) and the validation metrics after it.
+EPOCH: Spec = {"epoch": _integer(1, 1_000_000), "metrics": _metrics}
+
 #: What a trainer may send, field by field. Every field is required.
 TRAINER_MESSAGES: dict[str, Spec] = {
     "hello": {"name": _text(128), "host": _text(255), "pid": _integer(), "leases": _integers(MAX_SLOTS),
               "secret": _secret},
     "ready": {"slots": _integer(1, MAX_SLOTS)},
     "heartbeat": {"leases": _integers(MAX_SLOTS)},
+    "progress": {"lease": _integer(), "epochs": _each(_record(Epoch, EPOCH), MAX_EPOCHS, "epochs", into=list)},
     "result": {"lease": _integer(), "metrics": _metrics, "artifacts": _artifacts, "inherited": _names,
                "slots": _integer(0, MAX_SLOTS)},
     "fail": {"lease": _integer(), "reason": _text(4000), "blame": _enum(Blame),

@@ -29,7 +29,7 @@ from engine import events as ev
 from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
-from engine.state import ENSEMBLE, Artifact, Blame, State, Trial, score
+from engine.state import ENSEMBLE, Artifact, Blame, Epoch, State, Trial, score
 from engine.work import Inherit, Member, Source, Teacher, WorkItem, architecture_of
 
 
@@ -169,6 +169,28 @@ class Scheduler:
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
                                         "artifacts": artifacts, "inherited": list(inherited)})
         return True, "recorded"
+
+    def progress(self, lease: int, epochs: Iterable[Epoch]) -> str | None:
+        """Record the epochs a trainer reported for a lease in flight: those after the last one recorded (a
+        report sent again after a reconnect repeats some). Returns what is wrong with the report, if anything
+        is: then nothing of it is recorded (the lease's result still decides the trial)."""
+        held = self.state.leases.get(lease)
+        if held is None:
+            return None  # a late report: the lease ended meanwhile
+        trial = self.state.trials[held.trial]
+        last = trial.curve[-1].epoch if trial.curve else 0
+        new = [epoch for epoch in epochs if epoch.epoch > last]
+        for before, after in zip(new, new[1:], strict=False):
+            if after.epoch <= before.epoch:
+                return f"epoch {after.epoch} follows epoch {before.epoch}"
+        for epoch in new:
+            problem = problem_with(self.state.config.evaluator.kind, epoch.metrics)
+            if problem is not None:
+                return f"epoch {epoch.epoch}: {problem}"
+        if new:
+            epochs = [epoch.as_dict() for epoch in new]
+            self.emit(ev.EPOCHS_REPORTED, {"trial": trial.id, "lease": lease, "epochs": epochs})
+        return None
 
     def fail(self, lease: int, reason: str, blame: Blame = Blame.CANDIDATE) -> tuple[bool, str]:
         """Record that a candidate failed; ``blame`` is the candidate's own or the infrastructure's."""

@@ -403,6 +403,19 @@ class EngineServer:
             return f"lease {lease} belongs to trainer {held.trainer}"
         return None
 
+    def _on_progress(self, identity: bytes, session: Session, message: dict[str, Any],
+                     replies: list[tuple[bytes, bytes]]) -> None:
+        """Record a lease's learning curve so far; it counts as a heartbeat of that lease. No reply."""
+        lease = message["lease"]
+        problem = self._owned(session, lease)
+        if problem:
+            self.watch.note(refused.SESSIONS, session.name, problem)
+            return
+        self.scheduler.heartbeat(session.name, session.holder, [lease], time.monotonic())
+        problem = self.scheduler.progress(lease, message["epochs"])
+        if problem:
+            self.watch.note(refused.REPORTS, session.name, f"lease {lease}: {problem}")
+
     def _on_result(self, identity: bytes, session: Session, message: dict[str, Any],
                    replies: list[tuple[bytes, bytes]]) -> None:
         missing = [d for d in message["artifacts"].values() if not self.store.has(d)]

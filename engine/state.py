@@ -58,6 +58,17 @@ class Artifact(StrEnum):
     OUTPUTS = "outputs"  # validation and test outputs, which teachers and ensembles are made of
 
 
+class Epoch(NamedTuple):
+    """One point of a trial's learning curve: its validation metrics after ``epoch`` epochs (from 1)."""
+
+    epoch: int
+    metrics: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        """As events record it and trainers report it."""
+        return {"epoch": self.epoch, "metrics": self.metrics}
+
+
 TOWER, ENSEMBLE = Kind.TOWER, Kind.ENSEMBLE
 QUEUED, RUNNING, COMPLETED, FAILED = Status.QUEUED, Status.RUNNING, Status.COMPLETED, Status.FAILED
 
@@ -89,6 +100,7 @@ class Trial:
     artifacts: dict[str, str] | None = None
     reason: str | None = None
     blame: Blame | None = None
+    curve: list[Epoch] = field(default_factory=list)  # the epochs its trainer reported, of its latest lease
 
 
 @dataclass(slots=True)

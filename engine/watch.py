@@ -27,17 +27,19 @@ RENAMED = "renamed"        # hellos under a name another live session holds (giv
 REPLIES = "replies"        # replies dropped: the peer does not read them, or is gone
 UPLOADS = "uploads"        # blob chunks refused (bad total, over quota, wrong digest)
 FORGOTTEN = "forgotten"    # sessions silent past the lease timeout
+REPORTS = "reports"        # epoch reports refused (metrics the run does not know, out of bounds, out of order)
 
 _DESCRIPTIONS = {
     FRAMES: "rejected a frame", HANDSHAKES: "refused a CurveZMQ handshake", SESSIONS: "refused a message",
     RENAMED: "renamed a trainer", REPLIES: "dropped a reply", UPLOADS: "refused a blob chunk",
-    FORGOTTEN: "forgot a silent session",
+    FORGOTTEN: "forgot a silent session", REPORTS: "refused an epoch report",
 }
 _NOUNS = {  # singular, plural
     FRAMES: ("invalid frame", "invalid frames"), HANDSHAKES: ("CurveZMQ handshake", "CurveZMQ handshakes"),
     SESSIONS: ("message from a peer without the right session", "messages from peers without the right session"),
     RENAMED: ("trainer renamed", "trainers renamed"), REPLIES: ("reply dropped", "replies dropped"),
     UPLOADS: ("blob chunk", "blob chunks"), FORGOTTEN: ("silent session forgotten", "silent sessions forgotten"),
+    REPORTS: ("epoch report refused", "epoch reports refused"),
 }
 
 

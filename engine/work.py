@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from engine.config import DistillationOptions, EnsembleOptions, SharingOptions, choices_of
 from engine.state import Kind
 
 Tower = tuple[str, ...]  # a tower's (or an nb201 cell's) block or operation names, input first
@@ -42,7 +43,7 @@ Hyperparameters = dict[str, Any]  # name -> a number, text, true/false or nil
 class Ensemble:
     """An ensemble's architecture: the trained towers it combines, and how (``average`` or ``weighted``)."""
 
-    COMBINERS: ClassVar[tuple[str, ...]] = ("average", "weighted")  # the choices of ensemble.combiner
+    COMBINERS: ClassVar[tuple[str, ...]] = choices_of(EnsembleOptions, "combiner")
 
     members: tuple[int, ...]
     combiner: str
@@ -86,7 +87,8 @@ class Inherit:
     """How a tower starts: from its mutated parent's weights (``parent``) or from the average of the best
     trials' (``average``), where its layers match theirs."""
 
-    MODES: ClassVar[tuple[str, ...]] = ("parent", "average")  # sharing.mode, but for off (no Inherit at all)
+    # sharing.mode's, but for off: a tower that inherits nothing has no Inherit at all
+    MODES: ClassVar[tuple[str, ...]] = tuple(mode for mode in choices_of(SharingOptions, "mode") if mode != "off")
 
     mode: str
     sources: tuple[Source, ...]
@@ -102,7 +104,7 @@ class Teacher:
     with its temperature and the teacher's share ``weight`` of the loss."""
 
     KINDS: ClassVar[tuple[str, ...]] = ("trial", "ensemble")
-    LOSSES: ClassVar[tuple[str, ...]] = ("soft", "logits")  # the choices of distillation.loss
+    LOSSES: ClassVar[tuple[str, ...]] = choices_of(DistillationOptions, "loss")
 
     kind: str
     trial: int

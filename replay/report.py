@@ -73,7 +73,8 @@ def state_dict(state: State) -> dict[str, Any]:
     """The whole state (every trial) as JSON-ready data, for ``engine replay --json``."""
     return {**status_dict(state, top=len(state.completed)),
             "config": state.config.to_dict(),
-            "trials": [_trial_dict(t) for t in state.trials.values()]}
+            "trials": [{**_trial_dict(t), "curve": [epoch.as_dict() for epoch in t.curve]}
+                       for t in state.trials.values()]}
 
 
 def _metric(trial: Trial, name: str) -> str:
@@ -161,6 +162,12 @@ def render_event(event: ev.Event) -> str:
     elif event.type == ev.TRIAL_COMPLETED:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(p["metrics"].items()))
         gist = f"trial {p['trial']} (lease {p['lease']}): {metrics}"
+    elif event.type == ev.EPOCHS_REPORTED:
+        epochs = p["epochs"]
+        span = f"epoch {epochs[0]['epoch']}" if len(epochs) == 1 else \
+            f"epochs {epochs[0]['epoch']}-{epochs[-1]['epoch']}"
+        last = " ".join(f"{k}={v:.4g}" for k, v in sorted(epochs[-1]["metrics"].items()))
+        gist = f"trial {p['trial']} (lease {p['lease']}): {span}, then {last}"
     elif event.type in (ev.TRIAL_FAILED, ev.TRIAL_LOST):
         gist = f"trial {p['trial']} (lease {p['lease']}): {p['reason']}"
     elif event.type == ev.SEARCH_STARTED:

@@ -34,12 +34,16 @@ def work(architecture, trial=1, **hp) -> WorkItem:
 def test_a_candidate_trains_and_reports_metrics_and_weights() -> None:
     config = keras_config()
     evaluator = make_evaluator(config)
-    outcome = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None)
+    epochs = []
+    outcome = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None, report=epochs.append)
     metrics = outcome.metrics
     assert problem_with(config.evaluator.kind, metrics) is None, "what the engine accepts (engine/metrics.py)"
     assert 0.0 <= metrics["val_accuracy"] <= 1.0 and np.isfinite(metrics["val_loss"])
     assert metrics["params"] > 1000 and 1 <= metrics["epochs"] <= 2 and metrics["train_seconds"] > 0
     assert outcome.artifacts["weights"][:4] == b"\x89HDF", "weights travel as an HDF5 file"
+    assert [epoch.epoch for epoch in epochs] == list(range(1, int(metrics["epochs"]) + 1)), "one report an epoch"
+    assert all(set(epoch.metrics) == {"val_accuracy", "val_loss"} for epoch in epochs)
+    assert all(problem_with(config.evaluator.kind, epoch.metrics) is None for epoch in epochs)
     again = evaluator.evaluate(work(["conv1d_16_k3", "maxpool1d", "dense_32"]), fetch=None)
     assert again.metrics["val_accuracy"] == metrics["val_accuracy"], "the trial's seed fixes the training"
 

@@ -11,6 +11,8 @@ import pytest
 from support import ROOT, status_json, write_toml
 
 from blocks.tower import DataSpec, build_tower
+from engine.runs import state_at
+from engine.state import Kind, Status
 from trainers.distillation import distillation_loss, pack_targets
 from trainers.sharing import inherit_weights
 
@@ -125,6 +127,22 @@ def knowledge_run(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "engine", "run", "--run", str(folder / "run"), "--config", str(config),
                     "--trainers", "1", "--quiet"], check=True, capture_output=True, timeout=600, cwd=folder)
     return folder / "run"
+
+
+def test_every_trained_tower_has_its_learning_curve_in_the_log(knowledge_run: Path, engine_cli) -> None:
+    """Trainers report each epoch as they train; the log keeps the curves, and replay rebuilds them."""
+    state = state_at(knowledge_run)
+    towers = [t for t in state.trials.values() if t.status is Status.COMPLETED and t.kind is Kind.TOWER]
+    assert towers
+    for tower in towers:
+        assert [epoch.epoch for epoch in tower.curve] == list(range(1, int(tower.metrics["epochs"]) + 1))
+        # A student's validation loss is its distillation loss: only its accuracy is reported.
+        assert {"val_accuracy"} <= set(tower.curve[-1].metrics) <= {"val_accuracy", "val_loss"}
+        assert "val_loss" in tower.curve[-1].metrics or tower.teacher is not None
+    replayed = json.loads(engine_cli("replay", "--run", str(knowledge_run), "--json").stdout)
+    curves = {t["trial"]: t["curve"] for t in replayed["trials"]}
+    assert curves[towers[0].id] == [epoch.as_dict() for epoch in towers[0].curve]
+    assert "EpochsReported" in engine_cli("log", "--run", str(knowledge_run)).stdout
 
 
 def test_a_run_with_all_three_replays_to_the_same_ensemble_and_verifies(knowledge_run: Path, engine_cli) -> None:

@@ -19,10 +19,13 @@ from engine.state import COMPLETED, ENSEMBLE, QUEUED, TOWER, Blame, Lease, State
 from engine.work import Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
 DIGEST = "ab" * 32
+P = protocol.PROTOCOL
 EXAMPLES = {
     "hello": {"name": "t1", "host": "h", "pid": 12, "leases": [3, 4], "secret": "0f" * 16},
     "ready": {"slots": 2},
     "heartbeat": {"leases": [1]},
+    "progress": {"lease": 5, "epochs": [{"epoch": 1, "metrics": {"val_acc": 40.5}},
+                                        {"epoch": 2, "metrics": {"val_acc": 61.0, "val_loss": 0.8}}]},
     "result": {"lease": 5, "metrics": {"val_acc": 91.5, "params": 12}, "artifacts": {"weights": DIGEST},
                "inherited": ["b0_dense_64_dense"], "slots": 1},
     "fail": {"lease": 5, "reason": "NaN loss", "blame": "candidate", "slots": 0},
@@ -34,7 +37,10 @@ EXAMPLES = {
 
 @pytest.mark.parametrize("kind", sorted(TRAINER_MESSAGES))
 def test_every_trainer_message_round_trips(kind: str) -> None:
-    assert decode(encode(kind, **EXAMPLES[kind]), TRAINER_MESSAGES) == (kind, EXAMPLES[kind])
+    got, fields = decode(encode(kind, **EXAMPLES[kind]), TRAINER_MESSAGES)
+    if kind == "progress":  # epochs decode as Epoch records
+        fields = {**fields, "epochs": [epoch.as_dict() for epoch in fields["epochs"]]}
+    assert (got, fields) == (kind, EXAMPLES[kind])
 
 
 def test_blame_is_decoded_as_the_enum() -> None:
@@ -54,20 +60,20 @@ def test_engine_messages_are_not_accepted_from_trainers() -> None:
 @pytest.mark.parametrize(("message", "match"), [
     ({"p": 1, "t": "ready", "slots": 1}, "protocol version 1"),
     ({"t": "ready", "slots": 1}, "protocol version missing"),
-    ({"p": 3, "t": "ready"}, "takes fields"),
-    ({"p": 3, "t": "ready", "slots": 1, "extra": 0}, "takes fields"),
-    ({"p": 3, "t": "ready", "slots": 0}, "ready.slots"),
-    ({"p": 3, "t": "ready", "slots": True}, "ready.slots"),
-    ({"p": 3, "t": "result", "lease": 1, "metrics": {"a b": 1}, "artifacts": {}, "inherited": [], "slots": 0},
+    ({"p": P, "t": "ready"}, "takes fields"),
+    ({"p": P, "t": "ready", "slots": 1, "extra": 0}, "takes fields"),
+    ({"p": P, "t": "ready", "slots": 0}, "ready.slots"),
+    ({"p": P, "t": "ready", "slots": True}, "ready.slots"),
+    ({"p": P, "t": "result", "lease": 1, "metrics": {"a b": 1}, "artifacts": {}, "inherited": [], "slots": 0},
      "metric name"),
-    ({"p": 3, "t": "result", "lease": 1, "metrics": {"acc": "high"}, "artifacts": {}, "inherited": [], "slots": 0},
+    ({"p": P, "t": "result", "lease": 1, "metrics": {"acc": "high"}, "artifacts": {}, "inherited": [], "slots": 0},
      "number"),
-    ({"p": 3, "t": "result", "lease": 1, "metrics": {}, "artifacts": {"w": "zz"}, "inherited": [], "slots": 0},
+    ({"p": P, "t": "result", "lease": 1, "metrics": {}, "artifacts": {"w": "zz"}, "inherited": [], "slots": 0},
      "digest"),
-    ({"p": 3, "t": "result", "lease": 1, "metrics": {}, "artifacts": {}, "inherited": [7], "slots": 0},
+    ({"p": P, "t": "result", "lease": 1, "metrics": {}, "artifacts": {}, "inherited": [7], "slots": 0},
      "layer names"),
-    ({"p": 3, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": [], "secret": "0" * 32}, "hello.name"),
-    ({"p": 3, "t": "nonsense"}, "unknown message type"),
+    ({"p": P, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": [], "secret": "0" * 32}, "hello.name"),
+    ({"p": P, "t": "nonsense"}, "unknown message type"),
     ([1, 2, 3], "must be a msgpack map"),
 ])
 def test_invalid_messages_are_refused_with_a_reason(message, match: str) -> None:
@@ -81,7 +87,7 @@ def test_oversized_frames_and_chunks_are_refused() -> None:
         decode(b"\x00" * (protocol.MAX_FRAME + 1), TRAINER_MESSAGES)
     big = {"digest": DIGEST, "offset": 0, "total": protocol.CHUNK + 1, "data": b"x" * (protocol.CHUNK + 1)}
     with pytest.raises(ProtocolError, match="at most"):
-        decode(msgpack.packb({"p": protocol.PROTOCOL, "t": "blob_put", **big}), TRAINER_MESSAGES)
+        decode(msgpack.packb({"p": P, "t": "blob_put", **big}), TRAINER_MESSAGES)
 
 
 @settings(max_examples=300, deadline=None)
@@ -97,7 +103,7 @@ def test_mangled_fields_only_ever_raise_protocol_errors(kind: str, data) -> None
     values = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=20),
                        st.binary(max_size=20), st.lists(st.integers(-5, 2**40), max_size=3),
                        st.dictionaries(st.text(max_size=5), st.integers(-5, 5), max_size=3))
-    message = {"p": protocol.PROTOCOL, "t": kind, **EXAMPLES[kind]}
+    message = {"p": P, "t": kind, **EXAMPLES[kind]}
     for field in data.draw(st.lists(st.sampled_from(sorted(EXAMPLES[kind]) or ["x"]), max_size=3)):
         message[field] = data.draw(values)
     with contextlib.suppress(ProtocolError):
@@ -226,7 +232,7 @@ def test_the_schedulers_work_items_are_what_it_recorded_and_round_trip() -> None
 
 
 def work_frame(items: list) -> bytes:
-    return msgpack.packb({"p": protocol.PROTOCOL, "t": "work", "items": items, "retry": 0.2, "done": False})
+    return msgpack.packb({"p": P, "t": "work", "items": items, "retry": 0.2, "done": False})
 
 
 def item_messages() -> list[dict]:
@@ -542,7 +548,7 @@ MALFORMED = [
 @pytest.mark.parametrize(("kind", "fields", "field"), MALFORMED)
 def test_malformed_engine_messages_are_refused_naming_the_field(kind: str, fields: dict, field: str | None) -> None:
     with pytest.raises(ProtocolError) as caught:
-        decode(msgpack.packb({"p": protocol.PROTOCOL, "t": kind, **fields}), ENGINE_MESSAGES)
+        decode(msgpack.packb({"p": P, "t": kind, **fields}), ENGINE_MESSAGES)
     message = str(caught.value)
     assert caught.value.code == "invalid"
     assert_short_refusal(caught.value)

@@ -55,10 +55,10 @@ def test_a_trainer_waits_for_an_engine_that_is_not_up_yet(tmp_path: Path, traine
 def test_a_crashing_candidate_fails_its_trial_not_the_trainer(serve, trainer_thread, monkeypatch) -> None:
     real = SyntheticEvaluator.evaluate
 
-    def flaky(self, work, fetch):
+    def flaky(self, work, fetch, report=None):
         if work.trial % 2 == 0:  # trial ids are seqs, 3 apart with one trainer: every other one
             raise MemoryError("out of memory building the tower")
-        return real(self, work, fetch)
+        return real(self, work, fetch, report)
 
     monkeypatch.setattr(SyntheticEvaluator, "evaluate", flaky)
     served = serve(tower_config(search__trials=12))

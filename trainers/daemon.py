@@ -39,7 +39,8 @@ import zmq
 
 from engine.artifacts import ArtifactStore
 from engine.config import Config
-from engine.state import Blame
+from engine.protocol import MAX_EPOCHS
+from engine.state import Blame, Epoch
 from engine.work import WorkItem
 from trainers.client import EngineClient, EngineGone, EngineRefused, Message
 from trainers.datasets import DataError
@@ -50,6 +51,7 @@ log = logging.getLogger("lineage.trainer")
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 HELLO_TIMEOUT = 5.0
+PROGRESS_EVERY = 1.0  # seconds between a lease's epoch reports, at most
 
 
 def default_cache() -> Path:
@@ -96,6 +98,9 @@ class HeldLease:
     future: Future | None = None  # RUNNING, ABANDONED: the evaluation in the worker thread
     message: Message | None = None  # FINISHED: the result or fail to send; REPORTED: what was sent
     artifacts: dict[str, bytes] = field(default_factory=dict)  # FINISHED: to upload before reporting
+    curve: list[Epoch] = field(default_factory=list)  # the epochs its evaluation reported (the worker appends)
+    sent: int = 0  # how many of them this connection has sent
+    sent_at: float = -math.inf
 
     @property
     def lease(self) -> int:
@@ -253,6 +258,9 @@ class TrainerDaemon:
         )
         self._welcome(welcome)
         self._backoff = FIRST_BACKOFF
+        for held in self._leases.values():
+            held.sent = 0  # the engine may have missed some: it keeps only epochs after the last it recorded
+            self._send_progress(held)
         for held in self._in(Phase.REPORTED):
             self.client.send(*held.message)
         self._asked = False
@@ -275,6 +283,7 @@ class TrainerDaemon:
                 if message is not None:
                     self._dispatch(message)
             self._finish()
+            self._progress()
             self._beat()
             if self._drained():
                 self._leave()
@@ -400,7 +409,7 @@ class TrainerDaemon:
                                   "blame": Blame.INFRASTRUCTURE}))
             self._deliver()
             return
-        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read)
+        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read, held.curve.append)
         held.start(future)
         future.add_done_callback(self._ring)
 
@@ -436,6 +445,7 @@ class TrainerDaemon:
             del self._leases[held.lease]
             return
         lease = held.lease
+        self._send_progress(held)  # the last epochs before the result
         try:
             outcome = held.future.result()
         except EvaluationError as exc:
@@ -448,6 +458,23 @@ class TrainerDaemon:
             held.finish(("result", {"lease": lease, "metrics": outcome.metrics, "inherited": outcome.inherited}),
                         outcome.artifacts)
         self._deliver()
+
+    def _progress(self) -> None:
+        """Send the epochs trained since the last report, at most every PROGRESS_EVERY seconds per lease."""
+        now = time.monotonic()
+        for held in self._in(Phase.RUNNING):
+            if now - held.sent_at >= PROGRESS_EVERY:
+                self._send_progress(held, now)
+
+    def _send_progress(self, held: HeldLease, now: float | None = None) -> None:
+        epochs = held.curve[held.sent:]
+        if not epochs or held.phase is Phase.ABANDONED:
+            return
+        for start in range(0, len(epochs), MAX_EPOCHS):
+            self.client.send("progress", {"lease": held.lease,
+                                          "epochs": [epoch.as_dict() for epoch in epochs[start:start + MAX_EPOCHS]]})
+        held.sent += len(epochs)
+        held.sent_at = time.monotonic() if now is None else now
 
     def _deliver(self) -> None:
         """Upload finished outcomes' artifacts and report them. An outcome stays until its report is

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from engine.config import Config
+from engine.state import Epoch
 from engine.work import WorkItem
 
 Fetch = Callable[[str], bytes]
+#: Called by an evaluator, from its thread, after each epoch it trains (the daemon sends them on, batched).
+Report = Callable[[Epoch], None]
 
 
 @dataclass
@@ -51,8 +54,9 @@ class Evaluator(ABC):
         self.config = config
 
     @abstractmethod
-    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
-        """Evaluate one work item; ``fetch`` reads a cached blob (by digest) the item ``needs``."""
+    def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
+        """Evaluate one work item; ``fetch`` reads a cached blob (by digest) the item ``needs``, and
+        ``report`` (if given) hears of each epoch trained, with its validation metrics."""
 
 
 def stable_fraction(*parts: object) -> float:

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -25,12 +26,12 @@ from typing import Any
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, BuildError, build_tower
 from engine.config import Config
-from engine.state import ENSEMBLE, Artifact
+from engine.state import ENSEMBLE, Artifact, Epoch
 from engine.work import Teacher, WorkItem
 from trainers.datasets import load_dataset
 from trainers.distillation import distillation_loss, pack_targets, packed_accuracy
 from trainers.ensembles import evaluate_ensemble, outputs_bytes, outputs_of
-from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome
+from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome, Report
 from trainers.sharing import inherit_weights
 
 COMBINER = "combiner"
@@ -96,7 +97,7 @@ class KerasEvaluator(Evaluator):
         self.metric, self.mode = config.search.metric, config.search.mode
         self.keeps_outputs = config.distillation.teacher != "none" or config.ensemble.strategy != "none"
 
-    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
+    def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
         if work.kind == ENSEMBLE:
             return self._ensemble(work, fetch)
         import keras
@@ -120,7 +121,7 @@ class KerasEvaluator(Evaluator):
         history = student.fit(
             features["train"], train_targets, validation_data=(features["validation"], validation_targets),
             epochs=self.training.epochs, batch_size=int(hyperparameters.get("batch_size", 64)),
-            callbacks=self._callbacks(work.trial), verbose=0,
+            callbacks=self._callbacks(work.trial, report, distilled=student is not model), verbose=0,
         )
         losses = history.history["loss"]
         if not np.all(np.isfinite(losses)):
@@ -147,10 +148,14 @@ class KerasEvaluator(Evaluator):
         except BuildError as exc:
             raise EvaluationError(f"the tower cannot be built: {exc}") from None
 
-    def _callbacks(self, trial: int) -> list[Any]:
+    def _callbacks(self, trial: int, report: Report | None = None, distilled: bool = False) -> list[Any]:
         import keras
 
         callbacks = [keras.callbacks.TerminateOnNaN()]
+        if report is not None:
+            # A student's val_loss is its distillation loss: not comparable with other trials', so not reported.
+            reported = {"val_accuracy", "val_mae"} if distilled else {"val_accuracy", "val_mae", "val_loss"}
+            callbacks.append(epoch_reporter(report, reported))
         monitor = self.metric if self.metric.startswith("val_") else "val_loss"
         if self.training.patience:
             callbacks.append(keras.callbacks.EarlyStopping(
@@ -193,6 +198,20 @@ class KerasEvaluator(Evaluator):
                                    seed=work.seed)
         combiner = json.dumps({"members": [member.trial for member in work.members], "weights": report.weights})
         return Outcome(report.metrics, {Artifact.OUTPUTS: outputs_bytes(report.outputs), COMBINER: combiner.encode()})
+
+
+def epoch_reporter(report: Report, reported: set[str]) -> Any:
+    """A Keras callback that hands ``report`` each epoch's finite validation metrics named in ``reported``."""
+    import keras
+
+    class Reporter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            metrics = {name: float(value) for name, value in (logs or {}).items()
+                       if name in reported and math.isfinite(float(value))}
+            if metrics:
+                report(Epoch(epoch + 1, metrics))
+
+    return Reporter()
 
 
 def raw_outputs(model: Any, features: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from engine.config import Config
 from engine.state import Artifact
 from engine.work import WorkItem
-from trainers.evaluator import Evaluator, Fetch, Outcome, stable_fraction
+from trainers.evaluator import Evaluator, Fetch, Outcome, Report, stable_fraction
 
 
 def synthetic_accuracy(architecture: Sequence[str], hyperparameters: Mapping[str, Any]) -> float:
@@ -47,7 +47,7 @@ class SyntheticEvaluator(Evaluator):
         super().__init__(config)
         self.delay = config.evaluator.delay
 
-    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
+    def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
         started = time.perf_counter()
         if self.delay:
             time.sleep(self.delay)

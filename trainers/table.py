@@ -18,7 +18,7 @@ import numpy as np
 from engine.config import Config, NB201Options
 from engine.spaces.nb201 import EDGES, OPS
 from engine.work import WorkItem
-from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome, stable_fraction
+from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome, Report, stable_fraction
 
 
 class NB201Table:
@@ -76,7 +76,7 @@ class TableEvaluator(Evaluator):
         self.run_seed = config.search.seed
         self.delay = config.evaluator.delay
 
-    def evaluate(self, work: WorkItem, fetch: Fetch) -> Outcome:
+    def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
         if self.delay:
             time.sleep(self.delay)
         return Outcome(self.table.observe(list(work.architecture), self.run_seed))

@@ -6,16 +6,17 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.config import FIXED_TASKS, NEEDS_PATH, Config, ConfigError, DataOptions, as_dict, with_task
+from engine.config import NEEDS_PATH, Config, ConfigError, DataOptions, as_dict, with_task
 from trainers.datasets.base import DataError, Dataset, RawData, prepare
 from trainers.datasets.builtin import diabetes, digits, mnist1d
 from trainers.datasets.csv_file import csv_table
+from trainers.datasets.idx import idx_files
 from trainers.datasets.images import image_folder
 from trainers.datasets.npz import npz_arrays
 
 PROVIDERS: dict[str, Callable[[DataOptions], RawData]] = {
     "mnist1d": mnist1d, "digits": digits, "diabetes": diabetes,
-    "csv": csv_table, "npz": npz_arrays, "images": image_folder,
+    "csv": csv_table, "npz": npz_arrays, "images": image_folder, "idx": idx_files,
 }
 
 _loaded: dict[str, Dataset] = {}
@@ -33,8 +34,8 @@ def check_data(config: Config) -> Config:
     data = config.data
     if data.dataset in NEEDS_PATH and not Path(data.path).exists():
         raise ConfigError(f"data.path: {data.path} does not exist")
-    if data.dataset in FIXED_TASKS:
-        return config
+    if data.dataset not in NEEDS_PATH:
+        return config  # built in: nothing of the user's to read
     try:
         return with_task(config, PROVIDERS[data.dataset](data).task)
     except DataError as exc:
