@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from engine.metrics import ENSEMBLE_METRICS, METRICS
 
 #: The version of the config :meth:`Config.to_dict` writes; configs of earlier versions are migrated on read.
-CONFIG_VERSION = 7
+CONFIG_VERSION = 8
 
 Check = Callable[[Any], str | None]
 
@@ -176,7 +176,12 @@ class SearchOptions:
     algorithm: str = option("beam", "beam (default), random or evolution", ("beam", "random", "evolution"))
     trials: int = option(100, "trial budget: candidates proposed and finished", check=positive)
     minutes: float = option(0.0, "wall-clock budget: no new candidate after this many minutes since the run "
-                            "began (0: none); candidates in flight still finish", check=non_negative)
+                            "began (0: none); search.at_deadline says what becomes of candidates in flight",
+                            check=non_negative)
+    at_deadline: str = option("stop", "candidates in flight when search.minutes runs out: stop (trainers that report "
+                              "epochs stop each at the end of its current epoch, kept as a trial stopped there, so "
+                              "the search ends about one epoch after its budget) or finish (they train to the end, "
+                              "as runs before config v8 did)", ("stop", "finish"))
     seed: int = option(0, "run seed; every proposal's rng derives from it and the proposal's position")
     metric: str = option("", "metric the search optimises (default: the space's own)")
     mode: str = option("", "max or min (default: the space's own)", ("", "max", "min"))
@@ -657,10 +662,15 @@ def _v6_to_v7(config: dict[str, Any]) -> dict[str, Any]:
     return _legacy(config, ("ensemble",), {"start": "leader"})
 
 
+def _v7_to_v8(config: dict[str, Any]) -> dict[str, Any]:
+    """v8 configs always hold search.at_deadline; before it, candidates in flight at the deadline trained on."""
+    return _legacy(config, ("search",), {"at_deadline": "finish"})
+
+
 #: ``MIGRATIONS[n]`` lifts a version-``n`` config to version ``n + 1``. Configs up to version 7 were stored
 #: by events of the same version, which say so on read (engine/events.py).
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
 }
 
 

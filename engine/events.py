@@ -156,6 +156,7 @@ CANDIDATE_PROPOSED = "CandidateProposed"
 TRIAL_ASSIGNED = "TrialAssigned"
 TRIAL_COMPLETED = "TrialCompleted"
 EPOCHS_REPORTED = "EpochsReported"
+TRIAL_STOPPED = "TrialStopped"
 TRIAL_FAILED = "TrialFailed"
 TRIAL_LOST = "TrialLost"
 SEARCH_FINISHED = "SearchFinished"
@@ -195,6 +196,12 @@ TYPES = EventTypes(
             EPOCHS_REPORTED, 1, ("trial", "lease", "epochs"),
             "A trainer reported the validation metrics of the epochs its lease's candidate trained since its last "
             "report (each {epoch, metrics}, epochs counted from 1): the trial's learning curve.",
+        ),
+        EventType(
+            TRIAL_STOPPED, 1, ("trial", "lease", "epoch", "rule", "reason"),
+            "The engine told a lease's trainer to stop training after its current epoch (``epoch``: the last one "
+            "reported then); the trial completes with fewer epochs. ``rule`` is what decided it (deadline: the "
+            "run's search.minutes ran out).",
         ),
         EventType(
             TRIAL_COMPLETED, 2, ("trial", "lease", "metrics", "artifacts", "inherited"),

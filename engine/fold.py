@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,6 +34,7 @@ from engine.state import (
     Kind,
     Lease,
     State,
+    Stop,
     Trial,
     ensemble_merit,
     keeps_ensemble,
@@ -141,6 +143,9 @@ def _reconfigure(state: State, config: Config) -> None:
         for trial_id in state.completed:
             trial = state.trials[trial_id]
             trial.score = score(config, trial.metrics)
+        for trial_id in state.stopped:  # by the new metric, whom they are kept below may change
+            if state.trials[trial_id].score is not None:
+                _cap(state, state.trials[trial_id])
     state.top = [trial.id for trial in state.leaderboard()[: config.search.beam.k]]
     state.ensemble = None
     for ensemble in sorted(state.leaderboard(ENSEMBLE), key=lambda e: e.id):  # as they completed, ties to the first
@@ -165,7 +170,7 @@ def _assigned(state: State, p: dict[str, Any], seq: int) -> None:
         queue.popleft()
     else:
         queue.remove(trial.id)
-    trial.status, trial.lease, trial.curve = RUNNING, seq, []  # a lease trains the candidate from the start
+    trial.status, trial.lease, trial.curve, trial.stop = RUNNING, seq, [], None  # a lease trains from the start
     state.leases[seq] = Lease(seq, trial.id, p["trainer"], p["deadline"], p["holder"])
 
 
@@ -193,6 +198,15 @@ def _epochs_reported(state: State, p: dict[str, Any], seq: int) -> None:
         trial.curve.append(epoch)
 
 
+def _trial_stopped(state: State, p: dict[str, Any], seq: int) -> None:
+    lease = state.leases[p["lease"]]
+    trial = state.trials[p["trial"]]
+    if lease.trial != trial.id or trial.stop is not None:
+        raise ValueError(f"lease {lease.id} cannot stop trial {trial.id} (its trial: {lease.trial}; "
+                         f"stopped already: {trial.stop is not None})")
+    trial.stop = Stop(p["epoch"], p["rule"], p["reason"])
+
+
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
@@ -206,10 +220,14 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
         if keeps_ensemble(state, trial, state.best_ensemble()):
             state.ensemble = trial.id
         return
+    if trial.stop is not None:
+        state.stopped.append(trial.id)
+    if state.stopped and _cap(state, trial):
+        state.top = [t.id for t in state.leaderboard()[:k]]  # a stopped trial in it may have dropped
     top = state.top
     # Most trials do not enter the top-k: one comparison with its last member says so.
-    entered = len(top) < k or state.rank(trial) > state.rank(state.trials[top[-1]])
-    if entered:
+    entered = trial.id in top or len(top) < k or state.rank(trial) > state.rank(state.trials[top[-1]])
+    if entered and trial.id not in top:
         _enter_top(state, trial, k)
     # By score only a tower entering the top can match the ensemble; by loss any tower can.
     if (state.ensemble is not None and (entered or state.ranking.ensembles_by_loss)
@@ -234,6 +252,38 @@ def _finished(state: State, p: dict[str, Any], seq: int) -> None:
     state.finished = p["reason"]
 
 
+def _value_at(state: State, trial: Trial, epoch: int) -> float | None:
+    """A trial's search metric after ``epoch`` epochs, signed (larger is better), from its learning curve."""
+    for point in trial.curve:
+        if point.epoch == epoch:
+            return signed(point.metrics.get(state.ranking.metric), state.ranking.sign)
+    return None
+
+
+def _beat(state: State, full: Trial, stopped: Trial) -> bool:
+    """Whether a trial that was not stopped did better than a stopped one at the epoch it was stopped after."""
+    epoch = stopped.stop.epoch
+    theirs, its = _value_at(state, full, epoch), _value_at(state, stopped, epoch)
+    return theirs is not None and its is not None and theirs > its
+
+
+def _cap(state: State, trial: Trial) -> bool:
+    """Keep every stopped trial below each trial that ran on and beat it at the epoch it was stopped after: its
+    score becomes at most just below theirs, whatever it reached later. Returns whether a score other than
+    ``trial``'s was lowered (the top-k must then be rebuilt)."""
+    trials = state.trials
+    if trial.stop is not None:
+        for other in state.completed_towers():
+            if other.stop is None and other.score is not None and _beat(state, other, trial):
+                trial.score = min(trial.score, math.nextafter(other.score, -math.inf))
+        return False
+    lowered = False
+    for stopped in (trials[t] for t in state.stopped):
+        if stopped.score is not None and stopped.score >= trial.score and _beat(state, trial, stopped):
+            stopped.score, lowered = math.nextafter(trial.score, -math.inf), True
+    return lowered
+
+
 def _enter_top(state: State, trial: Trial, k: int) -> None:
     top, trials = state.top, state.trials
     place, rank = len(top), state.rank(trial)
@@ -251,6 +301,7 @@ _HANDLERS = {
     ev.CANDIDATE_PROPOSED: _proposed,
     ev.TRIAL_ASSIGNED: _assigned,
     ev.EPOCHS_REPORTED: _epochs_reported,
+    ev.TRIAL_STOPPED: _trial_stopped,
     ev.TRIAL_COMPLETED: _completed,
     ev.TRIAL_FAILED: _failed,
     ev.TRIAL_LOST: _lost,

@@ -7,8 +7,9 @@ A message is one msgpack map ``{"p": PROTOCOL, "t": <type>, ...fields}`` in one 
 Trainer -> engine: ``hello``, ``ready``, ``heartbeat``, ``progress`` (the validation metrics of the
 epochs trained since the last one, at most about once a second per lease), ``result``, ``fail``,
 ``blob_put``, ``blob_get``, ``bye``. Engine -> trainer: ``welcome``, ``work``, ``ack``, ``beat``, ``blob_ok``,
-``blob``, ``error``. The items of ``work`` are the records of ``engine/work.py``: the engine sends
-``item.to_message()``, and decoding checks each of their fields and gives back :class:`WorkItem` objects.
+``blob``, ``error``, ``stop`` (train this lease no further than the current epoch, then report). The items
+of ``work`` are the records of ``engine/work.py``: the engine sends ``item.to_message()``, and decoding
+checks each of their fields and gives back :class:`WorkItem` objects.
 
 Nothing a peer sends can make decoding recurse or an error grow: containers nested deeper than
 ``MAX_DEPTH`` are refused before any field is looked at, and an error names the field and what it
@@ -41,7 +42,7 @@ import msgpack
 from engine.state import Blame, Epoch, Kind
 from engine.work import Architecture, Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
-PROTOCOL = 4  # 4: progress (per-epoch reports)
+PROTOCOL = 4  # 4: progress (per-epoch reports) and stop
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
@@ -354,6 +355,7 @@ ENGINE_MESSAGES: dict[str, Spec] = {
     "work": {"items": _each(_work_item, MAX_SLOTS, "work items", into=list), "retry": _finite, "done": _flag},
     "ack": {"lease": _integer(), "accepted": _flag, "reason": _text(4000)},
     "beat": {"unknown": _integers(MAX_SLOTS)},
+    "stop": {"lease": _integer()},
     "blob_ok": {"digest": _digest, "have": _integer(0, MAX_BLOB), "complete": _flag},
     "blob": {"digest": _digest, "offset": _integer(0, MAX_BLOB), "total": _integer(0, MAX_BLOB), "data": _chunk},
     "error": {"code": _text(32), "message": _text(MAX_ERROR)},

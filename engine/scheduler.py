@@ -29,7 +29,7 @@ from engine import events as ev
 from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
-from engine.state import ENSEMBLE, Artifact, Blame, Epoch, State, Trial, score
+from engine.state import ENSEMBLE, TOWER, Artifact, Blame, Epoch, State, Trial, score
 from engine.work import Inherit, Member, Source, Teacher, WorkItem, architecture_of
 
 
@@ -132,8 +132,31 @@ class Scheduler:
         minutes = self.state.config.search.minutes
         return bool(minutes) and self._started_at is not None and self._clock() >= self._started_at + 60 * minutes
 
+    def stops_at_deadline(self) -> bool:
+        """Whether the deadline has come and candidates in flight are to stop at it (search.at_deadline)."""
+        return self.state.config.search.at_deadline == "stop" and self.time_up()
+
+    def stop_at_deadline(self) -> list[int]:
+        """Once the deadline has come, tell each lease in flight that has not been told to stop after its current
+        epoch (trainers that train by epochs do): TrialStopped for each. Returns those leases, to tell."""
+        state = self.state
+        if not self.stops_at_deadline() or state.config.evaluator.kind != "keras":
+            return []
+        told = []
+        for lease in list(state.leases.values()):
+            trial = state.trials[lease.trial]
+            if trial.stop is None and trial.kind == TOWER:
+                epoch = trial.curve[-1].epoch if trial.curve else 0
+                self.emit(ev.TRIAL_STOPPED, {
+                    "trial": trial.id, "lease": lease.id, "epoch": epoch, "rule": "deadline",
+                    "reason": f"the time budget of {state.config.search.minutes:g} minutes is spent"})
+                told.append(lease.id)
+        return told
+
     def _next_trial(self) -> int | None:
         state = self.state
+        if self.stops_at_deadline():
+            return None  # what is queued stays queued: the search ends with what it has
         if state.queue:
             return state.queue[0]
         if state.finished is not None or state.proposals >= state.budget or self.time_up():
@@ -242,9 +265,12 @@ class Scheduler:
     def finish_if_done(self) -> bool:
         """Append SearchFinished once the budget is spent and nothing is queued or in flight."""
         state = self.state
-        if state.finished is not None or state.queue or state.leases:
+        if state.finished is not None or state.leases or (state.queue and not self.stops_at_deadline()):
             return state.finished is not None
-        if state.proposals >= state.budget:
+        if state.queue:
+            self.emit(ev.SEARCH_FINISHED, {"reason": f"time budget of {state.config.search.minutes:g} minutes spent "
+                                                     f"({len(state.queue)} queued candidates not evaluated)"})
+        elif state.proposals >= state.budget:
             self.emit(ev.SEARCH_FINISHED, {"reason": f"budget of {state.budget} trials spent"})
         elif self.time_up():
             minutes = state.config.search.minutes

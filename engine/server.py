@@ -238,6 +238,8 @@ class EngineServer:
             # messages still waiting, one of them may be that heartbeat.
             if not backlog:
                 self.scheduler.expire(drained_at)
+            for lease in self.scheduler.stop_at_deadline():  # recorded below before anyone is told
+                self._tell_stop(lease, replies)
             self.scheduler.finish_if_done()
             self._commit()
             self._send(replies)
@@ -373,6 +375,16 @@ class EngineServer:
             "welcome", run=self.state.run_id, name=name, config=config.to_dict(), heartbeat=config.engine.heartbeat,
             lease_timeout=config.engine.lease_timeout,
         )))
+        for lease in sorted(held):  # a stop it may have missed while it was away
+            if lease in self.state.leases and self.state.trials[self.state.leases[lease].trial].stop is not None:
+                replies.append((peer.identity, protocol.encode("stop", lease=lease)))
+
+    def _tell_stop(self, lease: int, replies: list[tuple[bytes, bytes]]) -> None:
+        """Tell the session that holds ``lease`` to stop training it after the current epoch."""
+        held = self.state.leases[lease]
+        for identity, session in self.sessions.items():
+            if held.held_by(session.name, session.holder):
+                replies.append((identity, protocol.encode("stop", lease=lease)))
 
     def _free_name(self, name: str) -> str:
         taken = {session.name for session in self.sessions.values()}

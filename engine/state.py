@@ -69,6 +69,14 @@ class Epoch(NamedTuple):
         return {"epoch": self.epoch, "metrics": self.metrics}
 
 
+class Stop(NamedTuple):
+    """Why a trial was told to stop early, and after which reported epoch."""
+
+    epoch: int
+    rule: str
+    reason: str
+
+
 TOWER, ENSEMBLE = Kind.TOWER, Kind.ENSEMBLE
 QUEUED, RUNNING, COMPLETED, FAILED = Status.QUEUED, Status.RUNNING, Status.COMPLETED, Status.FAILED
 
@@ -101,6 +109,7 @@ class Trial:
     reason: str | None = None
     blame: Blame | None = None
     curve: list[Epoch] = field(default_factory=list)  # the epochs its trainer reported, of its latest lease
+    stop: Stop | None = None  # its latest lease was told to stop early
 
 
 @dataclass(slots=True)
@@ -141,6 +150,7 @@ class State:
     resumes: int = 0
     ranking: Ranking | None = None  # how trials compare, from the config
     ensemble: int | None = None  # the best completed ensemble
+    stopped: list[int] = field(default_factory=list)  # completed trials that were stopped early
 
     @property
     def budget(self) -> int:

@@ -53,6 +53,7 @@ def status_dict(state: State, top: int = 10) -> dict[str, Any]:
         "proposed": state.proposals,
         "completed": len(state.completed),
         "failed": len(state.failed),
+        "stopped": len(state.stopped),
         "queued": list(state.queue),
         "running": len(state.leases),
         "finished": state.finished,
@@ -109,7 +110,9 @@ def render_status(state: State, top: int = 10) -> str:
         lines.append(f"forked from {origin['path']} at event {origin['seq']} with {origin['overrides']}")
     done = len(state.completed) + len(state.failed)
     lines.append(
-        f"trials: {done}/{state.budget} done ({len(state.completed)} completed, {len(state.failed)} failed), "
+        f"trials: {done}/{state.budget} done ({len(state.completed)} completed"
+        + (f", {len(state.stopped)} of them stopped early" if state.stopped else "")
+        + f", {len(state.failed)} failed), "
         f"{len(state.queue)} queued, {len(state.leases)} running"
         + (f"  finished: {state.finished}" if state.finished else "")
     )

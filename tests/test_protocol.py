@@ -143,6 +143,7 @@ ENGINE_EXAMPLES = {
     "work": {"items": [item.to_message() for item in ITEMS], "retry": 0.2, "done": False},
     "ack": {"lease": 5, "accepted": True, "reason": "recorded"},
     "beat": {"unknown": [7, 9]},
+    "stop": {"lease": 5},
     "blob_ok": {"digest": DIGEST, "have": 3, "complete": False},
     "blob": {"digest": DIGEST, "offset": 0, "total": 3, "data": b"abc"},
     "error": {"code": "invalid", "message": "ready.slots must be an integer in [1, 64]"},

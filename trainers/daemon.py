@@ -101,6 +101,12 @@ class HeldLease:
     curve: list[Epoch] = field(default_factory=list)  # the epochs its evaluation reported (the worker appends)
     sent: int = 0  # how many of them this connection has sent
     sent_at: float = -math.inf
+    stopping: bool = False  # the engine said to stop after the current epoch (read by the worker thread)
+
+    def reported(self, epoch: Epoch) -> bool:
+        """An epoch its evaluation trained (called from the worker thread); whether to train on."""
+        self.curve.append(epoch)
+        return not self.stopping
 
     @property
     def lease(self) -> int:
@@ -370,6 +376,10 @@ class TrainerDaemon:
                 del self._leases[held.lease]
             if not fields["accepted"]:
                 log.info("%s: lease %s not recorded: %s", self.name, fields["lease"], fields["reason"])
+        elif kind == "stop":  # the engine decided: train no further than the current epoch, then report
+            held = self._leases.get(fields["lease"])
+            if held is not None:
+                held.stopping = True
         elif kind == "beat":
             for lease in fields["unknown"]:  # the engine no longer wants these: stop answering for them
                 if lease in self._leases:
@@ -409,7 +419,7 @@ class TrainerDaemon:
                                   "blame": Blame.INFRASTRUCTURE}))
             self._deliver()
             return
-        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read, held.curve.append)
+        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read, held.reported)
         held.start(future)
         future.add_done_callback(self._ring)
 

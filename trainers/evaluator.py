@@ -25,8 +25,9 @@ from engine.state import Epoch
 from engine.work import WorkItem
 
 Fetch = Callable[[str], bytes]
-#: Called by an evaluator, from its thread, after each epoch it trains (the daemon sends them on, batched).
-Report = Callable[[Epoch], None]
+#: Called by an evaluator, from its thread, after each epoch it trains (the daemon sends them on, batched); it
+#: returns whether to train on (False: the engine said to stop, and the evaluation ends after this epoch).
+Report = Callable[[Epoch], bool | None]
 
 
 @dataclass

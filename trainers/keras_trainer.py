@@ -201,15 +201,16 @@ class KerasEvaluator(Evaluator):
 
 
 def epoch_reporter(report: Report, reported: set[str]) -> Any:
-    """A Keras callback that hands ``report`` each epoch's finite validation metrics named in ``reported``."""
+    """A Keras callback that hands ``report`` each epoch's finite validation metrics named in ``reported``, and
+    ends training after an epoch ``report`` answers False for."""
     import keras
 
     class Reporter(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             metrics = {name: float(value) for name, value in (logs or {}).items()
                        if name in reported and math.isfinite(float(value))}
-            if metrics:
-                report(Epoch(epoch + 1, metrics))
+            if metrics and report(Epoch(epoch + 1, metrics)) is False:
+                self.model.stop_training = True  # the engine stopped it: the trial completes with these epochs
 
     return Reporter()
 
