@@ -131,12 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = command("replay", "rebuild a run's state as it was right after an event",
                      "Rebuild the state by folding the log (the searcher is not called). --verify re-runs the "
-                     "searcher at\nevery recorded proposal and fails at the first one it does not reproduce.")
+                     "searcher at\nevery recorded proposal, and the stopping rule at every epoch report, and fails "
+                     "at the first\ndecision it does not reproduce.")
     _add_run(replay)
     replay.add_argument("--at", type=int, metavar="SEQ", help="the event to stop after (default: the last)")
     replay.add_argument("--json", action="store_true", help="print the whole state as JSON")
     replay.add_argument("--verify", action="store_true",
-                        help="re-run the searcher at every recorded proposal (up to --at, when given)")
+                        help="re-derive every recorded proposal and stop decision (up to --at, when given)")
     replay.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
 
     fork = command("fork", "start a new run from another run's events 1..SEQ, with overrides",
@@ -332,7 +333,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except Mismatch as exc:
             print(f"engine replay --verify: FAILED: {exc}", file=sys.stderr)
             return 3
-        print(f"verified: {result.proposals} proposals in {result.events} events reproduce exactly "
+        stops = f" and {result.stops} stop decisions" if result.stops else ""
+        print(f"verified: {result.proposals} proposals{stops} in {result.events} events reproduce exactly "
               f"({result.seconds:.2f}s)")
         return 0
     started = time.perf_counter()

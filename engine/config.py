@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 from engine.metrics import ENSEMBLE_METRICS, METRICS
 
 #: The version of the config :meth:`Config.to_dict` writes; configs of earlier versions are migrated on read.
-CONFIG_VERSION = 8
+CONFIG_VERSION = 9
 
 Check = Callable[[Any], str | None]
 
@@ -172,6 +172,20 @@ class MutationWeights:
 
 
 @dataclass(frozen=True)
+class AshaOptions:
+    min_epochs: int = option(2, "the first rung: epochs a trial trains before it is first compared", check=positive)
+    eta: int = option(3, "rungs at min_epochs * eta**k; a trial goes past a rung only in the top 1/eta of the trials "
+                      "that reached it", check=lambda v: None if v >= 2 else f"must be 2 or more, not {v}")
+
+
+@dataclass(frozen=True)
+class MedianOptions:
+    warmup: int = option(2, "epochs a trial trains before the rule judges it", check=non_negative)
+    min_trials: int = option(5, "other trials that must have reached an epoch before a trial is compared there",
+                             check=positive)
+
+
+@dataclass(frozen=True)
 class SearchOptions:
     algorithm: str = option("beam", "beam (default), random or evolution", ("beam", "random", "evolution"))
     trials: int = option(100, "trial budget: candidates proposed and finished", check=positive)
@@ -188,6 +202,12 @@ class SearchOptions:
     tie_break: str = option("val_loss", "which of two trials with the same score ranks higher: val_loss (the lower "
                             "validation loss; a small validation split ties often on accuracy) or first (the "
                             "earlier trial)", ("val_loss", "first"))
+    stopping: str = option("none", "stop hopeless trials early, from their epoch reports (keras): none; asha "
+                           "(asynchronous successive halving, search.asha); median (a trial whose best so far is "
+                           "below the median of the others at the same epoch, search.median)",
+                           ("none", "asha", "median"))
+    asha: AshaOptions = section(AshaOptions)
+    median: MedianOptions = section(MedianOptions)
     beam: BeamOptions = section(BeamOptions)
     evolution: EvolutionOptions = section(EvolutionOptions)
     mutations: MutationWeights = section(MutationWeights)
@@ -585,7 +605,7 @@ def _check_rules(config: Config) -> None:
     if config.engine.heartbeat >= config.engine.lease_timeout:
         raise ConfigError(f"engine.heartbeat ({config.engine.heartbeat}) must be shorter than "
                           f"engine.lease_timeout ({config.engine.lease_timeout})")
-    for key, value, off in (("sharing.mode", config.sharing.mode, "off"),
+    for key, value, off in (("search.stopping", search.stopping, "none"), ("sharing.mode", config.sharing.mode, "off"),
                             ("distillation.teacher", config.distillation.teacher, "none"),
                             ("ensemble.strategy", config.ensemble.strategy, "none")):
         if value != off and evaluator != "keras":
@@ -667,10 +687,16 @@ def _v7_to_v8(config: dict[str, Any]) -> dict[str, Any]:
     return _legacy(config, ("search",), {"at_deadline": "finish"})
 
 
+def _v8_to_v9(config: dict[str, Any]) -> dict[str, Any]:
+    """v9 configs always hold search.stopping and its tables; before them, no trial was stopped by a rule."""
+    return _legacy(config, ("search",), {"stopping": "none", "asha": {"min_epochs": 2, "eta": 3},
+                                         "median": {"warmup": 2, "min_trials": 5}})
+
+
 #: ``MIGRATIONS[n]`` lifts a version-``n`` config to version ``n + 1``. Configs up to version 7 were stored
 #: by events of the same version, which say so on read (engine/events.py).
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8,
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9,
 }
 
 

@@ -198,10 +198,11 @@ TYPES = EventTypes(
             "report (each {epoch, metrics}, epochs counted from 1): the trial's learning curve.",
         ),
         EventType(
-            TRIAL_STOPPED, 1, ("trial", "lease", "epoch", "rule", "reason"),
-            "The engine told a lease's trainer to stop training after its current epoch (``epoch``: the last one "
-            "reported then); the trial completes with fewer epochs. ``rule`` is what decided it (deadline: the "
-            "run's search.minutes ran out).",
+            TRIAL_STOPPED, 1, ("trial", "lease", "epoch", "rule", "reason", "figures"),
+            "The engine told a lease's trainer to stop training after its current epoch; the trial completes with "
+            "fewer epochs. ``rule`` is what decided it: deadline (search.minutes ran out; ``epoch`` is the last one "
+            "reported then) or a stopping rule (asha, median: engine/stopping.py; ``epoch`` is the one it was "
+            "judged at, ``figures`` what it was compared with).",
         ),
         EventType(
             TRIAL_COMPLETED, 2, ("trial", "lease", "metrics", "artifacts", "inherited"),

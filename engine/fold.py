@@ -204,7 +204,7 @@ def _trial_stopped(state: State, p: dict[str, Any], seq: int) -> None:
     if lease.trial != trial.id or trial.stop is not None:
         raise ValueError(f"lease {lease.id} cannot stop trial {trial.id} (its trial: {lease.trial}; "
                          f"stopped already: {trial.stop is not None})")
-    trial.stop = Stop(p["epoch"], p["rule"], p["reason"])
+    trial.stop = Stop(p["epoch"], p["rule"], p["reason"], p["figures"])
 
 
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:

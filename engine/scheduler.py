@@ -30,6 +30,7 @@ from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
 from engine.state import ENSEMBLE, TOWER, Artifact, Blame, Epoch, State, Trial, score
+from engine.stopping import Decision, decide
 from engine.work import Inherit, Member, Source, Teacher, WorkItem, architecture_of
 
 
@@ -44,6 +45,7 @@ class Scheduler:
         self._proposer = proposer or Proposer()
         self._drafts: list[tuple[ev.Event, bytes]] = []
         self._exhausted: tuple[int, str] | None = None  # (completed trials then, why)
+        self._stops: list[int] = []  # leases whose trainers are still to be told to stop
         start = time.monotonic() if now is None else now
         # Leases in flight when an engine (re)starts get a whole timeout to report back.
         self.deadlines: dict[int, float] = {lease: start + self.lease_timeout for lease in state.leases}
@@ -136,22 +138,18 @@ class Scheduler:
         """Whether the deadline has come and candidates in flight are to stop at it (search.at_deadline)."""
         return self.state.config.search.at_deadline == "stop" and self.time_up()
 
-    def stop_at_deadline(self) -> list[int]:
-        """Once the deadline has come, tell each lease in flight that has not been told to stop after its current
-        epoch (trainers that train by epochs do): TrialStopped for each. Returns those leases, to tell."""
+    def stop_at_deadline(self) -> None:
+        """Once the deadline has come, stop each lease in flight not stopped yet after its current epoch (trainers
+        that train by epochs do): TrialStopped for each, and its trainer is to be told (:meth:`take_stops`)."""
         state = self.state
         if not self.stops_at_deadline() or state.config.evaluator.kind != "keras":
-            return []
-        told = []
+            return
+        reason = f"the time budget of {state.config.search.minutes:g} minutes is spent"
         for lease in list(state.leases.values()):
             trial = state.trials[lease.trial]
             if trial.stop is None and trial.kind == TOWER:
                 epoch = trial.curve[-1].epoch if trial.curve else 0
-                self.emit(ev.TRIAL_STOPPED, {
-                    "trial": trial.id, "lease": lease.id, "epoch": epoch, "rule": "deadline",
-                    "reason": f"the time budget of {state.config.search.minutes:g} minutes is spent"})
-                told.append(lease.id)
-        return told
+                self._stop(trial, lease.id, Decision(epoch, "deadline", reason, {}))
 
     def _next_trial(self) -> int | None:
         state = self.state
@@ -213,7 +211,21 @@ class Scheduler:
         if new:
             epochs = [epoch.as_dict() for epoch in new]
             self.emit(ev.EPOCHS_REPORTED, {"trial": trial.id, "lease": lease, "epochs": epochs})
+            decision = decide(self.state, trial, since=last)
+            if decision is not None:
+                self._stop(trial, lease, decision)
         return None
+
+    def _stop(self, trial: Trial, lease: int, decision: Decision) -> None:
+        self.emit(ev.TRIAL_STOPPED, {"trial": trial.id, "lease": lease, "epoch": decision.epoch,
+                                     "rule": decision.rule, "reason": decision.reason, "figures": decision.figures})
+        self._stops.append(lease)
+
+    def take_stops(self) -> list[int]:
+        """The leases decided to stop since the last call, whose trainers are to be told once the decisions
+        are committed."""
+        stops, self._stops = self._stops, []
+        return stops
 
     def fail(self, lease: int, reason: str, blame: Blame = Blame.CANDIDATE) -> tuple[bool, str]:
         """Record that a candidate failed; ``blame`` is the candidate's own or the infrastructure's."""

@@ -238,7 +238,8 @@ class EngineServer:
             # messages still waiting, one of them may be that heartbeat.
             if not backlog:
                 self.scheduler.expire(drained_at)
-            for lease in self.scheduler.stop_at_deadline():  # recorded below before anyone is told
+            self.scheduler.stop_at_deadline()
+            for lease in self.scheduler.take_stops():  # each decision is committed below before anyone is told
                 self._tell_stop(lease, replies)
             self.scheduler.finish_if_done()
             self._commit()

@@ -75,6 +75,10 @@ class Stop(NamedTuple):
     epoch: int
     rule: str
     reason: str
+    figures: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return self._asdict()
 
 
 TOWER, ENSEMBLE = Kind.TOWER, Kind.ENSEMBLE

@@ -74,7 +74,8 @@ def state_dict(state: State) -> dict[str, Any]:
     """The whole state (every trial) as JSON-ready data, for ``engine replay --json``."""
     return {**status_dict(state, top=len(state.completed)),
             "config": state.config.to_dict(),
-            "trials": [{**_trial_dict(t), "curve": [epoch.as_dict() for epoch in t.curve]}
+            "trials": [{**_trial_dict(t), "curve": [epoch.as_dict() for epoch in t.curve],
+                        "stop": t.stop.as_dict() if t.stop else None}
                        for t in state.trials.values()]}
 
 

@@ -1,9 +1,12 @@
-"""``engine replay --verify``: re-run the searcher at every recorded proposal and compare.
+"""``engine replay --verify``: re-run the searcher at every recorded proposal, and the stopping rule at every
+epoch report, and compare.
 
 Replay itself never calls the searcher (proposals are read from the log). Verification does, at
 each CandidateProposed, on the state folded from everything before it; an identical proposal at
-every position proves the search is a deterministic function of its log. The first difference
-stops verification loudly.
+every position proves the search is a deterministic function of its log. Likewise it asks the stopping
+rule (``engine/stopping.py``) after each EpochsReported whether to stop that trial: the answer must be
+the TrialStopped that follows it, or no stop. Stops at the deadline are the clock's, not re-derived. The
+first difference stops verification loudly.
 
 Example::
 
@@ -24,19 +27,19 @@ from engine.fold import fold
 from engine.runs import reader_at
 from engine.searchers import Proposer, SpaceExhausted
 from engine.state import State
+from engine.stopping import RULES, Decision, decide
 
 COMPARED = ("kind", "architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position", "inherit",
             "teacher")
 
 
 class Mismatch(AssertionError):
-    """A recorded proposal that the searcher does not reproduce."""
+    """A recorded decision (a proposal, a stop) that the searcher or the stopping rule does not reproduce."""
 
-    def __init__(self, seq: int, field: str, recorded: Any, proposed: Any) -> None:
-        super().__init__(
-            f"proposal at event {seq} does not reproduce: {field} was {recorded!r} in the log, "
-            f"the searcher now proposes {proposed!r}"
-        )
+    def __init__(self, seq: int, field: str, recorded: Any, proposed: Any, what: str = "proposal") -> None:
+        by = "the searcher now proposes" if what == "proposal" else "the stopping rule now decides"
+        super().__init__(f"{what} at event {seq} does not reproduce: {field} was {recorded!r} in the log, "
+                         f"{by} {proposed!r}")
         self.seq, self.field, self.recorded, self.proposed = seq, field, recorded, proposed
 
 
@@ -45,18 +48,27 @@ class Verification:
     events: int
     proposals: int
     seconds: float
+    stops: int = 0
 
 
 def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None,
            at: int | None = None) -> Verification:
-    """Check every recorded proposal of a run (up to event ``at``); raises :class:`Mismatch` at the
-    first difference."""
+    """Check every recorded proposal and stop decision of a run (up to event ``at``); raises
+    :class:`Mismatch` at the first difference."""
     started = time.perf_counter()
     proposer = Proposer()
     state = State()
-    proposals = 0
+    proposals = stops = 0
+    pending: tuple[int, int, Decision | None] | None = None  # after an epoch report: (seq, trial, the rule's answer)
     with reader_at(run_dir, at) as log:
         for event in log.read(1, at):
+            ruled = event.type == ev.TRIAL_STOPPED and event.payload["rule"] in RULES
+            if pending is not None:
+                stops += _check_stop(pending, event if ruled else None)
+                pending = None
+            elif ruled:
+                raise Mismatch(event.seq, "stop", event.payload["rule"], "no decision: it follows no epoch report",
+                               what="stop")
             if event.type == ev.CANDIDATE_PROPOSED:
                 try:
                     expected = proposer.propose(state)
@@ -68,5 +80,29 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
                 proposals += 1
                 if on_proposal is not None:
                     on_proposal(proposals)
+            reported = state.trials[event.payload["trial"]] if event.type == ev.EPOCHS_REPORTED else None
+            since = reported.curve[-1].epoch if reported is not None and reported.curve else 0
             fold(state, event)
-    return Verification(state.seq, proposals, time.perf_counter() - started)
+            if reported is not None:
+                pending = (event.seq, reported.id, decide(state, reported, since))
+        if pending is not None and at is None:
+            stops += _check_stop(pending, None)
+    return Verification(state.seq, proposals, time.perf_counter() - started, stops)
+
+
+def _check_stop(pending: tuple[int, int, Decision | None], event: ev.Event | None) -> int:
+    """Compare the rule's answer after an epoch report with what the log holds next (a TrialStopped or not)."""
+    seq, trial, expected = pending
+    if event is None:
+        if expected is not None:
+            raise Mismatch(seq, "stop", "none", f"stop trial {trial} after epoch {expected.epoch}", what="stop")
+        return 0
+    recorded = event.payload
+    if expected is None:
+        raise Mismatch(event.seq, "stop", f"{recorded['rule']} stop of trial {recorded['trial']}", "none",
+                       what="stop")
+    for name, value in (("trial", trial), ("epoch", expected.epoch), ("rule", expected.rule),
+                        ("figures", expected.figures), ("reason", expected.reason)):
+        if recorded[name] != value:
+            raise Mismatch(event.seq, name, recorded[name], value, what="stop")
+    return 1

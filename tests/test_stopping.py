@@ -46,10 +46,13 @@ def test_at_the_deadline_trials_in_flight_are_told_to_stop_once_and_the_search_e
     state = scheduler.state
     first, second = scheduler.assign("t1", 2)
     scheduler.progress(first.lease, curve(0.5, 0.6))
-    assert scheduler.stop_at_deadline() == [], "not before the deadline"
+    scheduler.stop_at_deadline()
+    assert scheduler.take_stops() == [], "not before the deadline"
     clock.now += 61
-    assert scheduler.stop_at_deadline() == [first.lease, second.lease]
-    assert scheduler.stop_at_deadline() == [], "each lease is told once"
+    scheduler.stop_at_deadline()
+    assert scheduler.take_stops() == [first.lease, second.lease]
+    scheduler.stop_at_deadline()
+    assert scheduler.take_stops() == [], "each lease is told once"
     assert [(s.epoch, s.rule) for s in (state.trials[first.trial].stop, state.trials[second.trial].stop)] == [
         (2, "deadline"), (0, "deadline")]
     scheduler.lose(second.lease, "no heartbeat")
@@ -65,7 +68,8 @@ def test_with_at_deadline_finish_trials_in_flight_train_on_as_before() -> None:
     scheduler, clock = keras_run(search__at_deadline="finish")
     [item] = scheduler.assign("t1", 1)
     clock.now += 61
-    assert scheduler.stop_at_deadline() == [] and scheduler.state.trials[item.trial].stop is None
+    scheduler.stop_at_deadline()
+    assert scheduler.take_stops() == [] and scheduler.state.trials[item.trial].stop is None
     scheduler.lose(item.lease, "no heartbeat")
     assert [i.trial for i in scheduler.assign("t1", 1)] == [item.trial], "queued candidates still go out"
 
@@ -75,7 +79,7 @@ def test_a_stopped_trial_never_outranks_one_that_beat_it_where_it_stopped() -> N
     state = scheduler.state
     stopped, full, slower, behind = scheduler.assign("t1", 4)
     scheduler.emit(ev.TRIAL_STOPPED, {"trial": stopped.trial, "lease": stopped.lease, "epoch": 1, "rule": "test",
-                                      "reason": "test"})
+                                      "reason": "test", "figures": {}})
     for item, points in ((stopped, curve(0.40, 0.95)), (full, curve(0.50, 0.70, 0.80)), (slower, curve(0.45, 0.9)),
                          (behind, curve(0.30, 0.99))):
         scheduler.progress(item.lease, points)
@@ -107,7 +111,7 @@ def test_the_ranking_rule_holds_in_any_completion_order(data) -> None:
         if data.draw(st.booleans()):
             scheduler.emit(ev.TRIAL_STOPPED, {"trial": item.trial, "lease": item.lease,
                                               "epoch": data.draw(st.integers(1, len(points))), "rule": "test",
-                                              "reason": "test"})
+                                              "reason": "test", "figures": {}})
     for item in data.draw(st.permutations(items)):
         scheduler.complete(item.lease, {"val_accuracy": data.draw(values), "val_loss": 1.0}, {})
     rank = {t.id: i for i, t in enumerate(state.leaderboard())}
@@ -184,3 +188,54 @@ patience = 0
     # epoch it was in; then it evaluates and uploads the trial.
     assert ended - deadline < 2 + 2 * epoch_seconds + 5, f"{ended - deadline:.1f}s after a 24s budget"
     assert "reproduce exactly" in engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
+
+
+def test_a_search_with_asha_stops_trials_through_their_trainers_and_verifies(tmp_path: Path, engine_cli) -> None:
+    pytest.importorskip("keras")
+    config = write_toml(tmp_path / "asha.toml", """
+[search]
+trials = 8
+stopping = "asha"
+[search.asha]
+min_epochs = 1
+eta = 2
+[search.beam]
+initial = 8
+[space]
+kind = "tower"
+blocks = ["conv1d_16_k3", "dense_32", "dense_64"]
+max_depth = 2
+[space.hparams]
+learning_rate = [0.0003, 0.003]
+batch_size = [32]
+optimizer = ["adam", "sgd"]
+[data]
+dataset = "mnist1d"
+samples = 1500
+[training]
+epochs = 8
+patience = 0
+""")
+    engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
+               timeout=300)
+    from engine.runs import state_at
+
+    state = state_at(tmp_path / "run")
+    stopped = [state.trials[t] for t in state.stopped]
+    assert stopped and all(t.stop.rule == "asha" for t in stopped)
+    assert len(state.completed) == 8 and not state.failed, "a stopped trial is completed, not failed"
+    from engine.log import EventLog
+
+    with EventLog.open_reader(tmp_path / "run") as log:
+        events = list(log.read())
+    for trial in stopped:
+        # Reports of a rung's epoch go out at once, so the engine judges a trial right after it gets there; told
+        # so, its trainer stops at the end of the epoch it is in (one more may end while the stop is on its way).
+        told = next(e for e in events if e.type == ev.TRIAL_STOPPED and e.payload["trial"] == trial.id)
+        assert events[told.seq - 2].type == ev.EPOCHS_REPORTED, "decided on the report just before"
+        assert trial.stop.epoch <= events[told.seq - 2].payload["epochs"][-1]["epoch"] <= trial.stop.epoch + 1
+        assert trial.metrics["epochs"] <= trial.stop.epoch + 2
+    full = [t for t in state.trials.values() if t.stop is None]
+    assert all(t.metrics["epochs"] == 8 for t in full)
+    result = engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
+    assert f"and {len(stopped)} stop decisions" in result and "reproduce exactly" in result

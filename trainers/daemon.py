@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from engine.artifacts import ArtifactStore
 from engine.config import Config
 from engine.protocol import MAX_EPOCHS
 from engine.state import Blame, Epoch
+from engine.stopping import rungs
 from engine.work import WorkItem
 from trainers.client import EngineClient, EngineGone, EngineRefused, Message
 from trainers.datasets import DataError
@@ -102,11 +104,7 @@ class HeldLease:
     sent: int = 0  # how many of them this connection has sent
     sent_at: float = -math.inf
     stopping: bool = False  # the engine said to stop after the current epoch (read by the worker thread)
-
-    def reported(self, epoch: Epoch) -> bool:
-        """An epoch its evaluation trained (called from the worker thread); whether to train on."""
-        self.curve.append(epoch)
-        return not self.stopping
+    urgent: bool = False  # an epoch the engine judges (a rung) waits to be sent: no waiting for the next second
 
     @property
     def lease(self) -> int:
@@ -169,6 +167,7 @@ class TrainerDaemon:
         self._stop = threading.Event()
         self._evaluator: Evaluator | None = None
         self._unusable: str | None = None  # why this trainer cannot evaluate the run's candidates
+        self._rungs: frozenset[int] = frozenset()  # epochs the run's stopping rule judges trials at (asha)
         self._run_id: str | None = None
         self._leases: dict[int, HeldLease] = {}  # in the order the engine handed them out
         self._asked = False
@@ -306,7 +305,11 @@ class TrainerDaemon:
                     self._forget(held)
             self._evaluator, self._unusable = None, None
             try:
-                self._evaluator = make_evaluator(Config.from_dict(welcome["config"]))
+                config = Config.from_dict(welcome["config"])
+                asha = config.search.asha
+                self._rungs = frozenset(rungs(asha.min_epochs, asha.eta, config.training.epochs)
+                                        if config.search.stopping == "asha" else ())
+                self._evaluator = make_evaluator(config)
             except DataError as exc:
                 self._unusable = f"trainer {self.name} cannot read the data: {exc}"
             except Exception as exc:  # a missing package, a block that does not import
@@ -419,7 +422,8 @@ class TrainerDaemon:
                                   "blame": Blame.INFRASTRUCTURE}))
             self._deliver()
             return
-        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read, held.reported)
+        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read,
+                                       functools.partial(self._epoch_done, held))
         held.start(future)
         future.add_done_callback(self._ring)
 
@@ -436,8 +440,8 @@ class TrainerDaemon:
             return exc
         return None
 
-    def _ring(self, future: Future) -> None:
-        """Wake the main loop; called once the future is done, from whichever thread finished it."""
+    def _ring(self, future: Future | None) -> None:
+        """Wake the main loop, from another thread: an evaluation ended (its future is done) or reported."""
         ringer = getattr(self._ringers, "socket", None)
         if ringer is None:
             ringer = self._ringers.socket = zmq.Context.instance().socket(zmq.PUSH)
@@ -469,11 +473,20 @@ class TrainerDaemon:
                         outcome.artifacts)
         self._deliver()
 
+    def _epoch_done(self, held: HeldLease, epoch: Epoch) -> bool:
+        """An epoch the worker thread trained for ``held``; whether to train on. Wakes the main loop when a
+        report is due, so the engine hears of the epoch (and can stop the trial) at once."""
+        held.curve.append(epoch)
+        held.urgent = held.urgent or epoch.epoch in self._rungs
+        if held.urgent or time.monotonic() - held.sent_at >= PROGRESS_EVERY:
+            self._ring(None)
+        return not held.stopping
+
     def _progress(self) -> None:
         """Send the epochs trained since the last report, at most every PROGRESS_EVERY seconds per lease."""
         now = time.monotonic()
         for held in self._in(Phase.RUNNING):
-            if now - held.sent_at >= PROGRESS_EVERY:
+            if held.urgent or now - held.sent_at >= PROGRESS_EVERY:
                 self._send_progress(held, now)
 
     def _send_progress(self, held: HeldLease, now: float | None = None) -> None:
@@ -485,6 +498,7 @@ class TrainerDaemon:
                                           "epochs": [epoch.as_dict() for epoch in epochs[start:start + MAX_EPOCHS]]})
         held.sent += len(epochs)
         held.sent_at = time.monotonic() if now is None else now
+        held.urgent = False
 
     def _deliver(self) -> None:
         """Upload finished outcomes' artifacts and report them. An outcome stays until its report is

@@ -1,0 +1,134 @@
+"""Stopping rules: which trial in flight to stop early, decided from the state alone when its epochs arrive.
+
+The scheduler asks :func:`decide` right after it records a trial's ``EpochsReported``; a decision becomes a
+``TrialStopped`` event (its rule, the epoch, and the figures it compared) before the trainer is told, and
+``engine replay --verify`` asks again at the same place and fails where the answer differs.
+
+- ``asha``: asynchronous successive halving (Li et al., "A System for Massively Parallel Hyperparameter Tuning",
+  MLSys 2020). Rungs sit at ``min_epochs * eta**k`` epochs, below ``training.epochs``. A trial that reaches a rung
+  goes on only if its value there is among the best ``n // eta`` of the ``n`` trials that reached it (itself
+  included); while fewer than ``eta`` have, only if it is the best of them (the rule Optuna's
+  ``SuccessiveHalvingPruner`` documents for the first trials at a rung).
+- ``median``: after ``warmup`` epochs, a trial whose best value so far is below the median of the other trials'
+  values at the same epoch stops, once at least ``min_trials`` others reached it (Optuna's ``MedianPruner``).
+
+Trials compete only with trials that started the same way: from scratch, or from inherited weights (a child that
+starts from its parent's weights is ahead at epoch 1 for a reason that says nothing of its architecture).
+
+Example::
+
+    >>> decide(state, state.trials[12], since=1)      # after trial 12 reported epochs 2 and 3
+    Decision(epoch=2, rule='asha', reason='...', figures={'rung': 2, ...})
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from engine.state import TOWER, State, Trial, signed
+
+
+class Decision(NamedTuple):
+    """A trial to stop: after which reported epoch, by which rule, why, and the figures compared."""
+
+    epoch: int
+    rule: str
+    reason: str
+    figures: dict[str, Any]
+
+
+def rungs(min_epochs: int, eta: int, epochs: int) -> Iterator[int]:
+    """The epochs at which ASHA compares trials: ``min_epochs * eta**k`` below ``epochs`` (a trial that trains
+    them all has nothing left to stop)."""
+    rung = min_epochs
+    while rung < epochs:
+        yield rung
+        rung *= eta
+
+
+def decide(state: State, trial: Trial, since: int) -> Decision | None:
+    """Whether to stop ``trial`` now that it reported the epochs after ``since``; None to let it train on."""
+    rule = state.config.search.stopping
+    if rule == "none" or trial.stop is not None or trial.kind != TOWER or not trial.curve:
+        return None
+    return _RULES[rule](state, trial, since)
+
+
+def _value(state: State, trial: Trial, epoch: int) -> float | None:
+    """The search metric after ``epoch`` epochs, signed so larger is better (None where it was not reported)."""
+    for point in trial.curve:
+        if point.epoch == epoch:
+            return signed(point.metrics.get(state.ranking.metric), state.ranking.sign)
+    return None
+
+
+def _inherits(trial: Trial) -> bool:
+    return bool(trial.inherit) and trial.inherit["mode"] != "off"
+
+
+def _peers(state: State, trial: Trial) -> Iterator[Trial]:
+    """The other towers it is compared with: those that started the same way."""
+    inherits = _inherits(trial)
+    return (other for other in state.trials.values()
+            if other.id != trial.id and other.kind == TOWER and other.curve and _inherits(other) == inherits)
+
+
+def _shown(value: float, state: State) -> float:
+    return value * state.ranking.sign  # back to the metric as reported
+
+
+def _asha(state: State, trial: Trial, since: int) -> Decision | None:
+    options = state.config.search.asha
+    latest = trial.curve[-1].epoch
+    metric = state.ranking.metric
+    for rung in rungs(options.min_epochs, options.eta, state.config.training.epochs):
+        if rung > latest:
+            break
+        if rung <= since:
+            continue  # judged when it got there
+        value = _value(state, trial, rung)
+        if value is None:
+            continue
+        others = [v for v in (_value(state, other, rung) for other in _peers(state, trial)) if v is not None]
+        ranked = sorted([value, *others], reverse=True)
+        promoted = len(ranked) // options.eta
+        cutoff = ranked[max(promoted, 1) - 1]
+        if value >= cutoff:
+            continue
+        figures = {"rung": rung, "value": _shown(value, state), "cutoff": _shown(cutoff, state),
+                   "trials": len(ranked), "promoted": promoted}
+        if promoted:
+            reason = (f"{metric} {_shown(value, state):.4g} after {rung} epochs is not in the top {promoted} of the "
+                      f"{len(ranked)} trials there (cutoff {_shown(cutoff, state):.4g})")
+        else:
+            reason = (f"{metric} {_shown(value, state):.4g} after {rung} epochs is below the best of the first "
+                      f"{len(ranked)} trials there ({_shown(cutoff, state):.4g})")
+        return Decision(rung, "asha", reason, figures)
+    return None
+
+
+def _median(state: State, trial: Trial, since: int) -> Decision | None:
+    options = state.config.search.median
+    metric = state.ranking.metric
+    for point in trial.curve:
+        epoch = point.epoch
+        if epoch <= max(since, options.warmup):
+            continue
+        others = [v for v in (_value(state, other, epoch) for other in _peers(state, trial)) if v is not None]
+        mine = [v for v in (_value(state, trial, p.epoch) for p in trial.curve if p.epoch <= epoch) if v is not None]
+        if len(others) < options.min_trials or not mine:
+            continue
+        best, median = max(mine), statistics.median(others)
+        if best < median:
+            figures = {"epoch": epoch, "best": _shown(best, state), "median": _shown(median, state),
+                       "trials": len(others)}
+            reason = (f"its best {metric} {_shown(best, state):.4g} after {epoch} epochs is below the median "
+                      f"{_shown(median, state):.4g} of the {len(others)} other trials there")
+            return Decision(epoch, "median", reason, figures)
+    return None
+
+
+_RULES = {"asha": _asha, "median": _median}
+RULES = tuple(_RULES)
