@@ -5,10 +5,13 @@ choices) and trains candidates with the same Keras training (``trainers.keras_tr
 epochs, early stopping, data and split), using this machine's 2 cores for ``--minutes`` each:
 
 - ``beam``, ``random``: ``engine run`` with 2 local trainer processes (``--minutes`` budget);
+- ``beam-asha``, ``beam-median``: beam with ``search.stopping`` set to that rule;
 - ``budget``: beam on ``examples/mnist1d_small.toml`` (``space.max_params = 5200``, the size of the MNIST-1D
   paper's CNN, with blocks that make small networks);
 - ``tpe``: Optuna's TPESampler with 2 worker processes sharing a JournalStorage;
-- ``kerastuner``: KerasTuner's BayesianOptimization in one process with 2 TensorFlow threads.
+- ``tpe-hyperband``: the same with Optuna's ``HyperbandPruner`` fed each epoch's validation accuracy;
+- ``kerastuner``: KerasTuner's BayesianOptimization in one process with 2 TensorFlow threads;
+- ``kerastuner-hyperband``: KerasTuner's ``Hyperband`` (factor 3 over the same epochs), likewise.
 
 Time runs from each system's launch (so imports and data loading count) and only results completed
 within the budget count. For each run: best validation accuracy over time and over trials, the time
@@ -53,7 +56,9 @@ from engine.work import WorkItem  # noqa: E402
 CONFIG = ROOT / "examples" / "mnist1d.toml"
 SMALL_CONFIG = ROOT / "examples" / "mnist1d_small.toml"  # space.max_params = 5200, the paper CNN's size
 TARGET_VALIDATION = 0.90
-SYSTEMS = ("beam", "random", "budget", "tpe", "kerastuner")
+SYSTEMS = ("beam", "beam-asha", "beam-median", "random", "budget", "tpe", "tpe-hyperband", "kerastuner",
+           "kerastuner-hyperband")
+LINEAGE = ("beam", "beam-asha", "beam-median", "random", "budget")
 
 
 def search_config(**overrides: Any) -> dict[str, Any]:
@@ -112,6 +117,8 @@ def lineage(name: str, seed: int, minutes: float, workdir: Path) -> dict[str, An
     run = workdir / f"{name}-{seed}"
     settings = ["--set", f"search.seed={seed}", "--set", "search.trials=100000"]
     settings += ["--set", "search.algorithm=" + ("random" if name == "random" else "beam")]
+    if name.startswith("beam-"):  # the same search with a stopping rule (search.stopping)
+        settings += ["--set", f"search.stopping={name.removeprefix('beam-')}"]
     config = SMALL_CONFIG if name == "budget" else CONFIG
     launched = time.time()
     subprocess.run([sys.executable, "-m", "engine", "run", "--run", str(run), "--config", str(config), *settings,
@@ -141,15 +148,18 @@ def lineage(name: str, seed: int, minutes: float, workdir: Path) -> dict[str, An
         export_model(run, workdir / f"{name}-{seed}-model", trial=best["trial"])
         best_test = evaluate_model(workdir / f"{name}-{seed}-model")["accuracy"]
     failed = sum(e.type == ev.TRIAL_FAILED for e in events)
-    extra = {"trainer_fit_share": efficiency, "failed": failed,
-             "finished": state_at(run).finished}
+    stops = [e.payload["rule"] for e in events if e.type == ev.TRIAL_STOPPED]
+    extra = {"trainer_fit_share": efficiency, "failed": failed, "finished": state_at(run).finished,
+             "stopped": {rule: stops.count(rule) for rule in sorted(set(stops))},
+             "epochs_per_trial": sum(e.payload["metrics"].get("epochs", 0) for e in events
+                                     if e.type == ev.TRIAL_COMPLETED) / max(1, len(results))}
     return summarize(name, seed, launched, minutes, results, best_test, extra, chosen=best)
 
 
 # -- Optuna TPE ------------------------------------------------------------------------------------
 
 
-def _tpe_worker(storage_path: str, seed: int, worker: int, deadline: float, folder: str) -> None:
+def _tpe_worker(storage_path: str, seed: int, worker: int, deadline: float, folder: str, hyperband: bool) -> None:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -162,7 +172,10 @@ def _tpe_worker(storage_path: str, seed: int, worker: int, deadline: float, fold
     evaluator = KerasEvaluator(config)
     space = config.space
     storage = JournalStorage(JournalFileBackend(storage_path))
-    study = optuna.load_study(study_name="mnist1d", storage=storage,
+    # Hyperband's brackets over the same epochs (Optuna's HyperbandPruner: min_resource 1, reduction factor 3).
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.training.epochs, reduction_factor=3) \
+        if hyperband else optuna.pruners.NopPruner()
+    study = optuna.load_study(study_name="mnist1d", storage=storage, pruner=pruner,
                               sampler=optuna.samplers.TPESampler(seed=seed * 100 + worker))
 
     def objective(trial: optuna.Trial) -> float:
@@ -171,10 +184,20 @@ def _tpe_worker(storage_path: str, seed: int, worker: int, deadline: float, fold
         hp = {key: trial.suggest_categorical(key, list(values)) for key, values in space.hparams.choices().items()}
         work = WorkItem(lease=trial.number, trial=trial.number, key=" ".join(tower), kind=Kind.TOWER,
                         architecture=tuple(tower), hyperparameters=hp, seed=seed * 1000 + trial.number)
+        pruned = []
+
+        def report(epoch: Any) -> bool:  # each epoch's validation accuracy goes to the pruner, which may stop it
+            trial.report(epoch.metrics["val_accuracy"], epoch.epoch)
+            if trial.should_prune():
+                pruned.append(epoch.epoch)
+            return not pruned
+
         try:
-            outcome = evaluator.evaluate(work, fetch=None)
+            outcome = evaluator.evaluate(work, fetch=None, report=report)
         except EvaluationError as exc:
             raise optuna.TrialPruned(str(exc)) from None
+        if pruned:
+            raise optuna.TrialPruned(f"pruned after epoch {pruned[0]}")
         Path(folder, f"{trial.number}.weights.h5").write_bytes(outcome.artifacts[Artifact.WEIGHTS])
         trial.set_user_attr("ended", time.time())
         trial.set_user_attr("params", outcome.metrics["params"])
@@ -184,18 +207,20 @@ def _tpe_worker(storage_path: str, seed: int, worker: int, deadline: float, fold
     study.optimize(objective, timeout=max(deadline - time.time(), 0))
 
 
-def optuna_tpe(seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
+def optuna_tpe(seed: int, minutes: float, workdir: Path, hyperband: bool = False) -> dict[str, Any]:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    folder = workdir / f"tpe-{seed}"
+    name = "tpe-hyperband" if hyperband else "tpe"
+    folder = workdir / f"{name}-{seed}"
     folder.mkdir()
     path = str(folder / "journal.log")
     optuna.create_study(study_name="mnist1d", direction="maximize", storage=JournalStorage(JournalFileBackend(path)))
     launched = time.time()
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_tpe_worker, args=(path, seed, w, launched + 60 * minutes, str(folder)))
+    workers = [context.Process(target=_tpe_worker,
+                               args=(path, seed, w, launched + 60 * minutes, str(folder), hyperband))
                for w in range(2)]
     for worker in workers:
         worker.start()
@@ -213,13 +238,13 @@ def optuna_tpe(seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
         best_test = test_accuracy(search_config(), best.user_attrs["architecture"], hp,
                                   (folder / f"{best.number}.weights.h5").read_bytes())
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    return summarize("tpe", seed, launched, minutes, results, best_test, {"failed": pruned})
+    return summarize(name, seed, launched, minutes, results, best_test, {"failed": pruned})
 
 
 # -- KerasTuner ------------------------------------------------------------------------------------
 
 
-def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> None:
+def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any, hyperband: bool) -> None:
     import keras
     import keras_tuner as kt
 
@@ -244,8 +269,11 @@ def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> N
         def fit(self, hp: kt.HyperParameters, model: Any, *args: Any, **kwargs: Any) -> Any:
             stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=training.patience,
                                                  restore_best_weights=True)
-            model.fit(data.features["train"], data.targets["train"], epochs=training.epochs,
-                      batch_size=hp.get("batch_size"), verbose=0, callbacks=[stop],
+            # Hyperband sets the epochs of each bracket (and where a promoted model resumes) and saves checkpoints
+            # through its own callbacks.
+            model.fit(data.features["train"], data.targets["train"], epochs=kwargs.get("epochs", training.epochs),
+                      initial_epoch=kwargs.get("initial_epoch", 0), batch_size=hp.get("batch_size"), verbose=0,
+                      callbacks=[stop, *kwargs.get("callbacks", [])],
                       validation_data=(data.features["validation"], data.targets["validation"]))
             score = model.evaluate(data.features["validation"], data.targets["validation"], verbose=0,
                                    return_dict=True)["accuracy"]
@@ -260,9 +288,23 @@ def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> N
                 return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
             return super().populate_space(trial_id)
 
-    oracle = Timed(objective=kt.Objective("val_accuracy", "max"), max_trials=100000, seed=seed,
-                   max_consecutive_failed_trials=1000)
-    tuner = kt.Tuner(oracle=oracle, hypermodel=Towers(), directory=folder, project_name="mnist1d", overwrite=True)
+    if hyperband:
+        tuner = kt.Hyperband(Towers(), objective=kt.Objective("val_accuracy", "max"), max_epochs=training.epochs,
+                             factor=3, hyperband_iterations=1000, seed=seed, directory=folder, project_name="mnist1d",
+                             overwrite=True, max_consecutive_failed_trials=1000)
+        untimed = tuner.oracle.populate_space
+
+        def populate_space(trial_id: str) -> dict[str, Any]:
+            if time.time() >= deadline:
+                return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+            return untimed(trial_id)
+
+        tuner.oracle.populate_space = populate_space
+    else:
+        oracle = Timed(objective=kt.Objective("val_accuracy", "max"), max_trials=100000, seed=seed,
+                       max_consecutive_failed_trials=1000)
+        tuner = kt.Tuner(oracle=oracle, hypermodel=Towers(), directory=folder, project_name="mnist1d",
+                         overwrite=True)
     tuner.search(verbose=0)
     within = [r for r in results if r["ended"] <= deadline]
     best_test = None
@@ -272,12 +314,13 @@ def _kerastuner_worker(seed: int, deadline: float, folder: str, queue: Any) -> N
     queue.put(([{k: v for k, v in r.items() if k != "weights"} for r in results], best_test))
 
 
-def kerastuner(seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
+def kerastuner(seed: int, minutes: float, workdir: Path, hyperband: bool = False) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     launched = time.time()
     worker = context.Process(target=_kerastuner_worker,
-                             args=(seed, launched + 60 * minutes, str(workdir / f"kt-{seed}"), queue))
+                             args=(seed, launched + 60 * minutes, str(workdir / f"kt-{seed}-{hyperband}"), queue,
+                                   hyperband))
     worker.start()
     while True:  # a worker that dies without a result must not leave us waiting forever
         try:
@@ -287,7 +330,8 @@ def kerastuner(seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
             if not worker.is_alive():
                 raise RuntimeError(f"the KerasTuner worker died (exit code {worker.exitcode})") from None
     worker.join()
-    return summarize("kerastuner", seed, launched, minutes, results, best_test)
+    return summarize("kerastuner-hyperband" if hyperband else "kerastuner", seed, launched, minutes, results,
+                     best_test)
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -311,12 +355,12 @@ def main() -> int:
     for seed in args.seeds:
         for system in args.systems:
             print(f"{system}, seed {seed}, {args.minutes:g} minutes ...", file=sys.stderr, flush=True)
-            if system in ("beam", "random", "budget"):
+            if system in LINEAGE:
                 runs.append(lineage(system, seed, args.minutes, workdir))
-            elif system == "tpe":
-                runs.append(optuna_tpe(seed, args.minutes, workdir))
+            elif system.startswith("tpe"):
+                runs.append(optuna_tpe(seed, args.minutes, workdir, hyperband=system == "tpe-hyperband"))
             else:
-                runs.append(kerastuner(seed, args.minutes, workdir))
+                runs.append(kerastuner(seed, args.minutes, workdir, hyperband=system == "kerastuner-hyperband"))
             last = runs[-1]
             print(f"  {last['trials']} trials, best val {last['best_val_accuracy']}, "
                   f"test {last['best_test_accuracy']}, 90% val after {last['seconds_to_90']} s / "
@@ -325,7 +369,7 @@ def main() -> int:
             args.out.write_text(json.dumps({"minutes": args.minutes, "runs": runs, "workdir": str(workdir)}, indent=2))
 
     print(f"\nMNIST-1D, {args.minutes:g} minutes per run on {os.cpu_count()} cores, seeds {args.seeds} (medians)")
-    print(f"{'system':<11} {'trials':>6} {'best val':>9} {'test':>7} {'params':>8} {'s to 90%':>9} "
+    print(f"{'system':<20} {'trials':>6} {'best val':>9} {'test':>7} {'params':>8} {'s to 90%':>9} "
           f"{'trials to 90%':>14}")
     table = {}
     for system in args.systems:
@@ -337,7 +381,7 @@ def main() -> int:
         def show(value: float | None, form: str) -> str:
             return format(value, form) if value is not None else "-"
 
-        print(f"{system:<11} {show(row['trials'], '6.0f')} {show(row['best_val_accuracy'], '9.4f')} "
+        print(f"{system:<20} {show(row['trials'], '6.0f')} {show(row['best_val_accuracy'], '9.4f')} "
               f"{show(row['best_test_accuracy'], '7.4f')} {show(row['best_params'], '8.0f')} "
               f"{show(row['seconds_to_90'], '9.0f')} {show(row['trials_to_90'], '14.0f')}")
     shares = [share for r in runs for share in r.get("trainer_fit_share", {}).values()]

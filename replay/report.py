@@ -172,6 +172,8 @@ def render_event(event: ev.Event) -> str:
             f"epochs {epochs[0]['epoch']}-{epochs[-1]['epoch']}"
         last = " ".join(f"{k}={v:.4g}" for k, v in sorted(epochs[-1]["metrics"].items()))
         gist = f"trial {p['trial']} (lease {p['lease']}): {span}, then {last}"
+    elif event.type == ev.TRIAL_STOPPED:
+        gist = f"trial {p['trial']} (lease {p['lease']}): stop after epoch {p['epoch']} ({p['rule']}: {p['reason']})"
     elif event.type in (ev.TRIAL_FAILED, ev.TRIAL_LOST):
         gist = f"trial {p['trial']} (lease {p['lease']}): {p['reason']}"
     elif event.type == ev.SEARCH_STARTED:

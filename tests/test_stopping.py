@@ -239,3 +239,4 @@ patience = 0
     assert all(t.metrics["epochs"] == 8 for t in full)
     result = engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
     assert f"and {len(stopped)} stop decisions" in result and "reproduce exactly" in result
+    assert "stop after epoch" in engine_cli("log", "--run", str(tmp_path / "run")).stdout
