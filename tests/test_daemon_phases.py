@@ -16,7 +16,7 @@ import pytest
 from support import FakeEngine, nb201_config, tower_item
 
 from engine import protocol
-from trainers.daemon import HeldLease, Phase, PhaseError
+from trainers.leases import HeldLease, Phase, PhaseError
 
 WAITING, RUNNING, ABANDONED, FINISHED, REPORTED, RELEASED = Phase
 
