@@ -333,7 +333,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except Mismatch as exc:
             print(f"engine replay --verify: FAILED: {exc}", file=sys.stderr)
             return 3
-        stops = f" and {result.stops} stop decisions" if result.stops else ""
+        stops = f", {result.stops} stop decisions" if result.stops else ""
+        stops += f", {result.promotions} promotions" if result.promotions else ""
         print(f"verified: {result.proposals} proposals{stops} in {result.events} events reproduce exactly "
               f"({result.seconds:.2f}s)")
         return 0

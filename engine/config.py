@@ -204,8 +204,10 @@ class SearchOptions:
                             "earlier trial)", ("val_loss", "first"))
     stopping: str = option("none", "stop hopeless trials early, from their epoch reports (keras): none; asha "
                            "(asynchronous successive halving, search.asha); median (a trial whose best so far is "
-                           "below the median of the others at the same epoch, search.median)",
-                           ("none", "asha", "median"))
+                           "below the median of the others at the same epoch, search.median); asha-promote (every "
+                           "trial pauses at each rung of search.asha with a checkpoint and yields its trainer; the "
+                           "top 1/eta there are resumed later, on any trainer)",
+                           ("none", "asha", "median", "asha-promote"))
     asha: AshaOptions = section(AshaOptions)
     median: MedianOptions = section(MedianOptions)
     beam: BeamOptions = section(BeamOptions)

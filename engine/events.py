@@ -157,6 +157,7 @@ TRIAL_ASSIGNED = "TrialAssigned"
 TRIAL_COMPLETED = "TrialCompleted"
 EPOCHS_REPORTED = "EpochsReported"
 TRIAL_STOPPED = "TrialStopped"
+TRIAL_PROMOTED = "TrialPromoted"
 TRIAL_FAILED = "TrialFailed"
 TRIAL_LOST = "TrialLost"
 SEARCH_FINISHED = "SearchFinished"
@@ -203,6 +204,12 @@ TYPES = EventTypes(
             "fewer epochs. ``rule`` is what decided it: deadline (search.minutes ran out; ``epoch`` is the last one "
             "reported then) or a stopping rule (asha, median: engine/stopping.py; ``epoch`` is the one it was "
             "judged at, ``figures`` what it was compared with).",
+        ),
+        EventType(
+            TRIAL_PROMOTED, 1, ("trial", "rung", "reason", "figures"),
+            "search.stopping = asha-promote: a trial paused at a rung (its result holds a checkpoint) is among the "
+            "best there and goes back to the front of the queue, to resume from its checkpoint on any trainer "
+            "(engine/stopping.py; ``figures`` what it was compared with).",
         ),
         EventType(
             TRIAL_COMPLETED, 2, ("trial", "lease", "metrics", "artifacts", "inherited"),

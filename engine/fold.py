@@ -27,12 +27,16 @@ from engine.state import (
     COMPLETED,
     ENSEMBLE,
     FAILED,
+    PAUSE,
     QUEUED,
     RUNNING,
+    TOWER,
+    Artifact,
     Blame,
     Epoch,
     Kind,
     Lease,
+    Resume,
     State,
     Stop,
     Trial,
@@ -170,7 +174,9 @@ def _assigned(state: State, p: dict[str, Any], seq: int) -> None:
         queue.popleft()
     else:
         queue.remove(trial.id)
-    trial.status, trial.lease, trial.curve, trial.stop = RUNNING, seq, [], None  # a lease trains from the start
+    # A lease trains from the start, or a promoted trial's from its checkpoint (its curve up to there stays).
+    trial.curve = [point for point in trial.curve if point.epoch <= trial.resume.epoch] if trial.resume else []
+    trial.status, trial.lease, trial.stop = RUNNING, seq, None
     state.leases[seq] = Lease(seq, trial.id, p["trainer"], p["deadline"], p["holder"])
 
 
@@ -210,7 +216,13 @@ def _trial_stopped(state: State, p: dict[str, Any], seq: int) -> None:
 def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.metrics, trial.artifacts = COMPLETED, p["metrics"], p["artifacts"]
-    trial.inherited = p["inherited"]
+    if trial.resume is None:  # a resumed lease copies no layers: what the trial inherited at its start stays
+        trial.inherited = p["inherited"]
+    trial.resume = None
+    if Artifact.CHECKPOINT in trial.artifacts and trial.stop is None and trial.kind == TOWER and trial.curve:
+        # Paused at a rung (search.stopping = asha-promote): ranked like a trial stopped there until promoted.
+        epoch = trial.curve[-1].epoch
+        trial.stop = Stop(epoch, PAUSE, f"paused after {epoch} epochs, at a rung", {"rung": epoch})
     metric, sign, k = state.ranking.metric, state.ranking.sign, state.ranking.k
     value = trial.score = signed(p["metrics"].get(metric), sign)
     state.completed.append(trial.id)
@@ -233,6 +245,21 @@ def _completed(state: State, p: dict[str, Any], seq: int) -> None:
     if (state.ensemble is not None and (entered or state.ranking.ensembles_by_loss)
             and ensemble_merit(state, trial) >= ensemble_merit(state, state.trials[state.ensemble])):
         state.ensemble = None  # a tower alone does as well: no ensemble is worth its cost now
+
+
+def _promoted(state: State, p: dict[str, Any], seq: int) -> None:
+    trial = state.trials[p["trial"]]
+    stop = trial.stop
+    if trial.status != COMPLETED or stop is None or stop.rule != PAUSE or stop.epoch != p["rung"]:
+        raise ValueError(f"trial {trial.id} is not paused at rung {p['rung']}")
+    state.completed.remove(trial.id)
+    state.stopped.remove(trial.id)
+    if trial.id in state.top:
+        state.top = [t.id for t in state.leaderboard()[:state.ranking.k]]
+    trial.status, trial.score, trial.stop = QUEUED, None, None
+    trial.resume = Resume(stop.epoch, trial.artifacts[Artifact.CHECKPOINT])
+    state.queue.appendleft(trial.id)  # next to be assigned, before anything queued
+    state.promotions += 1
 
 
 def _failed(state: State, p: dict[str, Any], seq: int) -> None:
@@ -302,6 +329,7 @@ _HANDLERS = {
     ev.TRIAL_ASSIGNED: _assigned,
     ev.EPOCHS_REPORTED: _epochs_reported,
     ev.TRIAL_STOPPED: _trial_stopped,
+    ev.TRIAL_PROMOTED: _promoted,
     ev.TRIAL_COMPLETED: _completed,
     ev.TRIAL_FAILED: _failed,
     ev.TRIAL_LOST: _lost,

@@ -39,10 +39,10 @@ from typing import Any
 
 import msgpack
 
-from engine.state import Blame, Epoch, Kind
+from engine.state import Blame, Epoch, Kind, Resume
 from engine.work import Architecture, Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
-PROTOCOL = 4  # 4: progress (per-epoch reports) and stop
+PROTOCOL = 5  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
@@ -306,6 +306,11 @@ def _work_item(name: str, value: Any) -> WorkItem:
         raise ProtocolError(f"{name}.architecture must be {what}, as its kind is {kind}")
     if ensemble != (fields["members"] is not None):
         raise ProtocolError(f"{name}.members must be {'a list' if ensemble else 'nil'}, as its kind is {kind}")
+    if ensemble and (fields["until"] is not None or fields["resume"] is not None):
+        raise ProtocolError(f"{name}.until and {name}.resume must be nil, as its kind is {kind}")
+    resume, until = fields["resume"], fields["until"]
+    if resume is not None and until is not None and until <= resume.epoch:
+        raise ProtocolError(f"{name}.until ({until}) must come after {name}.resume.epoch ({resume.epoch})")
     return WorkItem(**fields)
 
 
@@ -318,6 +323,8 @@ TEACHER: Spec = {"kind": _choice(*Teacher.KINDS), "id": _integer(), "loss": _cho
                  "hyperparameters": _hyperparameters, "outputs": _optional(_digest)}
 MEMBER: Spec = {"trial": _integer(), "architecture": _tower, "hyperparameters": _hyperparameters,
                 "outputs": _optional(_digest)}
+#: Where a promoted tower resumes: after ``epoch`` epochs, from its checkpoint (a digest).
+RESUME: Spec = {"epoch": _integer(1, 1_000_000), "checkpoint": _digest}
 #: A work item, field by field; a tower's architecture is a list of names and its members nil, an ensemble's
 #: architecture its members and combiner, and its members a list.
 WORK_ITEM: Spec = {
@@ -325,7 +332,8 @@ WORK_ITEM: Spec = {
     "hyperparameters": _hyperparameters, "parent": _optional(_integer()), "parent_artifacts": _artifacts,
     "seed": _integer(-(2**63), 2**64 - 1), "inherit": _optional(_record(Inherit, INHERIT)),
     "teacher": _optional(_teacher), "members": _optional(_each(_record(Member, MEMBER), 4096, "members")),
-    "needs": _each(_digest, 4096, "digests"),
+    "needs": _each(_digest, 4096, "digests"), "until": _optional(_integer(1, 1_000_000)),
+    "resume": _optional(_record(Resume, RESUME)),
 }
 
 MAX_EPOCHS = 1000  # epochs in one progress message: a reconnected trainer sends its whole curve again

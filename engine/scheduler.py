@@ -30,7 +30,7 @@ from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
 from engine.state import ENSEMBLE, TOWER, Artifact, Blame, Epoch, State, Trial, score
-from engine.stopping import Decision, decide
+from engine.stopping import Decision, decide, pause_epoch, promotion
 from engine.work import Inherit, Member, Source, Teacher, WorkItem, architecture_of
 
 
@@ -118,6 +118,8 @@ class Scheduler:
             teacher = Teacher(kind=plan["kind"], trial=source.id, loss=plan["loss"], temperature=plan["temperature"],
                               weight=plan["weight"], architecture=architecture_of(source.architecture),
                               hyperparameters=source.hyperparameters, outputs=needed(source, Artifact.OUTPUTS))
+        if trial.resume is not None and trial.resume.checkpoint not in needs:
+            needs.append(trial.resume.checkpoint)
         members = None
         if trial.kind == ENSEMBLE:
             members = tuple(Member(m.id, tuple(m.architecture), m.hyperparameters, needed(m, Artifact.OUTPUTS))
@@ -127,6 +129,7 @@ class Scheduler:
             architecture=architecture_of(trial.architecture), hyperparameters=trial.hyperparameters,
             seed=trial.seed, parent=trial.parent, parent_artifacts=dict(parent.artifacts or {}) if parent else {},
             inherit=inherit, teacher=teacher, members=members, needs=tuple(needs),
+            until=pause_epoch(self.state, trial), resume=trial.resume,
         )
 
     def time_up(self) -> bool:
@@ -157,7 +160,13 @@ class Scheduler:
             return None  # what is queued stays queued: the search ends with what it has
         if state.queue:
             return state.queue[0]
-        if state.finished is not None or state.proposals >= state.budget or self.time_up():
+        if state.finished is not None or self.time_up():
+            return None
+        promoted = promotion(state)  # asha-promote: a paused trial that qualifies goes on before anything new
+        if promoted is not None:
+            self.emit(ev.TRIAL_PROMOTED, promoted._asdict())
+            return promoted.trial
+        if state.proposals >= state.budget:
             return None
         if self._exhausted and self._exhausted[0] == len(state.completed):
             return None  # nothing new completed since the searcher found nothing left to try
@@ -186,6 +195,13 @@ class Scheduler:
         if score(self.state.config, metrics) is None:
             self.fail(lease, f"result has no {self.state.config.search.metric!r}")
             return True, "recorded as failed"
+        if Artifact.CHECKPOINT in artifacts:
+            trial = self.state.trials[held.trial]
+            until, reached = pause_epoch(self.state, trial), trial.curve[-1].epoch if trial.curve else None
+            if until is None or reached != until:
+                self.fail(lease, f"result refused: a checkpoint after epoch {reached}, but the lease was to pause "
+                                 f"{'after epoch ' + str(until) if until else 'never'}", Blame.INFRASTRUCTURE)
+                return True, "recorded as failed"
         self.deadlines.pop(lease, None)
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
                                         "artifacts": artifacts, "inherited": list(inherited)})
@@ -279,6 +295,8 @@ class Scheduler:
         state = self.state
         if state.finished is not None or state.leases or (state.queue and not self.stops_at_deadline()):
             return state.finished is not None
+        if not self.time_up() and promotion(state) is not None:
+            return False  # a paused trial is still to go on
         if state.queue:
             self.emit(ev.SEARCH_FINISHED, {"reason": f"time budget of {state.config.search.minutes:g} minutes spent "
                                                      f"({len(state.queue)} queued candidates not evaluated)"})

@@ -56,6 +56,7 @@ class Artifact(StrEnum):
 
     WEIGHTS = "weights"  # the trained weights, inherited by later towers
     OUTPUTS = "outputs"  # validation and test outputs, which teachers and ensembles are made of
+    CHECKPOINT = "checkpoint"  # a paused tower's weights, optimizer and early-stopping state, to resume from
 
 
 class Epoch(NamedTuple):
@@ -80,6 +81,15 @@ class Stop(NamedTuple):
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
 
+
+class Resume(NamedTuple):
+    """Where a promoted trial's next lease starts: after ``epoch`` epochs, from the ``checkpoint`` (a digest)."""
+
+    epoch: int
+    checkpoint: str
+
+
+PAUSE = "pause"  # the Stop rule of a trial paused at a rung (search.stopping = asha-promote)
 
 TOWER, ENSEMBLE = Kind.TOWER, Kind.ENSEMBLE
 QUEUED, RUNNING, COMPLETED, FAILED = Status.QUEUED, Status.RUNNING, Status.COMPLETED, Status.FAILED
@@ -113,7 +123,8 @@ class Trial:
     reason: str | None = None
     blame: Blame | None = None
     curve: list[Epoch] = field(default_factory=list)  # the epochs its trainer reported, of its latest lease
-    stop: Stop | None = None  # its latest lease was told to stop early
+    stop: Stop | None = None  # its latest lease was told to stop early, or paused at a rung
+    resume: Resume | None = None  # promoted: its next lease continues from a checkpoint
 
 
 @dataclass(slots=True)
@@ -154,7 +165,8 @@ class State:
     resumes: int = 0
     ranking: Ranking | None = None  # how trials compare, from the config
     ensemble: int | None = None  # the best completed ensemble
-    stopped: list[int] = field(default_factory=list)  # completed trials that were stopped early
+    stopped: list[int] = field(default_factory=list)  # completed trials that were stopped early (or paused)
+    promotions: int = 0  # paused trials resumed (search.stopping = asha-promote)
 
     @property
     def budget(self) -> int:

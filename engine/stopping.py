@@ -12,6 +12,13 @@ The scheduler asks :func:`decide` right after it records a trial's ``EpochsRepor
 - ``median``: after ``warmup`` epochs, a trial whose best value so far is below the median of the other trials'
   values at the same epoch stops, once at least ``min_trials`` others reached it (Optuna's ``MedianPruner``).
 
+- ``asha-promote``: ASHA with pauses and promotions, as the paper's Algorithm 2 schedules it. No trial is stopped
+  in flight: each lease trains up to the next rung (:func:`pause_epoch`) and its trainer returns a checkpoint there;
+  the trial is kept like one stopped at that rung. Whenever a trainer asks for work, the best paused trial of the
+  highest rung that is among the best ``n // eta`` of the ``n`` trials that reached it is promoted
+  (:func:`promotion`, a ``TrialPromoted`` event) and resumes from its checkpoint, on any trainer; only when none
+  is does a new candidate start. Ties at the cutoff all go on.
+
 Trials compete only with trials that started the same way: from scratch, or from inherited weights (a child that
 starts from its parent's weights is ahead at epoch 1 for a reason that says nothing of its architecture).
 
@@ -19,6 +26,8 @@ Example::
 
     >>> decide(state, state.trials[12], since=1)      # after trial 12 reported epochs 2 and 3
     Decision(epoch=2, rule='asha', reason='...', figures={'rung': 2, ...})
+    >>> promotion(state)                               # asha-promote: which paused trial resumes next
+    Promotion(trial=12, rung=2, reason='...', figures={'rung': 2, ...})
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ import statistics
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from engine.state import TOWER, State, Trial, signed
+from engine.state import COMPLETED, PAUSE, TOWER, State, Trial, signed
+
+PROMOTE = "asha-promote"
 
 
 class Decision(NamedTuple):
@@ -35,6 +46,15 @@ class Decision(NamedTuple):
 
     epoch: int
     rule: str
+    reason: str
+    figures: dict[str, Any]
+
+
+class Promotion(NamedTuple):
+    """A paused trial to resume: which, from which rung, why, and the figures compared."""
+
+    trial: int
+    rung: int
     reason: str
     figures: dict[str, Any]
 
@@ -51,7 +71,7 @@ def rungs(min_epochs: int, eta: int, epochs: int) -> Iterator[int]:
 def decide(state: State, trial: Trial, since: int) -> Decision | None:
     """Whether to stop ``trial`` now that it reported the epochs after ``since``; None to let it train on."""
     rule = state.config.search.stopping
-    if rule == "none" or trial.stop is not None or trial.kind != TOWER or not trial.curve:
+    if rule not in _RULES or trial.stop is not None or trial.kind != TOWER or not trial.curve:
         return None
     return _RULES[rule](state, trial, since)
 
@@ -132,3 +152,48 @@ def _median(state: State, trial: Trial, since: int) -> Decision | None:
 
 _RULES = {"asha": _asha, "median": _median}
 RULES = tuple(_RULES)
+
+
+def pause_epoch(state: State, trial: Trial) -> int | None:
+    """With asha-promote, the epoch a tower's next lease pauses after: the first rung beyond where it starts
+    (None: it trains to the end, or no pausing rule is set)."""
+    if state.config.search.stopping != PROMOTE or trial.kind != TOWER:
+        return None
+    start = trial.resume.epoch if trial.resume else 0
+    options = state.config.search.asha
+    return next((rung for rung in rungs(options.min_epochs, options.eta, state.config.training.epochs)
+                 if rung > start), None)
+
+
+def promotion(state: State) -> Promotion | None:
+    """With asha-promote, the paused trial to resume now: at the highest rung where one qualifies, the best
+    paused trial among the top ``n // eta`` of the ``n`` trials that reached that rung (trials that started the
+    same way); None when none qualifies (a new candidate starts instead)."""
+    if state.config.search.stopping != PROMOTE:
+        return None
+    paused = [t for t in state.trials.values() if t.status == COMPLETED and t.stop is not None
+              and t.stop.rule == PAUSE]
+    eta, metric = state.config.search.asha.eta, state.ranking.metric
+    for rung in sorted({t.stop.epoch for t in paused}, reverse=True):
+        arrived: dict[bool, list[float]] = {}  # started from inherited weights or not -> values at the rung
+        for other in state.trials.values():
+            value = _value(state, other, rung) if other.kind == TOWER else None
+            if value is not None:
+                arrived.setdefault(_inherits(other), []).append(value)
+        best: tuple[float, int, dict[str, Any]] | None = None
+        for trial in (t for t in paused if t.stop.epoch == rung):
+            value = _value(state, trial, rung)
+            ranked = sorted(arrived.get(_inherits(trial), []), reverse=True)
+            promoted = len(ranked) // eta
+            if value is None or not promoted or value < ranked[promoted - 1]:
+                continue
+            if best is None or (value, -trial.id) > (best[0], -best[1]):
+                best = (value, trial.id, {"rung": rung, "value": _shown(value, state),
+                                          "cutoff": _shown(ranked[promoted - 1], state), "trials": len(ranked),
+                                          "promoted": promoted})
+        if best is not None:
+            value, trial_id, figures = best
+            reason = (f"{metric} {figures['value']:.4g} after {rung} epochs is in the top {figures['promoted']} of "
+                      f"the {figures['trials']} trials there (cutoff {figures['cutoff']:.4g})")
+            return Promotion(trial_id, rung, reason, figures)
+    return None

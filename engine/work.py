@@ -19,7 +19,7 @@ On the wire each record is a msgpack map keyed by its field names (a teacher's `
 Example::
 
     >>> from engine import protocol
-    >>> from engine.state import Kind
+    >>> from engine.state import Kind, Resume
     >>> item = WorkItem(lease=7, trial=5, key="dense_32", kind=Kind.TOWER, architecture=("dense_32",),
     ...                 hyperparameters={"dropout": 0.1}, seed=3)
     >>> frame = protocol.encode("work", items=[item.to_message()], retry=1.0, done=False)
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from engine.config import DistillationOptions, EnsembleOptions, SharingOptions, choices_of
-from engine.state import Kind
+from engine.state import Kind, Resume
 
 Tower = tuple[str, ...]  # a tower's (or an nb201 cell's) block or operation names, input first
 Hyperparameters = dict[str, Any]  # name -> a number, text, true/false or nil
@@ -142,7 +142,9 @@ class WorkItem:
 
     ``parent_artifacts`` are the mutated parent's artifacts (name -> digest); ``inherit`` and ``teacher``
     are None for a tower trained from scratch without one; ``needs`` are the digests of every artifact
-    the trainer must have before it starts (inherited weights, the teacher's and the members' outputs).
+    the trainer must have before it starts (inherited weights, the teacher's and the members' outputs,
+    a checkpoint). With ``search.stopping = "asha-promote"`` a tower trains up to epoch ``until`` and
+    returns a checkpoint there (None: to the end), and a promoted one continues from its ``resume``.
     """
 
     lease: int
@@ -158,6 +160,8 @@ class WorkItem:
     teacher: Teacher | None = None
     members: tuple[Member, ...] | None = None
     needs: tuple[str, ...] = ()
+    until: int | None = None
+    resume: Resume | None = None
 
     def to_message(self) -> dict[str, Any]:
         return {
@@ -167,5 +171,6 @@ class WorkItem:
             "inherit": self.inherit.to_message() if self.inherit else None,
             "teacher": self.teacher.to_message() if self.teacher else None,
             "members": None if self.members is None else [member.to_message() for member in self.members],
-            "needs": list(self.needs),
+            "needs": list(self.needs), "until": self.until,
+            "resume": self.resume._asdict() if self.resume else None,
         }

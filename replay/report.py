@@ -15,7 +15,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.config import Config
-from engine.state import ENSEMBLE, State, Trial
+from engine.state import ENSEMBLE, PAUSE, State, Trial
 
 
 def _trial_dict(trial: Trial) -> dict[str, Any]:
@@ -70,6 +70,14 @@ def status_dict(state: State, top: int = 10) -> dict[str, Any]:
     }
 
 
+def _stopped(state: State) -> str:
+    paused = sum(state.trials[t].stop.rule == PAUSE for t in state.stopped)
+    stopped = len(state.stopped) - paused
+    return ((f", {stopped} of them stopped early" if stopped else "")
+            + (f", {paused} paused at a rung" if paused else "")
+            + (f", {state.promotions} promotions" if state.promotions else ""))
+
+
 def state_dict(state: State) -> dict[str, Any]:
     """The whole state (every trial) as JSON-ready data, for ``engine replay --json``."""
     return {**status_dict(state, top=len(state.completed)),
@@ -112,7 +120,7 @@ def render_status(state: State, top: int = 10) -> str:
     done = len(state.completed) + len(state.failed)
     lines.append(
         f"trials: {done}/{state.budget} done ({len(state.completed)} completed"
-        + (f", {len(state.stopped)} of them stopped early" if state.stopped else "")
+        + _stopped(state)
         + f", {len(state.failed)} failed), "
         f"{len(state.queue)} queued, {len(state.leases)} running"
         + (f"  finished: {state.finished}" if state.finished else "")
@@ -174,6 +182,8 @@ def render_event(event: ev.Event) -> str:
         gist = f"trial {p['trial']} (lease {p['lease']}): {span}, then {last}"
     elif event.type == ev.TRIAL_STOPPED:
         gist = f"trial {p['trial']} (lease {p['lease']}): stop after epoch {p['epoch']} ({p['rule']}: {p['reason']})"
+    elif event.type == ev.TRIAL_PROMOTED:
+        gist = f"trial {p['trial']}: resumes from its checkpoint after epoch {p['rung']} ({p['reason']})"
     elif event.type in (ev.TRIAL_FAILED, ev.TRIAL_LOST):
         gist = f"trial {p['trial']} (lease {p['lease']}): {p['reason']}"
     elif event.type == ev.SEARCH_STARTED:

@@ -5,8 +5,10 @@ Replay itself never calls the searcher (proposals are read from the log). Verifi
 each CandidateProposed, on the state folded from everything before it; an identical proposal at
 every position proves the search is a deterministic function of its log. Likewise it asks the stopping
 rule (``engine/stopping.py``) after each EpochsReported whether to stop that trial: the answer must be
-the TrialStopped that follows it, or no stop. Stops at the deadline are the clock's, not re-derived. The
-first difference stops verification loudly.
+the TrialStopped that follows it, or no stop. Stops at the deadline are the clock's, not re-derived. With
+``asha-promote`` it asks the rule at each TrialPromoted which paused trial goes on (the same one, from the same
+rung, for the same figures), and at each proposal that none was due. The first difference stops verification
+loudly.
 
 Example::
 
@@ -27,7 +29,7 @@ from engine.fold import fold
 from engine.runs import reader_at
 from engine.searchers import Proposer, SpaceExhausted
 from engine.state import State
-from engine.stopping import RULES, Decision, decide
+from engine.stopping import RULES, Decision, decide, promotion
 
 COMPARED = ("kind", "architecture", "hyperparameters", "key", "parent", "mutation", "seed", "position", "inherit",
             "teacher")
@@ -49,6 +51,7 @@ class Verification:
     proposals: int
     seconds: float
     stops: int = 0
+    promotions: int = 0
 
 
 def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None,
@@ -58,7 +61,7 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
     started = time.perf_counter()
     proposer = Proposer()
     state = State()
-    proposals = stops = 0
+    proposals = stops = promotions = 0
     pending: tuple[int, int, Decision | None] | None = None  # after an epoch report: (seq, trial, the rule's answer)
     with reader_at(run_dir, at) as log:
         for event in log.read(1, at):
@@ -69,7 +72,14 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
             elif ruled:
                 raise Mismatch(event.seq, "stop", event.payload["rule"], "no decision: it follows no epoch report",
                                what="stop")
+            if event.type == ev.TRIAL_PROMOTED:
+                _check_promotion(state, event)
+                promotions += 1
             if event.type == ev.CANDIDATE_PROPOSED:
+                due = promotion(state)
+                if due is not None:
+                    raise Mismatch(event.seq, "promotion", f"a new candidate ({event.payload['key']})",
+                                   f"promote trial {due.trial} from rung {due.rung}", what="promotion")
                 try:
                     expected = proposer.propose(state)
                 except SpaceExhausted as exc:
@@ -87,7 +97,17 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
                 pending = (event.seq, reported.id, decide(state, reported, since))
         if pending is not None and at is None:
             stops += _check_stop(pending, None)
-    return Verification(state.seq, proposals, time.perf_counter() - started, stops)
+    return Verification(state.seq, proposals, time.perf_counter() - started, stops, promotions)
+
+
+def _check_promotion(state: State, event: ev.Event) -> None:
+    """Compare a recorded TrialPromoted with the paused trial the rule promotes at that state."""
+    expected, recorded = promotion(state), event.payload
+    if expected is None:
+        raise Mismatch(event.seq, "promotion", f"trial {recorded['trial']}", "no promotion", what="promotion")
+    for name, value in expected._asdict().items():
+        if recorded[name] != value:
+            raise Mismatch(event.seq, name, recorded[name], value, what="promotion")
 
 
 def _check_stop(pending: tuple[int, int, Decision | None], event: ev.Event | None) -> int:

@@ -197,6 +197,16 @@ def tower_item(lease: int, architecture: list[str], *, trial: int | None = None,
                     architecture=tuple(architecture), hyperparameters=hyperparameters or {}, seed=seed, **fields)
 
 
+def rewritten_run(run: Path, into: Path, change: Callable[[list[bytes]], list[bytes]]) -> Path:
+    """A copy of a run's log at ``into`` with its stored events (raw bytes, in order) passed through ``change``:
+    a tampered log, for ``replay --verify`` to catch."""
+    with EventLog.open_reader(run) as log:
+        raws = [raw for _, raw in log.read_raw()]
+    with EventLog.create(into, sync=False) as log:
+        log.append(change(raws), expected_head=0)
+    return into
+
+
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -11,11 +11,12 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import tower_config
 
 from engine import protocol
 from engine.protocol import ENGINE_MESSAGES, TRAINER_MESSAGES, ProtocolError, decode, encode
 from engine.scheduler import Scheduler
-from engine.state import COMPLETED, ENSEMBLE, QUEUED, TOWER, Blame, Lease, State, Trial
+from engine.state import COMPLETED, ENSEMBLE, QUEUED, TOWER, Blame, Lease, Resume, State, Trial
 from engine.work import Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
 DIGEST = "ab" * 32
@@ -113,6 +114,7 @@ def test_mangled_fields_only_ever_raise_protocol_errors(kind: str, data) -> None
 # -- what the engine sends: a trainer decodes it with the same care -------------------------------
 
 WEIGHTS_1, WEIGHTS_2, OUTPUTS_3, OUTPUTS_4 = ("1" * 64), ("2" * 64), ("3" * 64), ("4" * 64)
+CHECKPOINT_5 = "5" * 64
 HP = {"learning_rate": 0.003, "dropout": 0.1, "batch_size": 32, "optimizer": "adam"}
 #: A tower that starts from two trials' averaged weights and learns from the best ensemble.
 TOWER_ITEM = WorkItem(
@@ -122,7 +124,7 @@ TOWER_ITEM = WorkItem(
                                 Source(2, ("conv1d_16_k3", "dense_32"), {**HP, "dropout": 0.0}, WEIGHTS_2, 0.25))),
     teacher=Teacher(kind="ensemble", trial=3, loss="soft", temperature=4.0, weight=0.5,
                     architecture=Ensemble((1, 2), "weighted"), hyperparameters={}, outputs=OUTPUTS_3),
-    needs=(WEIGHTS_1, WEIGHTS_2, OUTPUTS_3),
+    needs=(WEIGHTS_1, WEIGHTS_2, OUTPUTS_3, CHECKPOINT_5), until=8, resume=Resume(2, CHECKPOINT_5),
 )
 #: An ensemble step: three trained towers' outputs, combined.
 ENSEMBLE_ITEM = WorkItem(
@@ -195,7 +197,7 @@ def test_work_items_decode_as_typed_records() -> None:
     message = TOWER_ITEM.to_message()
     assert message["teacher"]["id"] == message["teacher"]["trial"] == 3, "the wire repeats the teacher's trial as id"
     assert list(message) == ["lease", "trial", "key", "kind", "architecture", "hyperparameters", "parent",
-                             "parent_artifacts", "seed", "inherit", "teacher", "members", "needs"]
+                             "parent_artifacts", "seed", "inherit", "teacher", "members", "needs", "until", "resume"]
 
 
 def test_the_schedulers_work_items_are_what_it_recorded_and_round_trip() -> None:
@@ -214,7 +216,9 @@ def test_the_schedulers_work_items_are_what_it_recorded_and_round_trip() -> None
                  teacher={"kind": "ensemble", "id": 3, "loss": "soft", "temperature": 4.0, "weight": 0.5}),
         5: trial(5, {"members": [1, 2], "combiner": "average"}, ENSEMBLE,
                  inherit={"mode": "off", "sources": [], "weights": []}),
-    })
+    }, config=tower_config(evaluator__kind="keras", search__stopping="asha-promote", search__asha__min_epochs=2,
+                           training__epochs=8))
+    state.trials[4].resume = Resume(2, CHECKPOINT_5)  # promoted at rung 2 of 2, 6: it pauses again at 6
     scheduler = Scheduler(state, now=0.0)
     state.leases = {20: Lease(20, 4, "t", 0.0), 21: Lease(21, 5, "t", 0.0)}
     tower, ensemble = scheduler.work_item(20), scheduler.work_item(21)
@@ -225,7 +229,7 @@ def test_the_schedulers_work_items_are_what_it_recorded_and_round_trip() -> None
                                     Source(2, ("dense_32",), HP, WEIGHTS_2, 0.25))),
         teacher=Teacher(kind="ensemble", trial=3, loss="soft", temperature=4.0, weight=0.5,
                         architecture=Ensemble((1, 2), "weighted"), hyperparameters={}, outputs=OUTPUTS_3),
-        needs=(WEIGHTS_1, WEIGHTS_2, OUTPUTS_3),
+        needs=(WEIGHTS_1, WEIGHTS_2, OUTPUTS_3, CHECKPOINT_5), until=6, resume=Resume(2, CHECKPOINT_5),
     )
     assert ensemble.members == (Member(1, ("conv1d_16_k3",), HP, OUTPUTS_3), Member(2, ("dense_32",), HP, OUTPUTS_4))
     assert (ensemble.inherit, ensemble.needs) == (None, (OUTPUTS_3, OUTPUTS_4))
@@ -577,3 +581,14 @@ def test_engine_messages_nest_up_to_max_depth() -> None:
     example = msgpack.unpackb(encode("work", **ENGINE_EXAMPLES["work"]))
     assert protocol._too_deep(example, 7) is False and protocol._too_deep(example, 6) is True
     assert protocol.MAX_DEPTH > 7
+
+
+def test_a_work_item_resumes_before_it_pauses_and_only_a_tower_does() -> None:
+    items = item_messages()
+    items[0]["until"] = 2  # resumes after epoch 2: it cannot pause there again
+    with pytest.raises(ProtocolError, match=r"work.items\[0\].until \(2\) must come after .*resume.epoch \(2\)"):
+        decode(work_frame(items), ENGINE_MESSAGES)
+    items = item_messages()
+    items[1]["until"] = 3
+    with pytest.raises(ProtocolError, match=r"work.items\[1\].until and .*resume must be nil"):
+        decode(work_frame(items), ENGINE_MESSAGES)

@@ -238,5 +238,5 @@ patience = 0
     full = [t for t in state.trials.values() if t.stop is None]
     assert all(t.metrics["epochs"] == 8 for t in full)
     result = engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
-    assert f"and {len(stopped)} stop decisions" in result and "reproduce exactly" in result
+    assert f", {len(stopped)} stop decisions" in result and "reproduce exactly" in result
     assert "stop after epoch" in engine_cli("log", "--run", str(tmp_path / "run")).stdout

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import tower_config
+from support import rewritten_run, tower_config
 
 from engine import events as ev
 from engine.config import ConfigError
@@ -122,15 +122,6 @@ def _asha_run(tmp_path: Path) -> Path:
     return run
 
 
-def _rewrite(run: Path, into: Path, change) -> Path:
-    with EventLog.open_reader(run) as log:
-        raws = [raw for _, raw in log.read_raw()]
-    raws = change(raws)
-    with EventLog.create(into, sync=False) as log:
-        log.append(raws, expected_head=0)
-    return into
-
-
 def test_stop_decisions_reproduce_under_verify_and_a_changed_one_fails(tmp_path: Path) -> None:
     run = _asha_run(tmp_path)
     result = verify(run)
@@ -148,6 +139,6 @@ def test_stop_decisions_reproduce_under_verify_and_a_changed_one_fails(tmp_path:
         return [*raws[: first.seq - 1], *raws[first.seq:]]
 
     with pytest.raises(Mismatch, match=f"stop at event {first.seq} does not reproduce: figures"):
-        verify(_rewrite(run, tmp_path / "changed", changed))
+        verify(rewritten_run(run, tmp_path / "changed", changed))
     with pytest.raises(Mismatch, match=f"stop at event {first.seq - 1} does not reproduce"):
-        verify(_rewrite(run, tmp_path / "dropped", dropped))
+        verify(rewritten_run(run, tmp_path / "dropped", dropped))

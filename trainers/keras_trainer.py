@@ -28,6 +28,7 @@ from blocks.tower import CLASSIFICATION, BuildError, build_tower
 from engine.config import Config
 from engine.state import ENSEMBLE, Artifact, Epoch
 from engine.work import Teacher, WorkItem
+from trainers import checkpoints
 from trainers.datasets import load_dataset
 from trainers.distillation import distillation_loss, pack_targets, packed_accuracy
 from trainers.ensembles import evaluate_ensemble, outputs_bytes, outputs_of
@@ -104,24 +105,32 @@ class KerasEvaluator(Evaluator):
         import numpy as np
 
         started = time.perf_counter()
-        keras.utils.set_random_seed(work.seed % 2**31)  # initial weights and shuffling follow the trial
+        start = work.resume.epoch if work.resume else 0  # a promoted trial goes on from its checkpoint
+        keras.utils.set_random_seed((work.seed + start) % 2**31)  # initial weights and shuffling follow the trial
         hyperparameters = work.hyperparameters
         model = self._build(work.architecture, hyperparameters, f"trial_{work.trial}")
         params = model.count_params()
         if self.max_params and params > self.max_params:
             raise EvaluationError(f"{params:,} parameters exceed space.max_params = {self.max_params:,}")
-        inherited = self._inherit(model, work, fetch) if work.inherit else []
+        inherited = self._inherit(model, work, fetch) if work.inherit and not work.resume else []
         features, targets = self.data.features, self.data.targets
         student, train_targets, validation_targets = model, targets["train"], targets["validation"]
         if work.teacher:
             student, train_targets, validation_targets = self._distil(model, hyperparameters, work.teacher, fetch)
         else:
             compile_tower(model, hyperparameters, self.data.task)
+        callbacks, stopper = self._callbacks(work.trial, report, distilled=student is not model)
+        restored = None
+        if work.resume:
+            restored = checkpoints.restore(student, fetch(work.resume.checkpoint))
+            if restored.epoch != start:
+                raise EvaluationError(f"the checkpoint was taken after epoch {restored.epoch}, not {start}")
+        before, after, saver = checkpoints.callbacks(stopper, work.until, restored)
         fitting = time.perf_counter()
         history = student.fit(
             features["train"], train_targets, validation_data=(features["validation"], validation_targets),
-            epochs=self.training.epochs, batch_size=int(hyperparameters.get("batch_size", 64)),
-            callbacks=self._callbacks(work.trial, report, distilled=student is not model), verbose=0,
+            initial_epoch=start, epochs=work.until or self.training.epochs,
+            batch_size=int(hyperparameters.get("batch_size", 64)), callbacks=[*before, *callbacks, *after], verbose=0,
         )
         losses = history.history["loss"]
         if not np.all(np.isfinite(losses)):
@@ -134,9 +143,11 @@ class KerasEvaluator(Evaluator):
         metrics = {f"val_{name}": float(value) for name, value in scores.items()}
         if not all(np.isfinite(list(metrics.values()))):
             raise EvaluationError(f"validation metrics are not finite: {metrics}")
-        metrics.update(params=float(params), epochs=float(len(losses)), train_seconds=trained,
+        metrics.update(params=float(params), epochs=float(start + len(losses)), train_seconds=trained,
                        inherited_layers=float(len(inherited)), trial_seconds=time.perf_counter() - started)
         artifacts = {Artifact.WEIGHTS: weights_bytes(model)}
+        if saver.checkpoint is not None:  # paused at a rung: where a promotion resumes
+            artifacts[Artifact.CHECKPOINT] = saver.checkpoint
         if self.keeps_outputs:  # what ensembles combine and students learn from
             outputs = {split: raw_outputs(model, x) for split, x in features.items() if len(x)}
             artifacts[Artifact.OUTPUTS] = outputs_bytes(outputs)
@@ -148,7 +159,8 @@ class KerasEvaluator(Evaluator):
         except BuildError as exc:
             raise EvaluationError(f"the tower cannot be built: {exc}") from None
 
-    def _callbacks(self, trial: int, report: Report | None = None, distilled: bool = False) -> list[Any]:
+    def _callbacks(self, trial: int, report: Report | None = None, distilled: bool = False) -> tuple[list[Any], Any]:
+        """The callbacks of ``fit``, and the early-stopping one among them (None without patience)."""
         import keras
 
         callbacks = [keras.callbacks.TerminateOnNaN()]
@@ -157,14 +169,16 @@ class KerasEvaluator(Evaluator):
             reported = {"val_accuracy", "val_mae"} if distilled else {"val_accuracy", "val_mae", "val_loss"}
             callbacks.append(epoch_reporter(report, reported))
         monitor = self.metric if self.metric.startswith("val_") else "val_loss"
+        stopper = None
         if self.training.patience:
-            callbacks.append(keras.callbacks.EarlyStopping(
+            stopper = keras.callbacks.EarlyStopping(
                 monitor=monitor, mode=self.mode if monitor == self.metric else "min",
-                patience=self.training.patience, restore_best_weights=True))
+                patience=self.training.patience, restore_best_weights=True)
+            callbacks.append(stopper)
         if self.training.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(Path(self.training.tensorboard) /
                                                                      f"trial-{trial}")))
-        return callbacks
+        return callbacks, stopper
 
     def _inherit(self, model: Any, work: WorkItem, fetch: Fetch) -> list[str]:
         """Start ``model`` from the weights of the trials its candidate inherits from."""
