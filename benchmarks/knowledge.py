@@ -13,7 +13,8 @@ Ensembles and distillation (``--part ensembles``): ``engine run`` with all three
 the same search without ensembles and distillation (weight sharing kept) for the same minutes; on the
 test split: the baseline's best single model, the best single model and the best ensemble of the search
 with them, and a small architecture trained with the best ensemble as its teacher beside the same
-architecture trained without one (``--students`` seeds each).
+architecture trained without one (``--students`` seeds each). ``--set KEY=VALUE`` changes both searches
+(e.g. ``--set search.stopping=asha-promote``); ``--no-baseline`` runs only the search with all three.
 
 Usage::
 
@@ -144,7 +145,8 @@ def engine_run(folder: Path, name: str, config: Path, minutes: float, settings: 
             "trials_to_90": trials_to_90}
 
 
-def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dict[str, Any]:
+def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int, settings: list[str],
+              baseline: bool = True) -> dict[str, Any]:
     import keras
     import numpy as np
 
@@ -156,13 +158,16 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int) -> dic
     from trainers.export import evaluate_model, export_model
     from trainers.keras_trainer import KerasEvaluator, load_weights
 
-    baseline = engine_run(folder, f"baseline-{search_seed}", ALL_THREE, minutes,
-                          ["--set", f"search.seed={search_seed}", "--set", "ensemble.strategy=none",
-                           "--set", "ensemble.replicas=0", "--set", "distillation.teacher=none"])
-    export_model(Path(baseline["run"]), folder / f"baseline-single-{search_seed}")
-    baseline["best_single_test"] = evaluate_model(folder / f"baseline-single-{search_seed}")["accuracy"]
-    summary = engine_run(folder, f"all-three-{search_seed}", ALL_THREE, minutes,
-                         ["--set", f"search.seed={search_seed}"])
+    settings = ["--set", f"search.seed={search_seed}", *(part for s in settings for part in ("--set", s))]
+    if baseline:
+        baseline = engine_run(folder, f"baseline-{search_seed}", ALL_THREE, minutes,
+                              [*settings, "--set", "ensemble.strategy=none", "--set", "ensemble.replicas=0",
+                               "--set", "distillation.teacher=none"])
+        export_model(Path(baseline["run"]), folder / f"baseline-single-{search_seed}")
+        baseline["best_single_test"] = evaluate_model(folder / f"baseline-single-{search_seed}")["accuracy"]
+    else:
+        baseline = {"best_single_test": None}
+    summary = engine_run(folder, f"all-three-{search_seed}", ALL_THREE, minutes, settings)
     run = Path(summary["run"])
     state = state_at(run)
     export_model(run, folder / f"single-{search_seed}")
@@ -229,6 +234,10 @@ def main() -> int:
     parser.add_argument("--students", type=int, default=3, help="distilled/plain student pairs (default 3)")
     parser.add_argument("--ensemble-seeds", type=int, default=2,
                         help="searches with all three features, one per seed (default 2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config setting for the ensembles part's searches (repeatable)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="ensembles part: skip the search without ensembles and distillation")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "knowledge.json")
     args = parser.parse_args()
 
@@ -277,24 +286,26 @@ def main() -> int:
         print("ensembles and distillation ...", file=sys.stderr, flush=True)
         report["ensembles"] = results = []
         for seed in range(args.ensemble_seeds):
-            results.append(ensembles(folder, args.minutes, args.students, seed))
+            results.append(ensembles(folder, args.minutes, args.students, seed, args.set, not args.no_baseline))
             write(args.out, report)
         print(f"\nensembles and distillation, {args.minutes:g}-minute searches with all three features, beside the "
               f"same search without ensembles and distillation")
         for result in results:
+            without = result["baseline"]["best_single_test"]
             print(f"  seed {result['seed']}: test accuracy of the best single model without them "
-                  f"{result['baseline']['best_single_test']:.4f}; with them: best single "
+                  f"{'-' if without is None else format(without, '.4f')}; with them: best single "
                   f"{result['best_single_test']:.4f}", end="")
             if result["best_ensemble_test"] is None:
                 print(f", no ensemble beat the best tower on validation ({result['ensembles_tried']} tried)")
                 continue
             print(f", best ensemble {result['best_ensemble_test']:.4f} ({result['ensemble_members']} members, "
                   f"{result['ensemble_replicas']} of them replicas; target: +0.5 point and >= 0.985)")
-            for label, rows in result["students"].items():
+            for label, rows in ((label, rows) for label, rows in result["students"].items() if rows):
                 print(f"    {SMALL} {label}: median test accuracy {median([r['test_accuracy'] for r in rows]):.4f} "
                       f"({int(rows[0]['params'])} parameters)")
+        without = median([r['baseline']['best_single_test'] for r in results])
         print(f"  medians over seeds: best single without them "
-              f"{median([r['baseline']['best_single_test'] for r in results]):.4f}, with them "
+              f"{'-' if without is None else format(without, '.4f')}, with them "
               f"{median([r['best_single_test'] for r in results]):.4f}; best ensemble "
               f"{median([r['best_ensemble_test'] for r in results]):.4f}")
     write(args.out, report)

@@ -131,14 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = command("replay", "rebuild a run's state as it was right after an event",
                      "Rebuild the state by folding the log (the searcher is not called). --verify re-runs the "
-                     "searcher at\nevery recorded proposal, and the stopping rule at every epoch report, and fails "
-                     "at the first\ndecision it does not reproduce.")
+                     "searcher at\nevery recorded proposal, and the stopping rule at every epoch report and "
+                     "promotion, and fails\nat the first decision it does not reproduce.")
     _add_run(replay)
     replay.add_argument("--at", type=int, metavar="SEQ", help="the event to stop after (default: the last)")
     replay.add_argument("--json", action="store_true", help="print the whole state as JSON")
     replay.add_argument("--verify", action="store_true",
-                        help="re-derive every recorded proposal and stop decision (up to --at, when given)")
+                        help="re-derive every recorded proposal, stop decision and promotion (up to --at, when "
+                        "given)")
     replay.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
+
+    report = command("report", "write a run's report: one HTML page that opens offline",
+                     "Replay the run (up to --at) and draw it: progress, size against score with the Pareto front, "
+                     "the\nlineage tree, the best tower and ensemble as blocks, the trainers' leases over time, what "
+                     "worked,\nlearning curves and a table of every trial. Works on a run that is being served.")
+    _add_run(report)
+    report.add_argument("--at", type=int, metavar="SEQ", help="the search as it stood after this event "
+                        "(default: the last)")
+    report.add_argument("--out", type=Path, metavar="FILE", help="where to write it (default: RUN/report.html)")
 
     fork = command("fork", "start a new run from another run's events 1..SEQ, with overrides",
                    "Copy a run's events 1..SEQ into a new run, append SearchForked with the overrides, and "
@@ -348,6 +358,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from replay.page import write_report
+
+    started = time.perf_counter()
+    out = write_report(args.run, args.out, args.at)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.1f}s)")
+    return 0
+
+
 def cmd_fork(args: argparse.Namespace) -> int:
     from replay.fork import fork
 
@@ -428,8 +447,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "serve": cmd_serve, "trainer": cmd_trainer, "run": cmd_run, "status": cmd_status, "log": cmd_log,
-    "replay": cmd_replay, "fork": cmd_fork, "export": cmd_export, "predict": cmd_predict, "evaluate": cmd_evaluate,
-    "keys": cmd_keys, "blocks": cmd_blocks, "config": cmd_config,
+    "replay": cmd_replay, "report": cmd_report, "fork": cmd_fork, "export": cmd_export, "predict": cmd_predict,
+    "evaluate": cmd_evaluate, "keys": cmd_keys, "blocks": cmd_blocks, "config": cmd_config,
 }
 
 

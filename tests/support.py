@@ -232,8 +232,8 @@ commands = st.lists(
 class Recording(Scheduler):
     """The real scheduler, keeping a copy of the live state after every event it drafts."""
 
-    def __init__(self, state: State) -> None:
-        super().__init__(state, now=0.0, clock=lambda: 1000.0)
+    def __init__(self, state: State, clock: Callable[[], float] = lambda: 1000.0) -> None:
+        super().__init__(state, now=0.0, clock=clock)
         self.snapshots = {state.seq: copy.deepcopy(state)}
 
     def emit(self, kind: str, payload: dict[str, Any]) -> ev.Event:
@@ -247,9 +247,11 @@ def pick(state: State, index: int) -> int | None:
     return leases[index % len(leases)] if leases else None
 
 
-def drive(log: EventLog, state: State, script: list[tuple]) -> Recording:
-    """Apply a command script, committing after each command like the server does after a batch."""
-    scheduler = Recording(state)
+def drive(log: EventLog, state: State, script: list[tuple],
+          clock: Callable[[], float] = lambda: 1000.0) -> Recording:
+    """Apply a command script, committing after each command like the server does after a batch (events
+    stamped by ``clock``)."""
+    scheduler = Recording(state, clock)
     metric = state.config.search.metric
     other = next(name for name in METRICS[state.config.evaluator.kind] if name != metric)
     for name, index, slots, value, keep in script:

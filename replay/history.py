@@ -1,0 +1,268 @@
+"""A run's history: what the report's views are drawn from, read from its log through the fold and nothing else.
+
+:func:`history` replays a run (up to event ``at``) once and keeps, beside the final :class:`State`, what the state
+forgets: when each trial was proposed, started and ended, on which trainer, and every lease's span and outcome.
+The functions below turn it into the data of each view (plain values, no drawing): progress with the best so far,
+the lineage tree, the Pareto front, the trainers' timelines and utilisation, and which mutations worked.
+
+Example::
+
+    >>> run = history("runs/m1d")
+    >>> [point.best for point in progress(run)][-1] == run.state.best_trial().score
+    True
+    >>> edges(run)[:2]
+    [Edge(child=9, parent=2, mutation='add'), ...]
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from engine import events as ev
+from engine.ensembles import REPLICA
+from engine.fold import fold
+from engine.runs import reader_at
+from engine.state import ENSEMBLE, TOWER, State, Status, Trial
+
+
+class Outcome(StrEnum):
+    """How a lease ended."""
+
+    COMPLETED = "completed"
+    STOPPED = "stopped"  # completed after a stopping rule or the deadline stopped it
+    PAUSED = "paused"  # completed at a rung with a checkpoint (asha-promote)
+    FAILED = "failed"
+    LOST = "lost"
+    RUNNING = "running"  # still in flight at the end of the history
+
+
+@dataclass(frozen=True)
+class Span:
+    """One lease: a trial on a trainer from ``start`` to ``end`` (seconds since the run started; None while it
+    runs)."""
+
+    lease: int
+    trial: int
+    trainer: str
+    start: float
+    end: float | None
+    outcome: Outcome
+
+
+@dataclass
+class History:
+    """The state after the last event read, the times the state forgets, and every lease."""
+
+    run: Path
+    state: State
+    started_at: float = 0.0  # the wall clock of SearchStarted
+    last_at: float = 0.0  # the wall clock of the last event read
+    proposed: dict[int, float] = field(default_factory=dict)  # trial -> seconds since the start
+    ended: dict[int, float] = field(default_factory=dict)  # trial -> seconds, when it last completed or failed
+    # (trial, seconds, its score then) in the order trials completed (a resumed trial again each time)
+    completions: list[tuple[int, float, float | None]] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return self.last_at - self.started_at
+
+    def trainers(self) -> list[str]:
+        return sorted({span.trainer for span in self.spans})
+
+
+def history(run: Path | str, at: int | None = None) -> History:
+    """Replay ``run`` up to event ``at`` (all of it when None), keeping what the views need."""
+    state = State()
+    found = History(Path(run), state)
+    open_spans: dict[int, tuple[int, str, float]] = {}  # lease -> (trial, trainer, start)
+    with reader_at(run, at) as log:
+        for event in log.read(1, at):
+            fold(state, event)
+            seconds = event.at - found.started_at
+            found.last_at = event.at
+            payload = event.payload
+            if event.type == ev.SEARCH_STARTED:
+                found.started_at, seconds = event.at, 0.0
+            elif event.type == ev.CANDIDATE_PROPOSED:
+                found.proposed[event.seq] = seconds
+            elif event.type == ev.TRIAL_ASSIGNED:
+                open_spans[event.seq] = (payload["trial"], payload["trainer"], seconds)
+            elif event.type in (ev.TRIAL_COMPLETED, ev.TRIAL_FAILED, ev.TRIAL_LOST):
+                trial = state.trials[payload["trial"]]
+                if event.type != ev.TRIAL_LOST:
+                    found.ended[trial.id] = seconds
+                if event.type == ev.TRIAL_COMPLETED:
+                    found.completions.append((trial.id, seconds, trial.score))
+                lease = payload["lease"]
+                if lease in open_spans:
+                    trial_id, trainer, start = open_spans.pop(lease)
+                    found.spans.append(Span(lease, trial_id, trainer, start, seconds, _outcome(event.type, trial)))
+    for lease, (trial_id, trainer, start) in open_spans.items():
+        found.spans.append(Span(lease, trial_id, trainer, start, None, Outcome.RUNNING))
+    found.spans.sort(key=lambda span: span.lease)
+    return found
+
+
+def _outcome(kind: str, trial: Trial) -> Outcome:
+    if kind == ev.TRIAL_FAILED:
+        return Outcome.FAILED
+    if kind == ev.TRIAL_LOST:
+        return Outcome.LOST
+    if trial.stop is None:
+        return Outcome.COMPLETED
+    return Outcome.PAUSED if trial.stop.rule == "pause" else Outcome.STOPPED
+
+
+# -- how a candidate was made ------------------------------------------------------------------------
+
+
+def mutation_kind(mutation: str) -> str:
+    """A recorded mutation's kind: its first word (``"replace 1: maxpool1d -> avgpool1d"`` -> ``replace``)."""
+    return mutation.split(maxsplit=1)[0] if mutation.strip() else "?"
+
+
+
+def origin(state: State, trial: Trial) -> str:
+    """How the search made a candidate: ``ensemble``, ``replica``, its mutation (``add``, ``replace``, ``remove``,
+    ``hparam``, or a cell space's), ``initial`` (the beam's first random towers) or ``random`` (a fresh draw:
+    random search, or the beam exploring)."""
+    if trial.kind == ENSEMBLE:
+        return "ensemble"
+    if trial.mutation == REPLICA:
+        return REPLICA
+    if trial.mutation:
+        return mutation_kind(trial.mutation)
+    search = state.config.search
+    initial = search.beam.initial if search.algorithm == "beam" else 0
+    return "initial" if trial.position < initial else "random"
+
+
+# -- progress ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One completed trial on the progress view: its place in completion order, when, its score, the best score
+    so far (monotone) and how it was made."""
+
+    order: int
+    trial: int
+    seconds: float
+    score: float
+    best: float
+    origin: str
+
+
+def progress(run: History) -> list[Point]:
+    """Every scored tower in the order it completed (a resumed trial each time it completed), with its score
+    then and the best score so far. Scores are signed as the leaderboard holds them (larger is better)."""
+    state, points, best = run.state, [], None
+    for order, (trial_id, seconds, score) in enumerate(run.completions, start=1):
+        trial = state.trials[trial_id]
+        if trial.kind != TOWER or score is None:
+            continue
+        best = score if best is None else max(best, score)
+        points.append(Point(order, trial.id, seconds, score, best, origin(state, trial)))
+    return points
+
+
+# -- the lineage tree --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A candidate and the parent it was made from, by ``mutation``."""
+
+    child: int
+    parent: int
+    mutation: str
+
+
+def edges(run: History) -> list[Edge]:
+    """The lineage tree's links: every proposal that names a parent, in proposal order."""
+    return [Edge(trial.id, trial.parent, trial.mutation or "?") for trial in run.state.trials.values()
+            if trial.parent is not None]
+
+
+def generations(run: History) -> dict[int, int]:
+    """Each trial's depth in the tree: 0 for a candidate with no parent, its parent's plus one otherwise."""
+    depth: dict[int, int] = {}
+    for trial in run.state.trials.values():  # parents are proposed before their children
+        depth[trial.id] = depth.get(trial.parent, -1) + 1 if trial.parent is not None else 0
+    return depth
+
+
+# -- trainers ----------------------------------------------------------------------------------------
+
+
+def utilisation(run: History) -> dict[str, float]:
+    """Each trainer's share of its time holding a lease, from its first lease's start to its last one's end (the
+    history's end while one runs)."""
+    shares = {}
+    for trainer in run.trainers():
+        spans = [s for s in run.spans if s.trainer == trainer]
+        ends = [s.end if s.end is not None else run.seconds for s in spans]
+        start, end = min(s.start for s in spans), max(ends)
+        busy = sum(e - s.start for s, e in zip(spans, ends, strict=True))
+        shares[trainer] = busy / (end - start) if end > start else 1.0
+    return shares
+
+
+# -- what worked -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How often children of one kind beat their parent: ``children`` scored with a scored parent, ``better``
+    of them above it, and the median gain of score."""
+
+    label: str
+    children: int
+    better: int
+    median_gain: float | None
+
+    @property
+    def rate(self) -> float | None:
+        return self.better / self.children if self.children else None
+
+
+def _children(state: State) -> Iterator[tuple[Trial, Trial]]:
+    for trial in state.trials.values():
+        parent = state.trials.get(trial.parent) if trial.parent is not None else None
+        if (trial.kind == TOWER and trial.status is Status.COMPLETED and trial.score is not None
+                and parent is not None and parent.score is not None):
+            yield trial, parent
+
+
+def _tally(label: str, pairs: list[tuple[Trial, Trial]]) -> Tally:
+    gains = [child.score - parent.score for child, parent in pairs]
+    return Tally(label, len(pairs), sum(g > 0 for g in gains), statistics.median(gains) if gains else None)
+
+
+def what_worked(run: History) -> dict[str, list[Tally]]:
+    """Children against their parents: by mutation kind, by the block a child gained, and with or without
+    inherited weights or a teacher."""
+    pairs = list(_children(run.state))
+    kinds = {child.id: mutation_kind(child.mutation or "?") for child, _ in pairs}
+    gained: dict[str, list[tuple[Trial, Trial]]] = {}
+    for child, parent in pairs:
+        if isinstance(child.architecture, list) and isinstance(parent.architecture, list):
+            for block in set(child.architecture) - set(parent.architecture):
+                gained.setdefault(block, []).append((child, parent))
+
+    def inherited(trial: Trial) -> bool:
+        return bool(trial.inherit) and trial.inherit.get("mode", "off") != "off"
+
+    return {
+        "mutation": [_tally(m, [(c, p) for c, p in pairs if kinds[c.id] == m]) for m in sorted(set(kinds.values()))],
+        "block gained": [_tally(block, found) for block, found in sorted(gained.items())],
+        "knowledge": [_tally("inherited weights", [(c, p) for c, p in pairs if inherited(c)]),
+                      _tally("from scratch", [(c, p) for c, p in pairs if not inherited(c)]),
+                      _tally("with a teacher", [(c, p) for c, p in pairs if c.teacher]),
+                      _tally("without a teacher", [(c, p) for c, p in pairs if not c.teacher])],
+    }

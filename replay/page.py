@@ -1,0 +1,434 @@
+"""The report page: one self-contained HTML file of a run's history (``engine report``).
+
+Every view is drawn from :mod:`replay.history` (the log through the fold), with plotly: its JavaScript ships
+inside the Python package and is written into the page once, so the file opens offline. Views: a header of
+facts, progress (score by completion order and by wall time, the best so far over it, coloured by how each
+candidate was made), size against score with the Pareto front, the lineage tree, the best tower and the best
+ensemble drawn as blocks, the trainers' leases over time, what worked, learning curves and a table of every
+trial. A point in any plot is a link to its row in the table.
+
+Example::
+
+    >>> page = render(history("runs/m1d"))
+    >>> Path("report.html").write_text(page)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine.state import TOWER, State, Trial
+from replay.history import (
+    History,
+    Outcome,
+    edges,
+    generations,
+    history,
+    origin,
+    progress,
+    utilisation,
+    what_worked,
+)
+from replay.report import pareto_front
+
+ORIGIN_ORDER = ("initial", "random", "add", "replace", "remove", "hparam", "replica", "ensemble")
+OUTCOME_COLOURS = {Outcome.COMPLETED: "#2ca02c", Outcome.STOPPED: "#ff7f0e", Outcome.PAUSED: "#bcbd22",
+                   Outcome.FAILED: "#d62728", Outcome.LOST: "#7f7f7f", Outcome.RUNNING: "#1f77b4"}
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 0.85em; } td, th { padding: 2px 8px; text-align: left; }
+th { cursor: pointer; background: #f4f4f4; } tr.picked { background: #fff3b0; }
+.facts td:first-child { color: #666; } .note { color: #666; font-style: italic; }
+.tower { display: flex; flex-wrap: wrap; gap: 4px; align-items: stretch; margin: 0.4em 0; }
+.block { border-radius: 4px; padding: 4px 8px; color: #fff; font-size: 0.8em; min-width: 5em; }
+.block small { display: block; opacity: 0.85; } .head { background: #555; }
+"""
+TABLE_SCRIPT = """
+const rows = JSON.parse(document.getElementById('trial-data').textContent);
+const columns = JSON.parse(document.getElementById('trial-columns').textContent);
+let shown = rows, page = 0, sortColumn = null, ascending = true;
+const pageSize = 100;
+function cell(value) { return value === null || value === undefined ? '' : String(value); }
+function draw() {
+  const body = document.getElementById('trial-rows');
+  body.innerHTML = '';
+  for (const row of shown.slice(page * pageSize, (page + 1) * pageSize)) {
+    const tr = document.createElement('tr');
+    tr.id = 'trial-' + row[0];
+    for (const value of row) {
+      const td = document.createElement('td'); td.textContent = cell(value); tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  const pages = Math.max(1, Math.ceil(shown.length / pageSize));
+  document.getElementById('trial-page').textContent = `page ${page + 1} of ${pages} (${shown.length} trials)`;
+}
+function filterRows() {
+  const text = document.getElementById('trial-filter').value.toLowerCase();
+  shown = rows.filter(row => row.some(value => cell(value).toLowerCase().includes(text)));
+  page = 0; draw();
+}
+function sortBy(index) {
+  ascending = sortColumn === index ? !ascending : true; sortColumn = index;
+  const key = row => row[index];
+  shown = [...shown].sort((a, b) => {
+    const x = key(a), y = key(b);
+    if (x === y) return 0; if (x === null) return 1; if (y === null) return -1;
+    return (x < y ? -1 : 1) * (ascending ? 1 : -1);
+  });
+  page = 0; draw();
+}
+function turn(step) {
+  const pages = Math.max(1, Math.ceil(shown.length / pageSize));
+  page = Math.min(pages - 1, Math.max(0, page + step)); draw();
+}
+function showTrial(id) {
+  document.getElementById('trial-filter').value = '';
+  shown = rows; const at = rows.findIndex(row => row[0] === id);
+  if (at < 0) return;
+  page = Math.floor(at / pageSize); draw();
+  const tr = document.getElementById('trial-' + id);
+  document.querySelectorAll('tr.picked').forEach(other => other.classList.remove('picked'));
+  tr.classList.add('picked'); tr.scrollIntoView({block: 'center'});
+}
+const head = document.getElementById('trial-head');
+columns.forEach((name, index) => {
+  const th = document.createElement('th'); th.textContent = name; th.onclick = () => sortBy(index);
+  head.appendChild(th);
+});
+draw();
+for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+  plot.on('plotly_click', event => {
+    const id = event.points[0].customdata;
+    if (typeof id === 'number') showTrial(id);
+  });
+}
+"""
+
+
+def _shown(state: State, score: float | None) -> float | None:
+    """A signed score back in the metric's own terms."""
+    return None if score is None else score * state.ranking.sign
+
+
+def _figure(figure: Any, name: str) -> str:
+    figure.update_layout(margin={"l": 50, "r": 20, "t": 30, "b": 40}, height=420, template="plotly_white")
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"view-{name}",
+                          config={"displaylogo": False, "responsive": True})
+
+
+def _section(name: str, title: str, body: str) -> str:
+    return f'<section id="{name}" class="view"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
+
+
+def _describe(trial: Trial) -> str:
+    """What hovering a candidate shows: its id, key (blocks and hyperparameters) and score."""
+    return f"trial {trial.id}<br>{html.escape(trial.key)}"
+
+
+# -- views --------------------------------------------------------------------------------------------------
+
+
+def header(run: History) -> str:
+    state, config = run.state, run.state.config
+    best = state.best_trial()
+    lost = sum(span.outcome is Outcome.LOST for span in run.spans)
+    facts = [
+        ("run", f"{state.run_id} ({run.run})"), ("space", config.space.kind),
+        ("searcher", f"{config.search.algorithm} (seed {config.search.seed}), stopping {config.search.stopping}"),
+        ("budget", f"{config.search.trials} trials" + (f", {config.search.minutes:g} minutes"
+                                                       if config.search.minutes else "")),
+        ("trials", f"{len(state.completed)} completed, {len(state.failed)} failed, {lost} leases lost, "
+                   f"{len(state.queue)} queued, {len(state.leases)} running"),
+        ("best", f"trial {best.id}: {config.search.metric} {_shown(state, best.score):.4g} ({best.key})"
+         if best else "none yet"),
+        ("wall time", f"{run.seconds / 60:.1f} minutes to event {state.seq}"),
+        ("trainers", f"{len(run.trainers())} seen"),
+        ("finished", state.finished or "not yet"),
+    ]
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return f'<table class="facts" id="facts">{rows}</table>'
+
+
+def _colours(labels: list[str]) -> dict[str, str]:
+    ordered = [o for o in ORIGIN_ORDER if o in labels] + sorted(set(labels) - set(ORIGIN_ORDER))
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(ordered)}
+
+
+def progress_view(run: History) -> str:
+    import plotly.graph_objects as go
+
+    state, metric = run.state, run.state.config.search.metric
+    points = progress(run)
+    if not points:
+        return '<p class="note">No trial has completed yet.</p>'
+    colours = _colours([p.origin for p in points])
+    out = []
+    for axis, label, name in ((lambda p: p.order, "completed trials", "progress-trials"),
+                              (lambda p: p.seconds / 60, "minutes since the start", "progress-time")):
+        figure = go.Figure()
+        for kind, colour in colours.items():
+            mine = [p for p in points if p.origin == kind]
+            figure.add_trace(go.Scattergl(
+                x=[axis(p) for p in mine], y=[_shown(state, p.score) for p in mine], mode="markers", name=kind,
+                marker={"color": colour, "size": 6}, customdata=[p.trial for p in mine],
+                hovertext=[_describe(state.trials[p.trial]) for p in mine], hoverinfo="text+y"))
+        figure.add_trace(go.Scatter(x=[axis(p) for p in points], y=[_shown(state, p.best) for p in points],
+                                    mode="lines", name="best so far", line={"color": "#000", "shape": "hv"}))
+        figure.update_layout(xaxis_title=label, yaxis_title=metric)
+        out.append(_figure(figure, name))
+    return "\n".join(out)
+
+
+def size_view(run: History) -> str:
+    import plotly.graph_objects as go
+
+    state, metric = run.state, run.state.config.search.metric
+    towers = [t for t in state.leaderboard() if isinstance((t.metrics or {}).get("params"), int | float)]
+    if not towers:
+        return '<p class="note">No completed tower reports its parameter count.</p>'
+    front = pareto_front(state)
+    figure = go.Figure()
+    figure.add_trace(go.Scattergl(
+        x=[t.metrics["params"] for t in towers], y=[_shown(state, t.score) for t in towers], mode="markers",
+        name="towers", marker={"color": "#1f77b4", "size": 6, "opacity": 0.6}, customdata=[t.id for t in towers],
+        hovertext=[_describe(t) for t in towers], hoverinfo="text+x+y"))
+    figure.add_trace(go.Scatter(
+        x=[t.metrics["params"] for t in front], y=[_shown(state, t.score) for t in front], mode="lines+markers",
+        name="Pareto front", line={"color": "#d62728", "shape": "hv"}, customdata=[t.id for t in front],
+        hovertext=[_describe(t) for t in front], hoverinfo="text+x+y"))
+    figure.update_layout(xaxis_title="parameters", xaxis_type="log", yaxis_title=metric)
+    return _figure(figure, "size")
+
+
+def tree_view(run: History) -> str:
+    import plotly.graph_objects as go
+
+    state = run.state
+    links = edges(run)
+    if not links:
+        return '<p class="note">No candidate was made from a parent (random search, or too early).</p>'
+    depth = generations(run)
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for edge in links:
+        xs += [edge.parent, edge.child, None]
+        ys += [depth[edge.parent], depth[edge.child], None]
+    trials = [t for t in state.trials.values() if t.kind == TOWER]
+    scored = [t for t in trials if t.score is not None]
+    figure = go.Figure()
+    figure.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line={"color": "#ccc", "width": 1}, hoverinfo="skip",
+                                  name="parent → child"))
+    figure.add_trace(go.Scattergl(
+        x=[t.id for t in scored], y=[depth[t.id] for t in scored], mode="markers", name="trials",
+        marker={"color": [_shown(state, t.score) for t in scored], "colorscale": "Viridis", "size": 7,
+                "colorbar": {"title": state.config.search.metric}},
+        customdata=[t.id for t in scored],
+        hovertext=[f"{_describe(t)}<br>{t.mutation or 'no parent'}" for t in scored], hoverinfo="text"))
+    marked = [(state.trials[t], "beam") for t in state.top[1:]]
+    if state.best_trial() is not None:
+        marked.append((state.best_trial(), "best"))
+    for label, symbol in (("beam", "diamond-open"), ("best", "star")):
+        chosen = [t for t, kind in marked if kind == label]
+        figure.add_trace(go.Scatter(x=[t.id for t in chosen], y=[depth[t.id] for t in chosen], mode="markers",
+                                    name=label, marker={"symbol": symbol, "size": 14, "color": "#d62728"},
+                                    customdata=[t.id for t in chosen], hovertext=[_describe(t) for t in chosen],
+                                    hoverinfo="text"))
+    figure.update_layout(xaxis_title="trial (proposal order)", yaxis_title="generation (mutations from a root)",
+                         legend={"orientation": "h", "y": -0.2})
+    return _figure(figure, "tree")
+
+
+def towers_view(run: History, params_of: Callable[[Trial], list[int] | None] | None = None) -> str:
+    """The best tower and the best ensemble's members as rows of blocks; ``params_of`` gives each block's
+    parameter count where it can be known (built by Keras), else the blocks show none."""
+    state = run.state
+    best, ensemble = state.best_trial(), state.best_ensemble()
+    if best is None:
+        return '<p class="note">No tower has completed yet.</p>'
+    parts = [f"<h3>best tower: trial {best.id}</h3>", _tower_row(best, params_of)]
+    if ensemble is not None:
+        members = [state.trials[m] for m in ensemble.architecture["members"]]
+        parts.append(f"<h3>best ensemble: trial {ensemble.id} ({ensemble.architecture['combiner']} of "
+                     f"{len(members)})</h3>")
+        parts += [_tower_row(member, params_of) for member in members]
+    else:
+        parts.append('<p class="note">No ensemble beat the best tower.</p>')
+    return "\n".join(parts)
+
+
+def _block_kind(name: str) -> str:
+    try:
+        from blocks import lookup
+
+        return lookup(name).cls.__name__
+    except Exception:  # noqa: BLE001 - a cell's operation, or a user block not importable here: named as it is
+        return name
+
+
+def _tower_row(trial: Trial, params_of: Callable[[Trial], list[int] | None] | None) -> str:
+    architecture = trial.architecture if isinstance(trial.architecture, list) else []
+    counts = params_of(trial) if params_of else None
+    kinds = [_block_kind(block) for block in architecture]
+    colours = _colours(sorted(set(kinds)))
+    boxes = []
+    for index, (block, kind) in enumerate(zip(architecture, kinds, strict=True)):
+        detail = f"{counts[index]:,} params" if counts else kind
+        boxes.append(f'<div class="block" style="background:{colours[kind]}" title="{html.escape(kind)}">'
+                     f"{html.escape(block)}<small>{html.escape(detail)}</small></div>")
+    total = (trial.metrics or {}).get("params")
+    head = f"{counts[-1]:,} params" if counts else (f"{int(total):,} params in all" if total else "")
+    boxes.append(f'<div class="block head">head<small>{head}</small></div>')
+    hp = ", ".join(f"{k}={v}" for k, v in sorted(trial.hyperparameters.items()))
+    return f'<div class="tower" data-trial="{trial.id}">{"".join(boxes)}</div><p class="note">{html.escape(hp)}</p>'
+
+
+def trainers_view(run: History) -> str:
+    import plotly.graph_objects as go
+
+    if not run.spans:
+        return '<p class="note">No lease was handed out yet.</p>'
+    shares = utilisation(run)
+    figure = go.Figure()
+    for outcome, colour in OUTCOME_COLOURS.items():
+        spans = [s for s in run.spans if s.outcome is outcome]
+        if not spans:
+            continue
+        ends = [s.end if s.end is not None else run.seconds for s in spans]
+        figure.add_trace(go.Bar(
+            base=[s.start / 60 for s in spans], x=[(e - s.start) / 60 for s, e in zip(spans, ends, strict=True)],
+            y=[s.trainer for s in spans], orientation="h", name=str(outcome), marker={"color": colour},
+            customdata=[s.trial for s in spans], hovertext=[f"lease {s.lease}: trial {s.trial}" for s in spans],
+            hoverinfo="text"))
+    figure.update_layout(barmode="overlay", xaxis_title="minutes since the start", yaxis_title="trainer",
+                         height=max(200, 40 * len(shares) + 120))
+    summary = ", ".join(f"{trainer} {share:.0%}" for trainer, share in shares.items())
+    return f'<p id="utilisation">time holding a lease: {html.escape(summary)}</p>\n' + _figure(figure, "trainers")
+
+
+def worked_view(run: History) -> str:
+    tables = []
+    for title, tallies in what_worked(run).items():
+        if not any(t.children for t in tallies):
+            continue
+        rows = "".join(
+            f"<tr><td>{html.escape(t.label)}</td><td>{t.children}</td><td>{t.better}</td>"
+            f"<td>{'' if t.rate is None else format(t.rate, '.0%')}</td>"
+            f"<td>{'' if t.median_gain is None else format(t.median_gain, '+.4f')}</td></tr>" for t in tallies)
+        tables.append(f"<h3>by {html.escape(title)}</h3><table><tr><th>{html.escape(title)}</th><th>children</th>"
+                      f"<th>beat their parent</th><th>share</th><th>median gain</th></tr>{rows}</table>")
+    return "\n".join(tables) or '<p class="note">No child has completed beside its parent yet.</p>'
+
+
+def curves_view(run: History, most: int = 200) -> str:
+    import plotly.graph_objects as go
+
+    state, metric = run.state, run.state.config.search.metric
+    trials = [t for t in state.trials.values() if t.curve]
+    if not trials:
+        return '<p class="note">This log has no per-epoch figures (its trainers did not report epochs).</p>'
+    # The best curves are the ones worth reading; the rest would be a tangle at this size.
+    trials = sorted(trials, key=lambda t: -(t.score if t.score is not None else -math.inf))[:most]
+    figure = go.Figure()
+    for trial in sorted(trials, key=lambda t: t.id):
+        values = [(p.epoch, p.metrics.get(metric)) for p in trial.curve if p.metrics.get(metric) is not None]
+        figure.add_trace(go.Scatter(x=[e for e, _ in values], y=[v for _, v in values], mode="lines+markers",
+                                    name=f"trial {trial.id}", customdata=[trial.id] * len(values),
+                                    hovertext=_describe(trial), hoverinfo="text+x+y", marker={"size": 4},
+                                    showlegend=False))
+    figure.update_layout(xaxis_title="epoch", yaxis_title=metric)
+    return _figure(figure, "curves")
+
+
+TABLE_COLUMNS = ("trial", "status", "origin", "parent", "score", "params", "epochs", "stop", "key")
+
+
+def table_rows(state: State) -> list[list[Any]]:
+    """The trial table's rows, one per trial, in the order of :data:`TABLE_COLUMNS`."""
+    rows = []
+    for trial in state.trials.values():
+        metrics = trial.metrics or {}
+        score = _shown(state, trial.score)
+        rows.append([trial.id, str(trial.status), origin(state, trial), trial.parent,
+                     None if score is None else round(score, 6), metrics.get("params"), metrics.get("epochs"),
+                     trial.stop.rule if trial.stop else None, trial.key])
+    return rows
+
+
+def table_view(run: History) -> str:
+    data = json.dumps(table_rows(run.state)).replace("</", "<\\/")
+    return (f'<p><input id="trial-filter" placeholder="filter: any text in a row" oninput="filterRows()"> '
+            f'<button onclick="turn(-1)">previous</button> <span id="trial-page"></span> '
+            f'<button onclick="turn(1)">next</button></p>'
+            f'<table id="trials"><thead><tr id="trial-head"></tr></thead><tbody id="trial-rows"></tbody></table>'
+            f'<script type="application/json" id="trial-data">{data}</script>'
+            f'<script type="application/json" id="trial-columns">{json.dumps(TABLE_COLUMNS)}</script>')
+
+
+# -- the page -----------------------------------------------------------------------------------------------
+
+
+def render(run: History, params_of: Callable[[Trial], list[int] | None] | None = None) -> str:
+    """The whole report page of a history, as HTML text."""
+    from plotly.offline import get_plotlyjs
+
+    state = run.state
+    title = f"Lineage report: {state.run_id} at event {state.seq}"
+    sections = [
+        _section("header", "The run", header(run)),
+        _section("progress", "Progress", progress_view(run)),
+        _section("size", "Size against score", size_view(run)),
+        _section("tree", "The lineage tree", tree_view(run)),
+        _section("towers", "The best tower and the best ensemble", towers_view(run, params_of)),
+        _section("trainers", "Trainers over time", trainers_view(run)),
+        _section("worked", "What worked", worked_view(run)),
+        _section("curves", "Learning curves", curves_view(run)),
+        _section("table", "Every trial", table_view(run)),
+    ]
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head>\n<body><h1>{html.escape(title)}</h1>\n"
+            + "\n".join(sections) + f"\n<script>{TABLE_SCRIPT}</script></body></html>\n")
+
+
+
+def keras_block_params(state: State) -> Callable[[Trial], list[int] | None]:
+    """Each block's parameter count of a tower (the head's last), by building it with Keras on the run's data
+    shapes; None for a tower that cannot be built here (no Keras, data not on this machine, a cell space)."""
+    def params_of(trial: Trial) -> list[int] | None:
+        try:
+            from blocks.tower import build_tower
+            from trainers.datasets import load_dataset
+
+            model = build_tower(trial.architecture, trial.hyperparameters, load_dataset(state.config.data).spec)
+        except Exception:  # noqa: BLE001 - the report draws the blocks without their sizes then
+            return None
+        counts = [0] * (len(trial.architecture) + 1)
+        for layer in model.layers:
+            index = next((i for i in range(len(trial.architecture)) if layer.name.startswith(f"b{i}_")),
+                         len(trial.architecture))
+            counts[index] += layer.count_params()
+        return counts
+
+    return params_of
+
+
+def write_report(run_dir: Path | str, out: Path | str | None = None, at: int | None = None,
+                 block_params: bool = True) -> Path:
+    """Write the report of ``run_dir`` (as it stood after event ``at``) to ``out`` (default
+    ``run_dir/report.html``), whole or not at all."""
+    run = history(run_dir, at)
+    params_of = keras_block_params(run.state) if block_params and run.state.config.evaluator.kind == "keras" else None
+    out = Path(out) if out is not None else Path(run_dir) / "report.html"
+    page = render(run, params_of)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(page)
+    partial.replace(out)
+    return out
