@@ -150,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the last)")
     report.add_argument("--out", type=Path, metavar="FILE", help="where to write it (default: RUN/report.html)")
 
+    dashboard = command("dashboard", "serve a live, read-only page of a run's views on this machine",
+                        "The report's views in a browser page that follows the run (new events show within about "
+                        "a second)\nand a slider to move through its history. Read-only: the log is only read, and "
+                        "only GET is served.\nBinds to 127.0.0.1 (this machine only) unless --host says otherwise.")
+    _add_run(dashboard)
+    dashboard.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free port)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1; any other exposes the run's config, "
+                           "trials and metrics, read-only, to whoever can reach it)")
+
     fork = command("fork", "start a new run from another run's events 1..SEQ, with overrides",
                    "Copy a run's events 1..SEQ into a new run, append SearchForked with the overrides, and "
                    "leave the\nparent untouched. Candidates in flight at SEQ go back to the queue. Continue the "
@@ -367,6 +377,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from replay.dashboard import LOOPBACK, Dashboard
+
+    try:
+        dashboard = Dashboard(args.run, host=args.host, port=args.port)
+    except OSError as exc:
+        print(f"engine dashboard: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    with dashboard:
+        if args.host != LOOPBACK:
+            print(f"engine dashboard: serving {args.run} to anyone who can reach {args.host}: its config, every "
+                  "trial and its metrics (read-only)", file=sys.stderr)
+        print(f"dashboard of {args.run} at {dashboard.url} (Ctrl-C to stop)", flush=True)
+        dashboard.serve_forever()
+    return 0
+
+
 def cmd_fork(args: argparse.Namespace) -> int:
     from replay.fork import fork
 
@@ -447,8 +475,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "serve": cmd_serve, "trainer": cmd_trainer, "run": cmd_run, "status": cmd_status, "log": cmd_log,
-    "replay": cmd_replay, "report": cmd_report, "fork": cmd_fork, "export": cmd_export, "predict": cmd_predict,
-    "evaluate": cmd_evaluate, "keys": cmd_keys, "blocks": cmd_blocks, "config": cmd_config,
+    "replay": cmd_replay, "report": cmd_report, "dashboard": cmd_dashboard, "fork": cmd_fork, "export": cmd_export,
+    "predict": cmd_predict, "evaluate": cmd_evaluate, "keys": cmd_keys, "blocks": cmd_blocks, "config": cmd_config,
 }
 
 

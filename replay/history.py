@@ -55,56 +55,65 @@ class Span:
 
 @dataclass
 class History:
-    """The state after the last event read, the times the state forgets, and every lease."""
+    """The state after the last event read, the times the state forgets, and every lease. :meth:`record` folds
+    one more event in (a live view follows the log with it)."""
 
     run: Path
-    state: State
+    state: State = field(default_factory=State)
     started_at: float = 0.0  # the wall clock of SearchStarted
     last_at: float = 0.0  # the wall clock of the last event read
     proposed: dict[int, float] = field(default_factory=dict)  # trial -> seconds since the start
     ended: dict[int, float] = field(default_factory=dict)  # trial -> seconds, when it last completed or failed
     # (trial, seconds, its score then) in the order trials completed (a resumed trial again each time)
     completions: list[tuple[int, float, float | None]] = field(default_factory=list)
-    spans: list[Span] = field(default_factory=list)
+    closed: list[Span] = field(default_factory=list)  # leases that ended, in the order they ended
+    open: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # lease in flight -> (trial, trainer, start)
 
     @property
     def seconds(self) -> float:
         return self.last_at - self.started_at
 
+    @property
+    def spans(self) -> list[Span]:
+        """Every lease by id: those that ended, and those still in flight (``end`` None)."""
+        running = [Span(lease, trial, trainer, start, None, Outcome.RUNNING)
+                   for lease, (trial, trainer, start) in self.open.items()]
+        return sorted([*self.closed, *running], key=lambda span: span.lease)
+
     def trainers(self) -> list[str]:
-        return sorted({span.trainer for span in self.spans})
+        return sorted({trainer for _, trainer, _ in self.open.values()} | {span.trainer for span in self.closed})
+
+    def record(self, event: ev.Event) -> None:
+        """Fold one more event (the next in the log) into the history."""
+        state = self.state
+        fold(state, event)
+        if event.type == ev.SEARCH_STARTED:
+            self.started_at = event.at
+        seconds = event.at - self.started_at
+        self.last_at = event.at
+        payload = event.payload
+        if event.type == ev.CANDIDATE_PROPOSED:
+            self.proposed[event.seq] = seconds
+        elif event.type == ev.TRIAL_ASSIGNED:
+            self.open[event.seq] = (payload["trial"], payload["trainer"], seconds)
+        elif event.type in (ev.TRIAL_COMPLETED, ev.TRIAL_FAILED, ev.TRIAL_LOST):
+            trial = state.trials[payload["trial"]]
+            if event.type != ev.TRIAL_LOST:
+                self.ended[trial.id] = seconds
+            if event.type == ev.TRIAL_COMPLETED:
+                self.completions.append((trial.id, seconds, trial.score))
+            if payload["lease"] in self.open:
+                trial_id, trainer, start = self.open.pop(payload["lease"])
+                self.closed.append(Span(payload["lease"], trial_id, trainer, start, seconds,
+                                        _outcome(event.type, trial)))
 
 
 def history(run: Path | str, at: int | None = None) -> History:
     """Replay ``run`` up to event ``at`` (all of it when None), keeping what the views need."""
-    state = State()
-    found = History(Path(run), state)
-    open_spans: dict[int, tuple[int, str, float]] = {}  # lease -> (trial, trainer, start)
+    found = History(Path(run))
     with reader_at(run, at) as log:
         for event in log.read(1, at):
-            fold(state, event)
-            seconds = event.at - found.started_at
-            found.last_at = event.at
-            payload = event.payload
-            if event.type == ev.SEARCH_STARTED:
-                found.started_at, seconds = event.at, 0.0
-            elif event.type == ev.CANDIDATE_PROPOSED:
-                found.proposed[event.seq] = seconds
-            elif event.type == ev.TRIAL_ASSIGNED:
-                open_spans[event.seq] = (payload["trial"], payload["trainer"], seconds)
-            elif event.type in (ev.TRIAL_COMPLETED, ev.TRIAL_FAILED, ev.TRIAL_LOST):
-                trial = state.trials[payload["trial"]]
-                if event.type != ev.TRIAL_LOST:
-                    found.ended[trial.id] = seconds
-                if event.type == ev.TRIAL_COMPLETED:
-                    found.completions.append((trial.id, seconds, trial.score))
-                lease = payload["lease"]
-                if lease in open_spans:
-                    trial_id, trainer, start = open_spans.pop(lease)
-                    found.spans.append(Span(lease, trial_id, trainer, start, seconds, _outcome(event.type, trial)))
-    for lease, (trial_id, trainer, start) in open_spans.items():
-        found.spans.append(Span(lease, trial_id, trainer, start, None, Outcome.RUNNING))
-    found.spans.sort(key=lambda span: span.lease)
+            found.record(event)
     return found
 
 

@@ -51,10 +51,9 @@ th { cursor: pointer; background: #f4f4f4; } tr.picked { background: #fff3b0; }
 .block { border-radius: 4px; padding: 4px 8px; color: #fff; font-size: 0.8em; min-width: 5em; }
 .block small { display: block; opacity: 0.85; } .head { background: #555; }
 """
+PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 TABLE_SCRIPT = """
-const rows = JSON.parse(document.getElementById('trial-data').textContent);
-const columns = JSON.parse(document.getElementById('trial-columns').textContent);
-let shown = rows, page = 0, sortColumn = null, ascending = true;
+let rows = [], shown = [], page = 0, sortColumn = null, ascending = true;
 const pageSize = 100;
 function cell(value) { return value === null || value === undefined ? '' : String(value); }
 function draw() {
@@ -99,17 +98,26 @@ function showTrial(id) {
   document.querySelectorAll('tr.picked').forEach(other => other.classList.remove('picked'));
   tr.classList.add('picked'); tr.scrollIntoView({block: 'center'});
 }
-const head = document.getElementById('trial-head');
-columns.forEach((name, index) => {
-  const th = document.createElement('th'); th.textContent = name; th.onclick = () => sortBy(index);
-  head.appendChild(th);
-});
-draw();
-for (const plot of document.querySelectorAll('.js-plotly-plot')) {
-  plot.on('plotly_click', event => {
-    const id = event.points[0].customdata;
-    if (typeof id === 'number') showTrial(id);
+function setupTable() {  // (again) from the table view's data, keeping the filter typed so far
+  rows = JSON.parse(document.getElementById('trial-data').textContent);
+  const columns = JSON.parse(document.getElementById('trial-columns').textContent);
+  const head = document.getElementById('trial-head');
+  head.innerHTML = '';
+  columns.forEach((name, index) => {
+    const th = document.createElement('th'); th.textContent = name; th.onclick = () => sortBy(index);
+    head.appendChild(th);
   });
+  sortColumn = null; filterRows();
+}
+function linkPlots() {  // a click on a plot's point shows that trial's row
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    if (plot.linked) continue;
+    plot.linked = true;
+    plot.on('plotly_click', event => {
+      const id = event.points[0].customdata;
+      if (typeof id === 'number') showTrial(id);
+    });
+  }
 }
 """
 
@@ -119,10 +127,23 @@ def _shown(state: State, score: float | None) -> float | None:
     return None if score is None else score * state.ranking.sign
 
 
-def _figure(figure: Any, name: str) -> str:
-    figure.update_layout(margin={"l": 50, "r": 20, "t": 30, "b": 40}, height=420, template="plotly_white")
-    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"view-{name}",
-                          config={"displaylogo": False, "responsive": True})
+class Canvas:
+    """Where the views put their figures: inline in a static page (the report), or aside as JSON for a page that
+    draws them itself and redraws them as the run goes on (the dashboard, ``live``)."""
+
+    def __init__(self, live: bool = False) -> None:
+        self.live = live
+        self.figures: dict[str, Any] = {}  # div id -> the figure as plotly JSON (live only)
+
+    def figure(self, figure: Any, name: str) -> str:
+        """The HTML of a figure, or (live) the empty div it is drawn into."""
+        figure.update_layout(margin={"l": 50, "r": 20, "t": 30, "b": 40}, height=figure.layout.height or 420,
+                             template="plotly_white")
+        div = f"view-{name}"
+        if self.live:
+            self.figures[div] = json.loads(figure.to_json())
+            return f'<div id="{div}" class="plotly-graph-div live-plot"></div>'
+        return figure.to_html(full_html=False, include_plotlyjs=False, div_id=div, config=PLOT_CONFIG)
 
 
 def _section(name: str, title: str, body: str) -> str:
@@ -163,7 +184,7 @@ def _colours(labels: list[str]) -> dict[str, str]:
     return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(ordered)}
 
 
-def progress_view(run: History) -> str:
+def progress_view(run: History, canvas: Canvas) -> str:
     import plotly.graph_objects as go
 
     state, metric = run.state, run.state.config.search.metric
@@ -184,11 +205,11 @@ def progress_view(run: History) -> str:
         figure.add_trace(go.Scatter(x=[axis(p) for p in points], y=[_shown(state, p.best) for p in points],
                                     mode="lines", name="best so far", line={"color": "#000", "shape": "hv"}))
         figure.update_layout(xaxis_title=label, yaxis_title=metric)
-        out.append(_figure(figure, name))
+        out.append(canvas.figure(figure, name))
     return "\n".join(out)
 
 
-def size_view(run: History) -> str:
+def size_view(run: History, canvas: Canvas) -> str:
     import plotly.graph_objects as go
 
     state, metric = run.state, run.state.config.search.metric
@@ -206,10 +227,10 @@ def size_view(run: History) -> str:
         name="Pareto front", line={"color": "#d62728", "shape": "hv"}, customdata=[t.id for t in front],
         hovertext=[_describe(t) for t in front], hoverinfo="text+x+y"))
     figure.update_layout(xaxis_title="parameters", xaxis_type="log", yaxis_title=metric)
-    return _figure(figure, "size")
+    return canvas.figure(figure, "size")
 
 
-def tree_view(run: History) -> str:
+def tree_view(run: History, canvas: Canvas) -> str:
     import plotly.graph_objects as go
 
     state = run.state
@@ -244,7 +265,7 @@ def tree_view(run: History) -> str:
                                     hoverinfo="text"))
     figure.update_layout(xaxis_title="trial (proposal order)", yaxis_title="generation (mutations from a root)",
                          legend={"orientation": "h", "y": -0.2})
-    return _figure(figure, "tree")
+    return canvas.figure(figure, "tree")
 
 
 def towers_view(run: History, params_of: Callable[[Trial], list[int] | None] | None = None) -> str:
@@ -291,7 +312,7 @@ def _tower_row(trial: Trial, params_of: Callable[[Trial], list[int] | None] | No
     return f'<div class="tower" data-trial="{trial.id}">{"".join(boxes)}</div><p class="note">{html.escape(hp)}</p>'
 
 
-def trainers_view(run: History) -> str:
+def trainers_view(run: History, canvas: Canvas) -> str:
     import plotly.graph_objects as go
 
     if not run.spans:
@@ -311,7 +332,7 @@ def trainers_view(run: History) -> str:
     figure.update_layout(barmode="overlay", xaxis_title="minutes since the start", yaxis_title="trainer",
                          height=max(200, 40 * len(shares) + 120))
     summary = ", ".join(f"{trainer} {share:.0%}" for trainer, share in shares.items())
-    return f'<p id="utilisation">time holding a lease: {html.escape(summary)}</p>\n' + _figure(figure, "trainers")
+    return f'<p id="utilisation">time holding a lease: {html.escape(summary)}</p>\n' + canvas.figure(figure, "trainers")
 
 
 def worked_view(run: History) -> str:
@@ -328,7 +349,7 @@ def worked_view(run: History) -> str:
     return "\n".join(tables) or '<p class="note">No child has completed beside its parent yet.</p>'
 
 
-def curves_view(run: History, most: int = 200) -> str:
+def curves_view(run: History, canvas: Canvas, most: int = 200) -> str:
     import plotly.graph_objects as go
 
     state, metric = run.state, run.state.config.search.metric
@@ -345,7 +366,7 @@ def curves_view(run: History, most: int = 200) -> str:
                                     hovertext=_describe(trial), hoverinfo="text+x+y", marker={"size": 4},
                                     showlegend=False))
     figure.update_layout(xaxis_title="epoch", yaxis_title=metric)
-    return _figure(figure, "curves")
+    return canvas.figure(figure, "curves")
 
 
 TABLE_COLUMNS = ("trial", "status", "origin", "parent", "score", "params", "epochs", "stop", "key")
@@ -376,27 +397,35 @@ def table_view(run: History) -> str:
 # -- the page -----------------------------------------------------------------------------------------------
 
 
+def sections(run: History, canvas: Canvas,
+             params_of: Callable[[Trial], list[int] | None] | None = None) -> list[tuple[str, str, str]]:
+    """Each view as (name, title, HTML), its figures on ``canvas``."""
+    return [
+        ("header", "The run", header(run)),
+        ("progress", "Progress", progress_view(run, canvas)),
+        ("size", "Size against score", size_view(run, canvas)),
+        ("tree", "The lineage tree", tree_view(run, canvas)),
+        ("towers", "The best tower and the best ensemble", towers_view(run, params_of)),
+        ("trainers", "Trainers over time", trainers_view(run, canvas)),
+        ("worked", "What worked", worked_view(run)),
+        ("curves", "Learning curves", curves_view(run, canvas)),
+        ("table", "Every trial", table_view(run)),
+    ]
+
+
+def title_of(run: History) -> str:
+    return f"Lineage report: {run.state.run_id} at event {run.state.seq}"
+
+
 def render(run: History, params_of: Callable[[Trial], list[int] | None] | None = None) -> str:
     """The whole report page of a history, as HTML text."""
     from plotly.offline import get_plotlyjs
 
-    state = run.state
-    title = f"Lineage report: {state.run_id} at event {state.seq}"
-    sections = [
-        _section("header", "The run", header(run)),
-        _section("progress", "Progress", progress_view(run)),
-        _section("size", "Size against score", size_view(run)),
-        _section("tree", "The lineage tree", tree_view(run)),
-        _section("towers", "The best tower and the best ensemble", towers_view(run, params_of)),
-        _section("trainers", "Trainers over time", trainers_view(run)),
-        _section("worked", "What worked", worked_view(run)),
-        _section("curves", "Learning curves", curves_view(run)),
-        _section("table", "Every trial", table_view(run)),
-    ]
+    title = title_of(run)
+    body = "\n".join(_section(name, heading, content) for name, heading, content in sections(run, Canvas(), params_of))
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head>\n<body><h1>{html.escape(title)}</h1>\n"
-            + "\n".join(sections) + f"\n<script>{TABLE_SCRIPT}</script></body></html>\n")
-
+            f"{body}\n<script>{TABLE_SCRIPT}\nsetupTable(); linkPlots();</script></body></html>\n")
 
 
 def keras_block_params(state: State) -> Callable[[Trial], list[int] | None]:
