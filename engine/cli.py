@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the last)")
     report.add_argument("--out", type=Path, metavar="FILE", help="where to write it (default: RUN/report.html)")
 
+    board = command("tensorboard", "write a run's trials as TensorBoard HParams summaries",
+                    "One folder per completed trial: its hyperparameters, its architecture as text columns, its "
+                    "final metrics\nand its learning curve where trainers reported epochs. Then: tensorboard "
+                    "--logdir OUT (tab HPARAMS).")
+    _add_run(board)
+    board.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write (replaced)")
+    board.add_argument("--at", type=int, metavar="SEQ", help="the run as it stood after this event")
+
     dashboard = command("dashboard", "serve a live, read-only page of a run's views on this machine",
                         "The report's views in a browser page that follows the run (new events show within about "
                         "a second)\nand a slider to move through its history. Read-only: the log is only read, and "
@@ -377,6 +385,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    from replay.hparams import write_hparams
+
+    count = write_hparams(args.run, args.out, args.at)
+    print(f"wrote {count} trials to {args.out}; see them with: tensorboard --logdir {args.out}")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from replay.dashboard import LOOPBACK, Dashboard
 
@@ -475,8 +491,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "serve": cmd_serve, "trainer": cmd_trainer, "run": cmd_run, "status": cmd_status, "log": cmd_log,
-    "replay": cmd_replay, "report": cmd_report, "dashboard": cmd_dashboard, "fork": cmd_fork, "export": cmd_export,
-    "predict": cmd_predict, "evaluate": cmd_evaluate, "keys": cmd_keys, "blocks": cmd_blocks, "config": cmd_config,
+    "replay": cmd_replay, "report": cmd_report, "dashboard": cmd_dashboard, "tensorboard": cmd_tensorboard,
+    "fork": cmd_fork, "export": cmd_export, "predict": cmd_predict, "evaluate": cmd_evaluate, "keys": cmd_keys,
+    "blocks": cmd_blocks, "config": cmd_config,
 }
 
 

@@ -204,3 +204,35 @@ def test_the_report_renders_in_a_real_browser_and_a_plot_point_finds_its_table_r
         assert browser.find_elements(By.CSS_SELECTOR, "#trial-rows tr") == []
     finally:
         browser.quit()
+
+
+def test_tensorboard_summaries_hold_each_trials_hyperparameters_metrics_and_curve(tmp_path: Path, engine_cli) -> None:
+    pytest.importorskip("tensorflow")
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    run = handmade_run(tmp_path)
+    result = engine_cli("tensorboard", "--run", str(run), "--out", str(tmp_path / "tb"), timeout=300)
+    state = history(run).state
+    completed = [t for t in state.trials.values() if t.status == "completed"]
+    assert f"wrote {len(completed)} trials" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir() if p.is_dir()) == sorted(
+        f"trial-{t.id}" for t in completed)
+    trial = state.best_trial()
+    [events] = (tmp_path / "tb" / f"trial-{trial.id}").glob("events.out.tfevents.*")
+    scalars, hparams = {}, {}
+    for event in tf.compat.v1.train.summary_iterator(str(events)):
+        for value in event.summary.value:
+            if value.metadata.plugin_data.plugin_name == "hparams":
+                data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                hparams.update({k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                                for k, v in data.session_start_info.hparams.items()})
+            else:
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    assert hparams["architecture"] == " > ".join(trial.architecture) and hparams["origin"]
+    assert hparams["learning_rate"] == pytest.approx(trial.hyperparameters["learning_rate"])
+    epochs = int(trial.metrics["epochs"])
+    assert scalars[("val_accuracy", epochs)] == pytest.approx(trial.metrics["val_accuracy"])
+    assert scalars[("params", epochs)] == trial.metrics["params"]
+    assert [scalars[("epoch/val_accuracy", p.epoch)] for p in trial.curve] == pytest.approx(
+        [p.metrics["val_accuracy"] for p in trial.curve])
