@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--at", type=int, metavar="SEQ", help="the search as it stood after this event "
                         "(default: the last)")
     report.add_argument("--out", type=Path, metavar="FILE", help="where to write it (default: RUN/report.html)")
+    report.add_argument("--compare", type=Path, nargs="+", default=[], metavar="DIR",
+                        help="other runs of the same space to draw beside it (a fork beside its parent shows where "
+                        "they part)")
 
     board = command("tensorboard", "write a run's trials as TensorBoard HParams summaries",
                     "One folder per completed trial: its hyperparameters, its architecture as text columns, its "
@@ -380,7 +383,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from replay.page import write_report
 
     started = time.perf_counter()
-    out = write_report(args.run, args.out, args.at)
+    out = write_report(args.run, args.out, args.at, compare=args.compare)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - started:.1f}s)")
     return 0
 
@@ -507,12 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     from engine.server import ServerError
     from engine.spaces import SpaceError
     from replay.fork import ForkError
+    from replay.history import CompareError
 
     args = build_parser().parse_args(argv)
     _configure_logging(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, where it is loaded
     errors: tuple[type[Exception], ...] = (ConfigError, KeysError, LogError, RunError, ServerError, SpaceError,
-                                            ForkError, ReplayError, EventError, FoldError)
+                                            ForkError, ReplayError, EventError, FoldError, CompareError)
     if args.command in ("export", "predict", "evaluate"):
         from trainers.datasets import DataError
         from trainers.export import ExportError

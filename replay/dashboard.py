@@ -59,7 +59,7 @@ async function drawAt(seq) {
     await Plotly.react(id, figure.data, figure.layout, config);
   }
   if (document.getElementById('trial-filter')) {
-    document.getElementById('trial-filter').value = typed; setupTable();
+    document.getElementById('trial-filter').value = typed; await setupTable();
   }
   linkPlots();
   drawn = views.seq;

@@ -17,16 +17,21 @@ Example::
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from engine import events as ev
 from engine.ensembles import REPLICA
 from engine.fold import fold
 from engine.runs import reader_at
 from engine.state import ENSEMBLE, TOWER, State, Status, Trial
+
+T = TypeVar("T")
+#: Plots draw every point up to this many; past it, one per cell of a grid (what the eye could tell apart).
+MOST_POINTS = 5000
 
 
 class Outcome(StrEnum):
@@ -64,8 +69,8 @@ class History:
     last_at: float = 0.0  # the wall clock of the last event read
     proposed: dict[int, float] = field(default_factory=dict)  # trial -> seconds since the start
     ended: dict[int, float] = field(default_factory=dict)  # trial -> seconds, when it last completed or failed
-    # (trial, seconds, its score then) in the order trials completed (a resumed trial again each time)
-    completions: list[tuple[int, float, float | None]] = field(default_factory=list)
+    # (trial, seconds, its score then, the event's seq) in the order trials completed (a resumed one each time)
+    completions: list[tuple[int, float, float | None, int]] = field(default_factory=list)
     closed: list[Span] = field(default_factory=list)  # leases that ended, in the order they ended
     open: dict[int, tuple[int, str, float]] = field(default_factory=dict)  # lease in flight -> (trial, trainer, start)
 
@@ -101,7 +106,7 @@ class History:
             if event.type != ev.TRIAL_LOST:
                 self.ended[trial.id] = seconds
             if event.type == ev.TRIAL_COMPLETED:
-                self.completions.append((trial.id, seconds, trial.score))
+                self.completions.append((trial.id, seconds, trial.score, event.seq))
             if payload["lease"] in self.open:
                 trial_id, trainer, start = self.open.pop(payload["lease"])
                 self.closed.append(Span(payload["lease"], trial_id, trainer, start, seconds,
@@ -171,7 +176,7 @@ def progress(run: History) -> list[Point]:
     """Every scored tower in the order it completed (a resumed trial each time it completed), with its score
     then and the best score so far. Scores are signed as the leaderboard holds them (larger is better)."""
     state, points, best = run.state, [], None
-    for order, (trial_id, seconds, score) in enumerate(run.completions, start=1):
+    for order, (trial_id, seconds, score, _) in enumerate(run.completions, start=1):
         trial = state.trials[trial_id]
         if trial.kind != TOWER or score is None:
             continue
@@ -275,3 +280,58 @@ def what_worked(run: History) -> dict[str, list[Tally]]:
                       _tally("with a teacher", [(c, p) for c, p in pairs if c.teacher]),
                       _tally("without a teacher", [(c, p) for c, p in pairs if not c.teacher])],
     }
+
+
+# -- large runs --------------------------------------------------------------------------------------
+
+
+def thin(points: Sequence[T], x: Callable[[T], float], y: Callable[[T], float], keep: Callable[[T], bool],
+         most: int = MOST_POINTS, cells: tuple[int, int] = (1200, 300)) -> list[T]:
+    """The points a plot draws: all of them up to ``most``; past that, every point ``keep`` says (the best so
+    far, the Pareto front, the beam...) and the first point in each cell of a ``cells`` grid over the points'
+    extent, in their order. Points that share a cell would be drawn on top of each other anyway."""
+    if len(points) <= most:
+        return list(points)
+    xs, ys = [x(p) for p in points], [y(p) for p in points]
+    x0, y0 = min(xs), min(ys)
+    width, height = (max(xs) - x0) or 1.0, (max(ys) - y0) or 1.0
+    seen: set[tuple[int, int]] = set()
+    kept = []
+    for point, px, py in zip(points, xs, ys, strict=True):
+        cell = (int((px - x0) / width * (cells[0] - 1)), int((py - y0) / height * (cells[1] - 1)))
+        if keep(point) or cell not in seen:
+            seen.add(cell)
+            kept.append(point)
+    return kept
+
+
+# -- runs side by side -------------------------------------------------------------------------------
+
+
+class CompareError(ValueError):
+    """Runs that cannot be drawn on the same axes."""
+
+
+def fork_point(run: History, others: Sequence[History]) -> tuple[History, int] | None:
+    """Where ``run`` parted from one of ``others``: (that parent, the trials both had completed by then), when
+    ``run`` is a fork of it."""
+    origin = run.state.forked_from
+    if not origin:
+        return None
+    for other in others:
+        if other.run.resolve() == Path(origin["path"]).resolve():
+            return other, sum(seq <= origin["seq"] for *_, seq in run.completions)
+    return None
+
+
+def comparable(runs: Sequence[History]) -> None:
+    """Refuse runs that search different spaces or by different metrics: their scores do not compare."""
+    first = runs[0]
+    for other in runs[1:]:
+        mine, theirs = first.state.config, other.state.config
+        if mine.space != theirs.space:
+            raise CompareError(f"{other.run} searches another space ({theirs.space.kind}) than {first.run} "
+                               f"({mine.space.kind}, other blocks or choices): their scores do not compare")
+        if (mine.search.metric, mine.search.mode) != (theirs.search.metric, theirs.search.mode):
+            raise CompareError(f"{other.run} ranks by {theirs.search.metric} ({theirs.search.mode}), {first.run} "
+                               f"by {mine.search.metric} ({mine.search.mode})")

@@ -15,22 +15,28 @@ Example::
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.state import TOWER, State, Trial
 from replay.history import (
+    MOST_POINTS,
     History,
     Outcome,
+    comparable,
     edges,
+    fork_point,
     generations,
     history,
     origin,
     progress,
+    thin,
     utilisation,
     what_worked,
 )
@@ -98,8 +104,15 @@ function showTrial(id) {
   document.querySelectorAll('tr.picked').forEach(other => other.classList.remove('picked'));
   tr.classList.add('picked'); tr.scrollIntoView({block: 'center'});
 }
-function setupTable() {  // (again) from the table view's data, keeping the filter typed so far
-  rows = JSON.parse(document.getElementById('trial-data').textContent);
+async function readRows() {
+  const element = document.getElementById('trial-data');
+  if (element.dataset.encoding !== 'gzip') return JSON.parse(element.textContent);
+  const bytes = Uint8Array.from(atob(element.textContent), c => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream('gzip'));
+  return JSON.parse(await new Response(stream).text());
+}
+async function setupTable() {  // (again) from the table view's data, keeping the filter typed so far
+  rows = await readRows();
   const columns = JSON.parse(document.getElementById('trial-columns').textContent);
   const head = document.getElementById('trial-head');
   head.innerHTML = '';
@@ -192,21 +205,31 @@ def progress_view(run: History, canvas: Canvas) -> str:
     if not points:
         return '<p class="note">No trial has completed yet.</p>'
     colours = _colours([p.origin for p in points])
+    # The best-so-far line only turns where the best changed (and ends at the last point).
+    steps = [p for i, p in enumerate(points) if i == 0 or p.best != points[i - 1].best or i == len(points) - 1]
     out = []
     for axis, label, name in ((lambda p: p.order, "completed trials", "progress-trials"),
                               (lambda p: p.seconds / 60, "minutes since the start", "progress-time")):
+        drawn = thin(points, axis, lambda p: p.score, keep=lambda p: p.score == p.best)
         figure = go.Figure()
         for kind, colour in colours.items():
-            mine = [p for p in points if p.origin == kind]
+            mine = [p for p in drawn if p.origin == kind]
             figure.add_trace(go.Scattergl(
                 x=[axis(p) for p in mine], y=[_shown(state, p.score) for p in mine], mode="markers", name=kind,
                 marker={"color": colour, "size": 6}, customdata=[p.trial for p in mine],
                 hovertext=[_describe(state.trials[p.trial]) for p in mine], hoverinfo="text+y"))
-        figure.add_trace(go.Scatter(x=[axis(p) for p in points], y=[_shown(state, p.best) for p in points],
+        figure.add_trace(go.Scatter(x=[axis(p) for p in steps], y=[_shown(state, p.best) for p in steps],
                                     mode="lines", name="best so far", line={"color": "#000", "shape": "hv"}))
         figure.update_layout(xaxis_title=label, yaxis_title=metric)
-        out.append(canvas.figure(figure, name))
+        out.append(_thinned(drawn, points) + canvas.figure(figure, name))
     return "\n".join(out)
+
+
+def _thinned(drawn: list, every: list) -> str:
+    if len(drawn) == len(every):
+        return ""
+    return (f'<p class="note">{len(drawn):,} of {len(every):,} points drawn: one where several would overlap, '
+            f"and every one that matters here (the table has them all)</p>")
 
 
 def size_view(run: History, canvas: Canvas) -> str:
@@ -217,6 +240,9 @@ def size_view(run: History, canvas: Canvas) -> str:
     if not towers:
         return '<p class="note">No completed tower reports its parameter count.</p>'
     front = pareto_front(state)
+    on_front = {t.id for t in front}
+    every, towers = towers, thin(towers, lambda t: math.log10(max(t.metrics["params"], 1)), lambda t: t.score,
+                                 keep=lambda t: t.id in on_front)
     figure = go.Figure()
     figure.add_trace(go.Scattergl(
         x=[t.metrics["params"] for t in towers], y=[_shown(state, t.score) for t in towers], mode="markers",
@@ -227,7 +253,7 @@ def size_view(run: History, canvas: Canvas) -> str:
         name="Pareto front", line={"color": "#d62728", "shape": "hv"}, customdata=[t.id for t in front],
         hovertext=[_describe(t) for t in front], hoverinfo="text+x+y"))
     figure.update_layout(xaxis_title="parameters", xaxis_type="log", yaxis_title=metric)
-    return canvas.figure(figure, "size")
+    return _thinned(towers, every) + canvas.figure(figure, "size")
 
 
 def tree_view(run: History, canvas: Canvas) -> str:
@@ -238,13 +264,22 @@ def tree_view(run: History, canvas: Canvas) -> str:
     if not links:
         return '<p class="note">No candidate was made from a parent (random search, or too early).</p>'
     depth = generations(run)
+    every = [t for t in state.trials.values() if t.kind == TOWER and t.score is not None]
+    # On a large run: the beam, the best and every ancestor of theirs, and one trial per cell of the rest.
+    lineage = set()
+    for start in [*state.top, *([state.ensemble] if state.ensemble is not None else [])]:
+        trial = state.trials.get(start)
+        while trial is not None and trial.id not in lineage:
+            lineage.add(trial.id)
+            trial = state.trials.get(trial.parent) if trial.parent is not None else None
+    scored = thin(every, lambda t: t.id, lambda t: depth[t.id], keep=lambda t: t.id in lineage)
+    drawn = {t.id for t in scored}
     xs: list[float | None] = []
     ys: list[float | None] = []
     for edge in links:
-        xs += [edge.parent, edge.child, None]
-        ys += [depth[edge.parent], depth[edge.child], None]
-    trials = [t for t in state.trials.values() if t.kind == TOWER]
-    scored = [t for t in trials if t.score is not None]
+        if edge.child in drawn and edge.parent in drawn:
+            xs += [edge.parent, edge.child, None]
+            ys += [depth[edge.parent], depth[edge.child], None]
     figure = go.Figure()
     figure.add_trace(go.Scattergl(x=xs, y=ys, mode="lines", line={"color": "#ccc", "width": 1}, hoverinfo="skip",
                                   name="parent → child"))
@@ -265,7 +300,7 @@ def tree_view(run: History, canvas: Canvas) -> str:
                                     hoverinfo="text"))
     figure.update_layout(xaxis_title="trial (proposal order)", yaxis_title="generation (mutations from a root)",
                          legend={"orientation": "h", "y": -0.2})
-    return canvas.figure(figure, "tree")
+    return _thinned(scored, every) + canvas.figure(figure, "tree")
 
 
 def towers_view(run: History, params_of: Callable[[Trial], list[int] | None] | None = None) -> str:
@@ -369,6 +404,40 @@ def curves_view(run: History, canvas: Canvas, most: int = 200) -> str:
     return canvas.figure(figure, "curves")
 
 
+def compare_view(runs: list[History], canvas: Canvas) -> str:
+    """Several runs on the same axes: each one's best so far against completed trials and against time, with the
+    point where a fork parted from its parent marked."""
+    import plotly.graph_objects as go
+
+    state, metric = runs[0].state, runs[0].state.config.search.metric
+    rows, parts = [], []
+    figures = {name: go.Figure() for name in ("compare-trials", "compare-time")}
+    for index, run in enumerate(runs):
+        colour = PALETTE[index % len(PALETTE)]
+        points = progress(run)
+        label = f"{run.run.name} ({run.state.config.search.algorithm})"
+        best = run.state.best_trial()
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>{len(run.state.completed)}</td><td>"
+                    f"{'' if best is None else format(_shown(run.state, best.score), '.4g')}</td><td>"
+                    f"{'' if best is None else best.id}</td><td>{run.seconds / 60:.1f}</td></tr>")
+        for name, axis in (("compare-trials", lambda p: p.order), ("compare-time", lambda p: p.seconds / 60)):
+            figures[name].add_trace(go.Scatter(x=[axis(p) for p in points], y=[_shown(state, p.best) for p in points],
+                                               mode="lines", name=label, line={"color": colour, "shape": "hv"}))
+        parted = fork_point(run, [other for other in runs if other is not run])
+        if parted is not None:
+            parent, trials = parted
+            figures["compare-trials"].add_vline(x=trials, line={"dash": "dash", "color": colour},
+                                                annotation_text=f"{run.run.name} parts from {parent.run.name}")
+            parts.append(f"{run.run.name} is a fork of {parent.run.name}: the same {trials} completed trials up "
+                         f"to event {run.state.forked_from['seq']}, then its own")
+    figures["compare-trials"].update_layout(xaxis_title="completed trials", yaxis_title=f"best {metric} so far")
+    figures["compare-time"].update_layout(xaxis_title="minutes since the start", yaxis_title=f"best {metric} so far")
+    table = ("<table><tr><th>run</th><th>completed</th><th>best score</th><th>best trial</th><th>minutes</th></tr>"
+             + "".join(rows) + "</table>")
+    notes = "".join(f'<p class="note">{html.escape(part)}</p>' for part in parts)
+    return table + notes + "".join(canvas.figure(figure, name) for name, figure in figures.items())
+
+
 TABLE_COLUMNS = ("trial", "status", "origin", "parent", "score", "params", "epochs", "stop", "key")
 
 
@@ -385,23 +454,30 @@ def table_rows(state: State) -> list[list[Any]]:
 
 
 def table_view(run: History) -> str:
-    data = json.dumps(table_rows(run.state)).replace("</", "<\\/")
+    rows = table_rows(run.state)
+    data = json.dumps(rows, separators=(",", ":"))
+    if len(rows) > MOST_POINTS:  # a large run's table is gzipped (the browser unpacks it): a tenth of the bytes
+        data, encoding = base64.b64encode(gzip.compress(data.encode(), mtime=0)).decode(), "gzip"
+    else:
+        data, encoding = data.replace("</", "<\\/"), "json"
     return (f'<p><input id="trial-filter" placeholder="filter: any text in a row" oninput="filterRows()"> '
             f'<button onclick="turn(-1)">previous</button> <span id="trial-page"></span> '
             f'<button onclick="turn(1)">next</button></p>'
             f'<table id="trials"><thead><tr id="trial-head"></tr></thead><tbody id="trial-rows"></tbody></table>'
-            f'<script type="application/json" id="trial-data">{data}</script>'
+            f'<script type="application/json" id="trial-data" data-encoding="{encoding}">{data}</script>'
             f'<script type="application/json" id="trial-columns">{json.dumps(TABLE_COLUMNS)}</script>')
 
 
 # -- the page -----------------------------------------------------------------------------------------------
 
 
-def sections(run: History, canvas: Canvas,
-             params_of: Callable[[Trial], list[int] | None] | None = None) -> list[tuple[str, str, str]]:
-    """Each view as (name, title, HTML), its figures on ``canvas``."""
+def sections(run: History, canvas: Canvas, params_of: Callable[[Trial], list[int] | None] | None = None,
+             compare: Sequence[History] = ()) -> list[tuple[str, str, str]]:
+    """Each view as (name, title, HTML), its figures on ``canvas``; with ``compare``, the runs side by side too."""
+    beside = [("compare", "Side by side", compare_view([run, *compare], canvas))] if compare else []
     return [
         ("header", "The run", header(run)),
+        *beside,
         ("progress", "Progress", progress_view(run, canvas)),
         ("size", "Size against score", size_view(run, canvas)),
         ("tree", "The lineage tree", tree_view(run, canvas)),
@@ -417,12 +493,14 @@ def title_of(run: History) -> str:
     return f"Lineage report: {run.state.run_id} at event {run.state.seq}"
 
 
-def render(run: History, params_of: Callable[[Trial], list[int] | None] | None = None) -> str:
-    """The whole report page of a history, as HTML text."""
+def render(run: History, params_of: Callable[[Trial], list[int] | None] | None = None,
+           compare: Sequence[History] = ()) -> str:
+    """The whole report page of a history (beside ``compare``'s), as HTML text."""
     from plotly.offline import get_plotlyjs
 
     title = title_of(run)
-    body = "\n".join(_section(name, heading, content) for name, heading, content in sections(run, Canvas(), params_of))
+    body = "\n".join(_section(name, heading, content)
+                     for name, heading, content in sections(run, Canvas(), params_of, compare))
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style><script>{get_plotlyjs()}</script></head>\n<body><h1>{html.escape(title)}</h1>\n"
             f"{body}\n<script>{TABLE_SCRIPT}\nsetupTable(); linkPlots();</script></body></html>\n")
@@ -450,13 +528,15 @@ def keras_block_params(state: State) -> Callable[[Trial], list[int] | None]:
 
 
 def write_report(run_dir: Path | str, out: Path | str | None = None, at: int | None = None,
-                 block_params: bool = True) -> Path:
-    """Write the report of ``run_dir`` (as it stood after event ``at``) to ``out`` (default
-    ``run_dir/report.html``), whole or not at all."""
+                 block_params: bool = True, compare: Sequence[Path | str] = ()) -> Path:
+    """Write the report of ``run_dir`` (as it stood after event ``at``; beside the runs in ``compare``) to ``out``
+    (default ``run_dir/report.html``), whole or not at all."""
     run = history(run_dir, at)
+    others = [history(other) for other in compare]
+    comparable([run, *others])
     params_of = keras_block_params(run.state) if block_params and run.state.config.evaluator.kind == "keras" else None
     out = Path(out) if out is not None else Path(run_dir) / "report.html"
-    page = render(run, params_of)
+    page = render(run, params_of, others)
     partial = out.with_name(out.name + ".partial")
     partial.write_text(page)
     partial.replace(out)

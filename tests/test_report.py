@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import commands, drive, nb201_config, tower_config
 
 from engine import events as ev
 from engine.log import EventLog
-from engine.runs import create_run
+from engine.runs import create_run, open_run
 from engine.scheduler import Scheduler
 from engine.state import Artifact, Epoch
-from replay.history import Outcome, edges, generations, history, progress, utilisation, what_worked
+from replay.history import Outcome, edges, generations, history, progress, thin, utilisation, what_worked
 from replay.page import TABLE_COLUMNS, render, table_rows, write_report
 from replay.report import pareto_front
 
@@ -75,6 +76,22 @@ def test_the_views_data_agree_with_the_log_on_any_history(tmp_path_factory, scri
     assert sum(t.better for t in tallies["mutation"]) == sum(t.score > state.trials[t.parent].score for t in children)
 
 
+@settings(max_examples=40, deadline=None)
+@given(points=st.lists(st.tuples(st.integers(0, 10**6), st.floats(0, 1)), min_size=1, max_size=9000),
+       most=st.integers(1, 6000))
+def test_thinning_keeps_what_matters_and_one_point_per_cell_in_order(points, most) -> None:
+    marked = set(range(0, len(points), 97))
+    indexed = list(enumerate(points))
+    drawn = thin(indexed, lambda p: p[1][0], lambda p: p[1][1], keep=lambda p: p[0] in marked, most=most,
+                 cells=(50, 20))
+    if len(points) <= most:
+        assert drawn == indexed
+        return
+    assert [p[0] for p in drawn] == sorted(p[0] for p in drawn), "in their order"
+    assert marked <= {p[0] for p in drawn}
+    assert len(drawn) <= 50 * 20 + len(marked)
+
+
 def test_the_pareto_front_is_what_nothing_beats_on_both_score_and_size(tmp_path: Path) -> None:
     run = handmade_run(tmp_path)
     state = history(run).state
@@ -129,7 +146,8 @@ def test_the_report_page_holds_every_view_and_a_table_row_per_trial(tmp_path: Pa
         assert f'<section id="{section}"' in page
     assert not re.search(r"<script[^>]*\bsrc=|<link\b", page), "nothing loaded from elsewhere: it opens offline"
     assert page.count('class="plotly-graph-div"') == 6, "progress (2), size, tree, trainers, curves"
-    rows = json.loads(re.search(r'<script type="application/json" id="trial-data">(.*?)</script>', page).group(1))
+    data = re.search(r'<script type="application/json" id="trial-data"[^>]*>(.*?)</script>', page).group(1)
+    rows = json.loads(data)
     state = history(run).state
     assert len(rows) == len(state.trials) and all(len(row) == len(TABLE_COLUMNS) for row in rows)
     assert {row[0] for row in rows} == set(state.trials)
@@ -236,3 +254,31 @@ def test_tensorboard_summaries_hold_each_trials_hyperparameters_metrics_and_curv
     assert scalars[("params", epochs)] == trial.metrics["params"]
     assert [scalars[("epoch/val_accuracy", p.epoch)] for p in trial.curve] == pytest.approx(
         [p.metrics["val_accuracy"] for p in trial.curve])
+
+
+def test_a_fork_beside_its_parent_shows_where_they_part_and_other_spaces_are_refused(tmp_path: Path,
+                                                                                     engine_cli) -> None:
+    from replay.fork import fork
+
+    run = handmade_run(tmp_path)
+    fork(run, 40, tmp_path / "fork", ["search.stopping=none"])
+    log, state = open_run(tmp_path / "fork", None, sync=False)
+    with log:
+        scheduler = Scheduler(state, now=0.0, clock=ticking(1.0))
+        for item in scheduler.assign("t5", 4):
+            scheduler.complete(item.lease, {"val_accuracy": 0.97, "val_loss": 0.2, "params": 3000.0, "epochs": 6.0},
+                               {Artifact.WEIGHTS: "ef" * 32})
+        log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+    with EventLog.open_reader(run) as reader:
+        shared = sum(e.type == ev.TRIAL_COMPLETED for e in reader.read(1, 40))
+    page = write_report(tmp_path / "fork", tmp_path / "both.html", block_params=False, compare=[run]).read_text()
+    assert '<section id="compare"' in page and 'id="view-compare-trials"' in page and 'id="view-compare-time"' in page
+    assert f"fork is a fork of run: the same {shared} completed trials up to event 40, then its own" in page
+
+    other = tmp_path / "nb"
+    log, _ = create_run(other, nb201_config(), sync=False)
+    log.close()
+    result = engine_cli("report", "--run", str(run), "--compare", str(other), "--out", str(tmp_path / "x.html"),
+                        check=False)
+    assert result.returncode == 1 and "searches another space (nb201)" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "x.html").exists()
