@@ -239,7 +239,7 @@ def size_view(run: History, canvas: Canvas) -> str:
     towers = [t for t in state.leaderboard() if isinstance((t.metrics or {}).get("params"), int | float)]
     if not towers:
         return '<p class="note">No completed tower reports its parameter count.</p>'
-    front = pareto_front(state)
+    front = sorted(pareto_front(state), key=lambda t: t.metrics["params"])  # the staircase, smallest first
     on_front = {t.id for t in front}
     every, towers = towers, thin(towers, lambda t: math.log10(max(t.metrics["params"], 1)), lambda t: t.score,
                                  keep=lambda t: t.id in on_front)
