@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.registry import Block, layers, register
+from blocks.registry import Block, batch_norm, layers, register
 
 
 class _ImageFamily(Block):
@@ -16,7 +16,7 @@ class _ImageFamily(Block):
 def _conv_bn_relu(x: Any, filters: int, name: str, strides: int = 1) -> Any:
     k = layers()
     x = k.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    return k.Activation("relu", name=f"{name}_relu")(k.BatchNormalization(name=f"{name}_bn")(x))
+    return k.Activation("relu", name=f"{name}_relu")(batch_norm(f"{name}_bn")(x))
 
 
 @register("conv2d_16", filters=16)
@@ -57,7 +57,7 @@ class ResNetBlock(_ImageFamily):
         k = layers()
         h = _conv_bn_relu(x, self.filters, f"{name}_a")
         h = k.Conv2D(self.filters, 3, padding="same", use_bias=False, name=f"{name}_b_conv")(h)
-        h = k.BatchNormalization(name=f"{name}_b_bn")(h)
+        h = batch_norm(f"{name}_b_bn")(h)
         if x.shape[-1] != self.filters:
             x = k.Conv2D(self.filters, 1, use_bias=False, name=f"{name}_project")(x)
         return k.Activation("relu", name=f"{name}_out")(k.Add(name=f"{name}_add")([x, h]))

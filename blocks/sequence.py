@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.registry import Block, layers, register
+from blocks.registry import Block, batch_norm, layers, register
 
 
 class _SequenceFamily(Block):
@@ -57,9 +57,9 @@ class ResidualConv1D(_SequenceFamily):
     def build(self, x: Any, name: str) -> Any:
         k = layers()
         h = k.Conv1D(self.filters, self.kernel, padding="same", name=f"{name}_conv1")(x)
-        h = k.Activation("relu", name=f"{name}_relu1")(k.BatchNormalization(name=f"{name}_bn1")(h))
+        h = k.Activation("relu", name=f"{name}_relu1")(batch_norm(f"{name}_bn1")(h))
         h = k.Conv1D(self.filters, self.kernel, padding="same", name=f"{name}_conv2")(h)
-        h = k.BatchNormalization(name=f"{name}_bn2")(h)
+        h = batch_norm(f"{name}_bn2")(h)
         if x.shape[-1] != self.filters:
             x = k.Conv1D(self.filters, 1, use_bias=False, name=f"{name}_project")(x)
         return k.Activation("relu", name=f"{name}_out")(k.Add(name=f"{name}_add")([x, h]))

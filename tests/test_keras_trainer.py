@@ -48,6 +48,18 @@ def test_a_candidate_trains_and_reports_metrics_and_weights() -> None:
     assert again.metrics["val_accuracy"] == metrics["val_accuracy"], "the trial's seed fixes the training"
 
 
+def test_a_batch_normalised_tower_scores_above_chance_on_validation_from_its_first_epochs() -> None:
+    """Its running statistics follow training within an epoch (blocks.registry.BATCH_NORM_MOMENTUM): with Keras'
+    default momentum the same tower scored chance (0.10) on validation for its first four epochs, and early
+    stopping and the stopping rules cut it there."""
+    evaluator = make_evaluator(keras_config(data__samples=2000, training__epochs=4, training__patience=0))
+    curve = []
+    evaluator.evaluate(work(["residual_conv1d_32", "conv1d_32_k3"], learning_rate=0.003, batch_size=64),
+                       fetch=None, report=curve.append)
+    assert [point.epoch for point in curve] == [1, 2, 3, 4]
+    assert min(point.metrics["val_accuracy"] for point in curve[1:]) > 0.3, curve
+
+
 def test_tensorboard_logs_are_written_per_trial(tmp_path: Path) -> None:
     evaluator = make_evaluator(keras_config(training__tensorboard=str(tmp_path / "tb"), training__epochs=1))
     evaluator.evaluate(work(["dense_32"], trial=42), fetch=None)
