@@ -31,7 +31,8 @@ from urllib.parse import parse_qs, urlparse
 from engine.log import EventLog
 from engine.runs import ReplayError, reader_at
 from replay.history import History, history
-from replay.page import PLOT_CONFIG, STYLE, TABLE_SCRIPT, Canvas, sections, title_of
+from replay.page import STYLE, TABLE_SCRIPT, sections, title_of
+from replay.views import PLOT_CONFIG, Canvas
 
 LOOPBACK = "127.0.0.1"
 FOLLOW_SECONDS = 0.2  # how often the log is read again for new events
