@@ -120,31 +120,34 @@ function linkPlots() {  // a click on a plot's point shows that trial's row
 """
 
 
-
 def _section(name: str, title: str, body: str) -> str:
     return f'<section id="{name}" class="view"><h2>{html.escape(title)}</h2>\n{body}\n</section>'
-
 
 
 # -- the page -----------------------------------------------------------------------------------------------
 
 
+#: The page's sections, in order: (name, title). With runs to compare, "compare" follows "header".
+SECTIONS = (("header", "The run"), ("progress", "Progress"), ("size", "Size against score"),
+            ("tree", "The lineage tree"), ("towers", "The best tower and the best ensemble"),
+            ("trainers", "Trainers over time"), ("worked", "What worked"), ("curves", "Learning curves"),
+            ("table", "Every trial"))
+
+
 def sections(run: History, canvas: Canvas, params_of: Callable[[Trial], list[int] | None] | None = None,
              compare: Sequence[History] = ()) -> list[tuple[str, str, str]]:
     """Each view as (name, title, HTML), its figures on ``canvas``; with ``compare``, the runs side by side too."""
-    beside = [("compare", "Side by side", compare_view([run, *compare], canvas))] if compare else []
-    return [
-        ("header", "The run", header(run)),
-        *beside,
-        ("progress", "Progress", progress_view(run, canvas)),
-        ("size", "Size against score", size_view(run, canvas)),
-        ("tree", "The lineage tree", tree_view(run, canvas)),
-        ("towers", "The best tower and the best ensemble", towers_view(run, params_of)),
-        ("trainers", "Trainers over time", trainers_view(run, canvas)),
-        ("worked", "What worked", worked_view(run)),
-        ("curves", "Learning curves", curves_view(run, canvas)),
-        ("table", "Every trial", table_view(run)),
-    ]
+    bodies = {
+        "header": lambda: header(run), "progress": lambda: progress_view(run, canvas),
+        "size": lambda: size_view(run, canvas), "tree": lambda: tree_view(run, canvas),
+        "towers": lambda: towers_view(run, params_of), "trainers": lambda: trainers_view(run, canvas),
+        "worked": lambda: worked_view(run), "curves": lambda: curves_view(run, canvas),
+        "table": lambda: table_view(run),
+    }
+    found = [(name, title, bodies[name]()) for name, title in SECTIONS]
+    if compare:
+        found.insert(1, ("compare", "Side by side", compare_view([run, *compare], canvas)))
+    return found
 
 
 def title_of(run: History) -> str:
