@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python benchmarks/nb201_search.py
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/hostile.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -31,7 +31,8 @@ from urllib.parse import parse_qs, urlparse
 from engine.log import EventLog
 from engine.runs import ReplayError, reader_at
 from replay.history import History, history
-from replay.page import PLOT_CONFIG, STYLE, TABLE_SCRIPT, Canvas, sections, title_of
+from replay.page import SECTIONS, STYLE, TABLE_SCRIPT, sections, title_of
+from replay.views import PLOT_CONFIG, Canvas
 
 LOOPBACK = "127.0.0.1"
 FOLLOW_SECONDS = 0.2  # how often the log is read again for new events
@@ -147,8 +148,7 @@ class Dashboard:
     def page(self) -> str:
         from plotly.offline import get_plotlyjs
 
-        with self.lock:
-            names = [(name, title) for name, title, _ in sections(self.live, Canvas(live=True))]
+        names = SECTIONS
         body = "\n".join(f'<section id="{name}" class="view"><h2>{html.escape(title)}</h2><div id="body-{name}">'
                          f"</div></section>" for name, title in names)
         title = f"Lineage dashboard: {self.run}"

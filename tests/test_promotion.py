@@ -11,9 +11,9 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import rewritten_run, tower_config, tower_item, write_toml
+from support import assert_nothing_is_lost, rewritten_run, tower_config, tower_item, write_toml
 
 from engine import events as ev
 from engine import protocol
@@ -291,3 +291,59 @@ patience = 0
     result = engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
     assert f", {state.promotions} promotions" in result and "reproduce exactly" in result
     assert "resumes from its checkpoint after epoch 1" in engine_cli("log", "--run", str(tmp_path / "run")).stdout
+
+
+# -- any interleaving -----------------------------------------------------------------------------------------
+
+steps = st.lists(st.tuples(st.sampled_from(["ready"] * 4 + ["train"] * 8 + ["early", "lose", "fail"]),
+                           st.integers(0, 20), st.floats(0.05, 0.95)), min_size=30, max_size=150)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(script=steps, eta=st.integers(2, 3))
+def test_any_interleaving_keeps_every_trial_somewhere_and_replays_and_verifies(tmp_path_factory, script,
+                                                                             eta) -> None:
+    run = tmp_path_factory.mktemp("promote") / "run"
+    config = tower_config(evaluator__kind="keras", search__stopping="asha-promote", search__trials=6,
+                          search__beam__initial=3, search__asha__min_epochs=1, search__asha__eta=eta,
+                          training__epochs=6)
+    log, state = create_run(run, config, sync=False)
+    scheduler = Scheduler(state, now=0.0, clock=lambda: 1000.0)
+    held: dict[int, object] = {}
+    with log:
+        for name, index, value in script:
+            leases = sorted(held)
+            lease = leases[index % len(leases)] if leases else None
+            if name == "ready":
+                held.update((item.lease, item) for item in scheduler.assign(f"t{index % 3}", 1 + index % 2))
+            elif name in ("train", "early") and lease is not None:
+                item = held.pop(lease)
+                start = item.resume.epoch if item.resume else 0
+                end = item.until or 6
+                if name == "early":  # its own early stopping ends it before the rung: no checkpoint
+                    end = start + 1 if start + 1 < end else end
+                curve = [Epoch(e, {"val_accuracy": value * e / 6, "val_loss": 1.0}) for e in range(start + 1, end + 1)]
+                scheduler.progress(lease, curve)
+                artifacts = {Artifact.WEIGHTS: digest(f"w{lease}")}
+                if end == item.until and name == "train":
+                    artifacts[Artifact.CHECKPOINT] = digest(f"c{lease}")
+                scheduler.complete(lease, {"val_accuracy": curve[-1].metrics["val_accuracy"], "val_loss": 1.0,
+                                           "epochs": end}, artifacts)
+            elif name == "lose" and lease is not None:
+                held.pop(lease)
+                scheduler.lose(lease, "no heartbeat")
+            elif name == "fail" and lease is not None:
+                held.pop(lease)
+                scheduler.fail(lease, "it broke")
+            scheduler.finish_if_done()
+            drafts = scheduler.take()
+            if drafts:
+                log.append([raw for _, raw in drafts], expected_head=log.head)
+            assert_nothing_is_lost(state)
+            assert set(held) == set(state.leases)
+    replayed = fold_all(event for event in EventLog.open_reader(run).read())
+    assert [(t.id, t.status, t.score, t.stop, t.resume) for t in replayed.trials.values()] == [
+        (t.id, t.status, t.score, t.stop, t.resume) for t in state.trials.values()]
+    assert replayed.top == state.top and replayed.promotions == state.promotions
+    assert verify(run).promotions == state.promotions
+    event(f"promotions: {min(state.promotions, 3)}+, finished: {state.finished is not None}")

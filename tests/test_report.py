@@ -19,8 +19,9 @@ from engine.runs import create_run, open_run
 from engine.scheduler import Scheduler
 from engine.state import Artifact, Epoch
 from replay.history import Outcome, edges, generations, history, progress, thin, utilisation, what_worked
-from replay.page import TABLE_COLUMNS, render, table_rows, write_report
+from replay.page import render, write_report
 from replay.report import pareto_front
+from replay.views import TABLE_COLUMNS, table_rows
 
 SECTIONS = ("header", "progress", "size", "tree", "towers", "trainers", "worked", "curves", "table")
 
