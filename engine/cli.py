@@ -231,7 +231,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def _load(args: argparse.Namespace) -> Config | None:
     """The resolved config of a new run (None to resume one); ``--set`` only applies to new runs."""
-    from engine.config import ConfigError, load_config
+    from engine.config import load_config
+    from engine.options import ConfigError
     from engine.runs import is_run
     from engine.spaces import make_space
 
@@ -501,11 +502,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.config import ConfigError
     from engine.events import EventError
     from engine.fold import FoldError
     from engine.keys import KeysError
     from engine.log import LogError
+    from engine.options import ConfigError
     from engine.runs import ReplayError, RunError
     from engine.server import ServerError
     from engine.spaces import SpaceError

@@ -1,8 +1,9 @@
-"""Search configuration: one frozen, typed :class:`Config`, the schema it is read with, its version and the
-migrations that lift configs older Lineage stored.
+"""Search configuration: one frozen, typed :class:`Config` and the sections it is made of, read from TOML,
+overrides or a stored dict, with the rules between keys.
 
-Every key is declared once, as a field of a section class with its default, help and check; the sections
-nest as the TOML tables do. Reading a config (a TOML file, overrides, a stored dict) refuses unknown keys
+Every key is declared once, as a field of a section class with its default, help and check
+(``engine/options.py``; the ``[space]`` section, one class per kind, is ``engine/space_options.py``); the
+sections nest as the TOML tables do. Reading a config (a TOML file, overrides, a stored dict) refuses unknown keys
 and impossible values with the key named (and the file, when there is one), and fills in every default.
 
 Resolving never reads the user's data. Where the labels of a file decide the task (``data.task = "auto"``
@@ -10,8 +11,8 @@ on a csv or npz file), the task, and the metric that follows from it, stay unkno
 checked (``trainers.datasets.check_data``), which fixes them with :func:`with_task` before a run starts.
 
 ``SearchStarted``, ``SearchForked`` and ``SearchResumed`` store :meth:`Config.to_dict`, which carries the
-config's :data:`CONFIG_VERSION`: a new option bumps that version and adds a migration here, never an event
-version. :meth:`Config.from_dict` reads any stored config, migrating it first.
+config's version (``engine/config_versions.py``): a new option bumps that version and adds a migration there,
+never an event version. :meth:`Config.from_dict` reads any stored config, migrating it first.
 
 Example::
 
@@ -27,107 +28,26 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any
 
+from engine.config_versions import CONFIG_VERSION, migrate
 from engine.metrics import ENSEMBLE_METRICS, METRICS
-
-#: The version of the config :meth:`Config.to_dict` writes; configs of earlier versions are migrated on read.
-CONFIG_VERSION = 9
-
-Check = Callable[[Any], str | None]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key (and the file)."""
-
-
-_TYPES: dict[type, tuple[type, ...]] = {bool: (bool,), int: (int,), float: (int, float), str: (str,),
-                                        tuple: (list, tuple), dict: (dict, MappingProxyType)}
-_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list",
-               dict: "a table"}
-
-
-@dataclass(frozen=True)
-class Option:
-    """One configuration key: its default, help text, allowed choices and check. The types it accepts
-    follow from the default (a float option takes integers too; a list is kept as a tuple)."""
-
-    default: Any
-    help: str
-    choices: tuple[Any, ...] | None = None
-    check: Check | None = None
-
-    @property
-    def types(self) -> tuple[type, ...]:
-        return _TYPES[type(self.default)]
-
-    def validate(self, key: str, value: Any) -> Any:
-        """The value, frozen (lists become tuples, tables read-only), or ConfigError naming ``key``."""
-        if isinstance(value, bool) and bool not in self.types:
-            raise ConfigError(f"{key} must be {_type_names(self.types)}, not a boolean")
-        if not isinstance(value, self.types):
-            raise ConfigError(f"{key} must be {_type_names(self.types)}, not {type(value).__name__} {value!r}")
-        if float in self.types and isinstance(value, int):
-            value = float(value)
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{key} must be one of {list(self.choices)}, not {value!r}")
-        if self.check is not None:
-            problem = self.check(value)
-            if problem:
-                raise ConfigError(f"{key}{'' if problem.startswith('[') else ' '}{problem}")
-        return _freeze(value)
-
-
-def _type_names(types: tuple[type, ...]) -> str:
-    return " or ".join(_TYPE_NAMES[t] for t in types if t in _TYPE_NAMES)
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_thaw(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    return value
-
-
-def option(default: Any, help: str, choices: tuple[Any, ...] | None = None, check: Check | None = None) -> Any:
-    """A dataclass field declaring one key of a section."""
-    spec = Option(_freeze(default) if isinstance(default, list) else default, help, choices, check)
-    return field(default_factory=lambda: _freeze(spec.default), metadata={"option": spec})
-
-
-def section(cls: type) -> Any:
-    """A dataclass field holding a nested table."""
-    return field(default_factory=cls, metadata={"section": cls})
-
-
-def positive(value: float) -> str | None:
-    return None if value > 0 else f"must be greater than 0, not {value}"
-
-
-def non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must be 0 or more, not {value}"
-
-
-def probability(value: float) -> str | None:
-    return None if 0 <= value <= 1 else f"must be between 0 and 1, not {value}"
-
-
-def fraction(value: float) -> str | None:
-    return None if 0 <= value < 0.5 else f"must be at least 0 and below 0.5, not {value}"
-
+from engine.options import (
+    ConfigError,
+    as_dict,
+    fraction,
+    non_negative,
+    option,
+    positive,
+    probability,
+    read_section,
+    section,
+    thaw,
+)
+from engine.space_options import SPACE_KINDS, SpaceOptions, TowerOptions, space_options
 
 # -- [search] --------------------------------------------------------------------------------------------
 
@@ -213,113 +133,6 @@ class SearchOptions:
     beam: BeamOptions = section(BeamOptions)
     evolution: EvolutionOptions = section(EvolutionOptions)
     mutations: MutationWeights = section(MutationWeights)
-
-
-# -- [space], one section class per kind -------------------------------------------------------------------
-
-DEFAULT_BLOCKS = (
-    "conv1d_16_k3", "conv1d_32_k3", "conv1d_32_k5", "conv1d_64_k3", "residual_conv1d_32", "maxpool1d",
-    "gru_32", "dense_32", "dense_64", "dense_128", "residual_dense_64", "bottleneck_dense_128",
-)
-
-
-def _check_choices(kind: type) -> Check:
-    def check(values: tuple) -> str | None:
-        if not values:
-            return "needs at least one value"
-        if len(set(map(repr, values))) != len(values):
-            return f"has repeated values {list(values)}"
-        for value in values:
-            if kind is str and not isinstance(value, str):
-                return f"values must be strings, not {value!r}"
-            if kind is not str and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
-                return f"values must be numbers of 0 or more, not {value!r}"
-        return None
-
-    return check
-
-
-def _check_dropout(values: tuple) -> str | None:
-    problem = _check_choices(float)(values)
-    too_high = [v for v in values if isinstance(v, int | float) and v >= 1]
-    return problem or (f"values must be below 1, not {too_high[0]}" if too_high else None)
-
-
-def _check_blocks(values: tuple) -> str | None:
-    if not values:
-        return "needs at least one block"
-    for i, name in enumerate(values):
-        if not isinstance(name, str):
-            return f"[{i}] must be a block name, not {name!r}"
-    if len(set(values)) != len(values):
-        return f"lists a block twice: {sorted({n for n in values if values.count(n) > 1})}"
-    return None
-
-
-@dataclass(frozen=True)
-class HparamChoices:
-    learning_rate: tuple[float, ...] = option([0.0003, 0.001, 0.003], "learning rates to choose from",
-                                              check=_check_choices(float))
-    dropout: tuple[float, ...] = option([0.0, 0.1, 0.25], "dropout rates to choose from", check=_check_dropout)
-    batch_size: tuple[int, ...] = option([32, 64, 128], "batch sizes to choose from", check=_check_choices(int))
-    optimizer: tuple[str, ...] = option(["adam", "sgd"], "optimizers to choose from", check=_check_choices(str))
-
-    def choices(self) -> dict[str, tuple]:
-        """Hyperparameter name -> its choices, in a stable order (proposals draw them in this order)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-@dataclass(frozen=True)
-class TowerOptions:
-    """``space.kind = "tower"``: towers of registered blocks."""
-
-    default_metric: ClassVar[str] = "val_accuracy"
-    default_mode: ClassVar[str] = "max"
-    default_evaluator: ClassVar[str] = "synthetic"
-
-    kind: str = option("tower", "search space", ("tower",))
-    block_paths: tuple[str, ...] = option([], "folders of user block modules (relative to the config file)")
-    blocks: tuple[str, ...] = option(list(DEFAULT_BLOCKS), "block names the search may use; module:object names "
-                                     "a user block", check=_check_blocks)
-    min_depth: int = option(1, "fewest blocks in a tower", check=positive)
-    max_depth: int = option(6, "most blocks in a tower", check=positive)
-    draw: str = option("blocks", "how random towers are drawn: 'blocks' draws each block uniformly and then orders "
-                       "them so the tower builds (convolutions before dense blocks); 'positions' draws left to "
-                       "right among the blocks that fit, which rarely puts many order-keeping blocks in a tower",
-                       ("blocks", "positions"))
-    max_params: int = option(0, "most trainable parameters a candidate may have (0: no limit); trainers fail "
-                             "larger ones without training them", check=non_negative)
-    hparams: HparamChoices = section(HparamChoices)
-
-
-NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NB201_DATASETS = ("cifar10", "cifar100", "imagenet")
-
-
-def _check_ops(ops: tuple) -> str | None:
-    unknown = [op for op in ops if op not in NB201_OPS]
-    if unknown:
-        return f"has unknown operation(s) {unknown}; operations are {list(NB201_OPS)}"
-    if len(set(ops)) < 2:
-        return "needs at least two distinct operations to search over"
-    return None
-
-
-@dataclass(frozen=True)
-class NB201Options:
-    """``space.kind = "nb201"``: the NAS-Bench-201 cell, looked up in its tables."""
-
-    default_metric: ClassVar[str] = "val_acc"
-    default_mode: ClassVar[str] = "max"
-    default_evaluator: ClassVar[str] = "table"
-
-    kind: str = option("nb201", "search space", ("nb201",))
-    dataset: str = option("cifar10", "NAS-Bench-201 table to evaluate on", NB201_DATASETS)
-    ops: tuple[str, ...] = option(list(NB201_OPS), "operations an edge may take", check=_check_ops)
-
-
-SpaceOptions = TowerOptions | NB201Options
-SPACE_KINDS: dict[str, type[TowerOptions] | type[NB201Options]] = {"tower": TowerOptions, "nb201": NB201Options}
 
 
 # -- the other sections -----------------------------------------------------------------------------------
@@ -484,47 +297,6 @@ SECTIONS: dict[str, type] = {"search": SearchOptions, "evaluator": EvaluatorOpti
                              "distillation": DistillationOptions, "ensemble": EnsembleOptions}
 
 
-def as_dict(options: Any) -> dict[str, Any]:
-    """A section (any options dataclass) as plain msgpack- and JSON-ready data."""
-    return {f.name: as_dict(value) if dataclasses.is_dataclass(value) else _thaw(value)
-            for f in fields(options) for value in (getattr(options, f.name),)}
-
-
-def options_of(cls: type, prefix: str) -> Iterator[tuple[str, Option]]:
-    """Every key of a section class, dotted, with its :class:`Option`, in declaration order."""
-    for f in fields(cls):
-        if "section" in f.metadata:
-            yield from options_of(f.metadata["section"], f"{prefix}.{f.name}")
-        else:
-            yield f"{prefix}.{f.name}", f.metadata["option"]
-
-
-def choices_of(cls: type, key: str) -> tuple[Any, ...]:
-    """The values a key of a section class allows (``choices_of(SharingOptions, "mode")``)."""
-    return next(f.metadata["option"].choices for f in fields(cls) if f.name == key)
-
-
-def read_section(cls: type, given: Any, prefix: str) -> Any:
-    """A raw table read as section class ``cls`` (keys under ``prefix``): defaults filled, values checked."""
-    if not isinstance(given, Mapping):
-        raise ConfigError(f"[{prefix}] must be a table, not {type(given).__name__}")
-    names = [f.name for f in fields(cls)]
-    unknown = [k for k in given if k not in names]
-    if unknown:
-        key = unknown[0]
-        hint = difflib.get_close_matches(str(key), names, n=1)
-        suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(f"unknown key {f'{prefix}.{key}'!r}{suggestion}; known keys in [{prefix}]: {sorted(names)}")
-    values = {}
-    for f in fields(cls):
-        path = f"{prefix}.{f.name}"
-        if "section" in f.metadata:
-            values[f.name] = read_section(f.metadata["section"], given.get(f.name, {}), path)
-        elif f.name in given:
-            values[f.name] = f.metadata["option"].validate(path, given[f.name])
-    return cls(**values)
-
-
 def _read_config(raw: Mapping[str, Any]) -> Config:
     """Every section read against the schema (unknown keys refused, defaults filled); no cross-key rules."""
     sections = ["search", "space", *list(SECTIONS)[1:]]
@@ -538,14 +310,6 @@ def _read_config(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("space.kind is required: one of " + str(sorted(SPACE_KINDS)))
     read = {name: read_section(cls, raw.get(name, {}), name) for name, cls in SECTIONS.items()}
     return Config(space=space_options(space), **read)
-
-
-def space_options(raw: Mapping[str, Any]) -> SpaceOptions:
-    """A raw ``[space]`` table read with its kind's defaults and checks."""
-    kind = raw.get("kind") if isinstance(raw, Mapping) else None
-    if kind not in SPACE_KINDS:
-        raise ConfigError(f"space.kind must be one of {sorted(SPACE_KINDS)}, not {kind!r}")
-    return read_section(SPACE_KINDS[kind], raw, "space")
 
 
 # -- resolution: defaults that follow from other keys, and the rules between keys ----------------------------
@@ -628,94 +392,6 @@ def _check_rules(config: Config) -> None:
         raise ConfigError("search.mutations: at least one mutation weight must be greater than 0")
 
 
-# -- versions -----------------------------------------------------------------------------------------------
-
-
-def _legacy(table: Mapping[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``table`` with ``values`` filled in where the sub-table at ``path`` lacks them: options added
-    since, at the values that keep the behaviour older runs had."""
-    if not path:
-        return {**values, **table}
-    return {**table, path[0]: _legacy(table[path[0]], path[1:], values)}
-
-
-# The sections v2 added, as v1 runs had them: nothing shared, no teacher, no ensembles. Written out rather
-# than read from the defaults, so a v1 config migrates the same whatever the defaults become.
-_V2_SECTIONS: dict[str, dict[str, Any]] = {
-    "sharing": {"mode": "off", "weighting": "uniform", "sources": 4},
-    "distillation": {"teacher": "none", "loss": "soft", "temperature": 4.0, "weight": 0.5, "adaptive": False,
-                     "ramp": 20},
-    "ensemble": {"strategy": "none", "combiner": "average", "width": 5, "criterion": "val_loss", "every": 5,
-                 "replicas": 0, "replica_wait": 6, "start": "criterion"},
-}
-
-
-def _v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
-    """v2 configs always hold [sharing], [distillation] and [ensemble]."""
-    return {**config, **{name: dict(values) for name, values in _V2_SECTIONS.items() if name not in config}}
-
-
-def _v2_to_v3(config: dict[str, Any]) -> dict[str, Any]:
-    """v3 configs always hold search.tie_break and search.beam.explore(_draws)."""
-    config = _legacy(config, ("search",), {"tie_break": "first"})
-    return _legacy(config, ("search", "beam"), {"explore": 0.0, "explore_draws": 1})
-
-
-def _v3_to_v4(config: dict[str, Any]) -> dict[str, Any]:
-    """v4 configs always hold ensemble.criterion; before it, ensembles were compared by score."""
-    return _legacy(config, ("ensemble",), {"criterion": "score"})
-
-
-def _v4_to_v5(config: dict[str, Any]) -> dict[str, Any]:
-    """v5 tower spaces always hold space.draw; before it, random towers were drawn left to right."""
-    return _legacy(config, ("space",), {"draw": "positions"}) if config["space"]["kind"] == "tower" else config
-
-
-def _v5_to_v6(config: dict[str, Any]) -> dict[str, Any]:
-    """v6 configs always hold search.beam.explore_pick and ensemble.replicas; before them, exploring
-    proposals kept the draw with the highest expected improvement, and no tower was trained twice."""
-    config = _legacy(config, ("search", "beam"), {"explore_pick": "ei"})
-    return _legacy(config, ("ensemble",), {"replicas": 0, "replica_wait": 6})
-
-
-def _v6_to_v7(config: dict[str, Any]) -> dict[str, Any]:
-    """v7 configs always hold ensemble.start; before it, ensembles grew from the search's best tower even
-    where another tower had the lower validation loss they had to beat."""
-    return _legacy(config, ("ensemble",), {"start": "leader"})
-
-
-def _v7_to_v8(config: dict[str, Any]) -> dict[str, Any]:
-    """v8 configs always hold search.at_deadline; before it, candidates in flight at the deadline trained on."""
-    return _legacy(config, ("search",), {"at_deadline": "finish"})
-
-
-def _v8_to_v9(config: dict[str, Any]) -> dict[str, Any]:
-    """v9 configs always hold search.stopping and its tables; before them, no trial was stopped by a rule."""
-    return _legacy(config, ("search",), {"stopping": "none", "asha": {"min_epochs": 2, "eta": 3},
-                                         "median": {"warmup": 2, "min_trials": 5}})
-
-
-#: ``MIGRATIONS[n]`` lifts a version-``n`` config to version ``n + 1``. Configs up to version 7 were stored
-#: by events of the same version, which say so on read (engine/events.py).
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9,
-}
-
-
-def migrate(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored config lifted to :data:`CONFIG_VERSION` (``version`` key included)."""
-    version = stored.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ConfigError(f"a stored config's version must be a whole number from 1, not {version!r}")
-    if version > CONFIG_VERSION:
-        raise ConfigError(f"config version {version} is newer than this Lineage knows ({CONFIG_VERSION}); "
-                          "upgrade Lineage to read it")
-    config = {key: value for key, value in stored.items() if key != "version"}
-    for step in range(version, CONFIG_VERSION):
-        config = MIGRATIONS[step](config)
-    return {**config, "version": CONFIG_VERSION}
-
-
 # -- reading TOML and overrides ---------------------------------------------------------------------------
 
 
@@ -756,7 +432,7 @@ def apply_overrides(config: Mapping[str, Any] | Config,
 
     ``overrides`` is either ``["a.b=1", ...]`` or ``{"a.b": 1, ...}``.
     """
-    result = config.to_dict() if isinstance(config, Config) else _thaw(dict(config))
+    result = config.to_dict() if isinstance(config, Config) else thaw(dict(config))
     items = overrides.items() if isinstance(overrides, Mapping) else (
         (".".join(path), value) for path, value in map(parse_override, overrides)
     )

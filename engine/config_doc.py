@@ -19,16 +19,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from engine.config import (
-    SECTIONS,
-    SPACE_KINDS,
-    ConfigError,
-    Option,
-    non_negative,
-    options_of,
-    positive,
-    probability,
-)
+from engine.config import SECTIONS
+from engine.options import ConfigError, Option, non_negative, options_of, positive, probability
+from engine.space_options import SPACE_KINDS
 
 _BOUNDS = {positive: "above 0", non_negative: "0 or more", probability: "between 0 and 1"}
 _TYPES = {int: "an integer", float: "a number", str: "text", bool: "true or false", list: "a list", dict: "a table"}

@@ -25,9 +25,10 @@ from typing import Any
 
 from engine import __version__
 from engine import events as ev
-from engine.config import Config, ConfigError, apply_overrides, resolve_config
+from engine.config import Config, apply_overrides, resolve_config
 from engine.fold import fold_records
 from engine.log import LOG_DIR, EventLog, LogError
+from engine.options import ConfigError
 from engine.spaces import make_space
 from engine.state import State
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from engine.config import DistillationOptions, EnsembleOptions, SharingOptions, choices_of
+from engine.config import DistillationOptions, EnsembleOptions, SharingOptions
+from engine.options import choices_of
 from engine.state import Kind, Resume
 
 Tower = tuple[str, ...]  # a tower's (or an nb201 cell's) block or operation names, input first

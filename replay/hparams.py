@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.config import TowerOptions
+from engine.space_options import TowerOptions
 from engine.state import TOWER, State, Status, Trial
 from replay.history import history, origin
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from support import write_toml
 
-from engine.config import ConfigError, load_config, resolve_config
+from engine.config import load_config, resolve_config
+from engine.options import ConfigError
 from engine.runs import create_run
 from engine.spaces import make_space
 

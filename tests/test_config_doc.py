@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from support import ROOT
 
-from engine.config import ConfigError
 from engine.config_doc import entries, explain, markdown_table
+from engine.options import ConfigError
 
 START = "<!-- generated from the schema by engine/config_doc.py: tests/test_config_doc.py fails when it differs -->\n"
 END = "\n<!-- end of the generated table -->"

@@ -13,9 +13,11 @@ import pytest
 from support import nb201_config, tower_config
 
 from engine import events as ev
-from engine.config import CONFIG_VERSION, MIGRATIONS, Config, ConfigError, load_config, migrate, resolve_config
+from engine.config import Config, load_config, resolve_config
+from engine.config_versions import CONFIG_VERSION, MIGRATIONS, migrate
 from engine.fold import fold_records
 from engine.log import EventLog
+from engine.options import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))

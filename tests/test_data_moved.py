@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from support import assert_nothing_is_lost, drive
 
-from engine.config import ConfigError, resolve_config
+from engine.config import resolve_config
 from engine.log import EventLog
+from engine.options import ConfigError
 from engine.runs import create_run, open_run, state_at
 from engine.state import Blame
 from trainers.datasets import check_data

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from support import ROOT
 
-from engine.config import DataOptions, read_section, resolve_config
+from engine.config import DataOptions, resolve_config
+from engine.options import read_section
 from trainers.datasets import DataError, check_data, load_dataset
 
 sys.path.insert(0, str(ROOT / "examples"))

@@ -83,7 +83,8 @@ def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path)
     config (no "version" key) decodes stamped as version 2, and Config.from_dict migrates it."""
     from support import tower_config
 
-    from engine.config import CONFIG_VERSION, Config
+    from engine.config import Config
+    from engine.config_versions import CONFIG_VERSION
     from engine.fold import fold_records
 
     config = tower_config().to_dict()

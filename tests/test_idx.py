@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from support import tower_item
 
-from engine.config import DataOptions, read_section, resolve_config
+from engine.config import DataOptions, resolve_config
+from engine.options import read_section
 from trainers.datasets import DataError, check_data, load_dataset
 from trainers.datasets.idx import FILES, TYPES, idx_files, read_idx, stratified_subset
 

@@ -9,10 +9,11 @@ import pytest
 from support import tower_config
 
 from engine import events as ev
-from engine.config import Config, ConfigError, resolve_config
+from engine.config import Config, resolve_config
 from engine.ensembles import ensemble_key, plan_ensemble, plan_replica
 from engine.inheritance import plan_inheritance, plan_teacher
 from engine.log import EventLog
+from engine.options import ConfigError
 from engine.scheduler import Scheduler
 from engine.state import ENSEMBLE, State
 from engine.work import WorkItem

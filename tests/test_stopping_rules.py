@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from support import rewritten_run, tower_config
 
 from engine import events as ev
-from engine.config import ConfigError
 from engine.log import EventLog
+from engine.options import ConfigError
 from engine.runs import create_run
 from engine.scheduler import Scheduler
 from engine.state import Epoch, State

@@ -26,7 +26,8 @@ import numpy as np
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, build_tower
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
-from engine.config import DataOptions, as_dict, read_section
+from engine.config import DataOptions
+from engine.options import as_dict, read_section
 from engine.runs import state_at
 from engine.state import COMPLETED, ENSEMBLE, Artifact, State, Trial
 from trainers.datasets import DataError, Dataset, load_dataset

@@ -15,7 +15,8 @@ from functools import cache
 
 import numpy as np
 
-from engine.config import Config, NB201Options
+from engine.config import Config
+from engine.space_options import NB201Options
 from engine.spaces.nb201 import EDGES, OPS
 from engine.work import WorkItem
 from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome, Report, stable_fraction

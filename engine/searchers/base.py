@@ -20,10 +20,11 @@ import random
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
-from engine.config import Config, SearchOptions, SpaceOptions
+from engine.config import Config, SearchOptions
 from engine.ensembles import REPLICA, ensemble_key, plan_ensemble, plan_replica, replica_key
 from engine.events import NO_INHERITANCE
 from engine.inheritance import plan_inheritance, plan_teacher
+from engine.space_options import SpaceOptions
 from engine.spaces import Space, make_space
 from engine.state import ENSEMBLE, TOWER, State, Trial
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.config import SpaceOptions, space_options
+from engine.space_options import SpaceOptions, space_options
 from engine.spaces.base import Neighbour, Space, SpaceError
 from engine.spaces.nb201 import NB201Space
 from engine.spaces.tower import TowerSpace

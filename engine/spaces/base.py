@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from engine.config import SpaceOptions
+from engine.space_options import SpaceOptions
 
 Architecture = Any
 Hyperparameters = dict[str, Any]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from engine.config import NB201_OPS, NB201Options
+from engine.space_options import NB201_OPS, NB201Options
 from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
 
 OPS = NB201_OPS

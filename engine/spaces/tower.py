@@ -13,7 +13,8 @@ from collections.abc import Mapping
 
 from blocks import BlockError, lookup, use_paths
 from blocks.ordering import arrange, fits, problem
-from engine.config import ConfigError, TowerOptions
+from engine.options import ConfigError
+from engine.space_options import TowerOptions
 from engine.spaces.base import Architecture, Hyperparameters, MutationKind, Neighbour, Space, SpaceError
 
 

@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.config import NEEDS_PATH, Config, ConfigError, DataOptions, as_dict, with_task
+from engine.config import NEEDS_PATH, Config, DataOptions, with_task
+from engine.options import ConfigError, as_dict
 from trainers.datasets.base import DataError, Dataset, RawData, prepare
 from trainers.datasets.builtin import diabetes, digits, mnist1d
 from trainers.datasets.csv_file import csv_table

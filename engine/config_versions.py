@@ -1,0 +1,104 @@
+"""Config versions: :data:`CONFIG_VERSION`, the version :meth:`engine.config.Config.to_dict` writes, and the
+migrations that lift a config stored by an older Lineage to it. A new option bumps the version and adds a
+migration here that fills the option in at the value that keeps older runs' behaviour.
+
+Example::
+
+    >>> migrate({"version": 8, "search": {...}, ...})["search"]["stopping"]
+    'none'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from engine.options import ConfigError
+
+#: The version of the config :meth:`Config.to_dict` writes; configs of earlier versions are migrated on read.
+CONFIG_VERSION = 9
+
+
+def _legacy(table: Mapping[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``table`` with ``values`` filled in where the sub-table at ``path`` lacks them: options added
+    since, at the values that keep the behaviour older runs had."""
+    if not path:
+        return {**values, **table}
+    return {**table, path[0]: _legacy(table[path[0]], path[1:], values)}
+
+
+# The sections v2 added, as v1 runs had them: nothing shared, no teacher, no ensembles. Written out rather
+# than read from the defaults, so a v1 config migrates the same whatever the defaults become.
+_V2_SECTIONS: dict[str, dict[str, Any]] = {
+    "sharing": {"mode": "off", "weighting": "uniform", "sources": 4},
+    "distillation": {"teacher": "none", "loss": "soft", "temperature": 4.0, "weight": 0.5, "adaptive": False,
+                     "ramp": 20},
+    "ensemble": {"strategy": "none", "combiner": "average", "width": 5, "criterion": "val_loss", "every": 5,
+                 "replicas": 0, "replica_wait": 6, "start": "criterion"},
+}
+
+
+def _v1_to_v2(config: dict[str, Any]) -> dict[str, Any]:
+    """v2 configs always hold [sharing], [distillation] and [ensemble]."""
+    return {**config, **{name: dict(values) for name, values in _V2_SECTIONS.items() if name not in config}}
+
+
+def _v2_to_v3(config: dict[str, Any]) -> dict[str, Any]:
+    """v3 configs always hold search.tie_break and search.beam.explore(_draws)."""
+    config = _legacy(config, ("search",), {"tie_break": "first"})
+    return _legacy(config, ("search", "beam"), {"explore": 0.0, "explore_draws": 1})
+
+
+def _v3_to_v4(config: dict[str, Any]) -> dict[str, Any]:
+    """v4 configs always hold ensemble.criterion; before it, ensembles were compared by score."""
+    return _legacy(config, ("ensemble",), {"criterion": "score"})
+
+
+def _v4_to_v5(config: dict[str, Any]) -> dict[str, Any]:
+    """v5 tower spaces always hold space.draw; before it, random towers were drawn left to right."""
+    return _legacy(config, ("space",), {"draw": "positions"}) if config["space"]["kind"] == "tower" else config
+
+
+def _v5_to_v6(config: dict[str, Any]) -> dict[str, Any]:
+    """v6 configs always hold search.beam.explore_pick and ensemble.replicas; before them, exploring
+    proposals kept the draw with the highest expected improvement, and no tower was trained twice."""
+    config = _legacy(config, ("search", "beam"), {"explore_pick": "ei"})
+    return _legacy(config, ("ensemble",), {"replicas": 0, "replica_wait": 6})
+
+
+def _v6_to_v7(config: dict[str, Any]) -> dict[str, Any]:
+    """v7 configs always hold ensemble.start; before it, ensembles grew from the search's best tower even
+    where another tower had the lower validation loss they had to beat."""
+    return _legacy(config, ("ensemble",), {"start": "leader"})
+
+
+def _v7_to_v8(config: dict[str, Any]) -> dict[str, Any]:
+    """v8 configs always hold search.at_deadline; before it, candidates in flight at the deadline trained on."""
+    return _legacy(config, ("search",), {"at_deadline": "finish"})
+
+
+def _v8_to_v9(config: dict[str, Any]) -> dict[str, Any]:
+    """v9 configs always hold search.stopping and its tables; before them, no trial was stopped by a rule."""
+    return _legacy(config, ("search",), {"stopping": "none", "asha": {"min_epochs": 2, "eta": 3},
+                                         "median": {"warmup": 2, "min_trials": 5}})
+
+
+#: ``MIGRATIONS[n]`` lifts a version-``n`` config to version ``n + 1``. Configs up to version 7 were stored
+#: by events of the same version, which say so on read (engine/events.py).
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9,
+}
+
+
+def migrate(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config lifted to :data:`CONFIG_VERSION` (``version`` key included)."""
+    version = stored.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"a stored config's version must be a whole number from 1, not {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(f"config version {version} is newer than this Lineage knows ({CONFIG_VERSION}); "
+                          "upgrade Lineage to read it")
+    config = {key: value for key, value in stored.items() if key != "version"}
+    for step in range(version, CONFIG_VERSION):
+        config = MIGRATIONS[step](config)
+    return {**config, "version": CONFIG_VERSION}
