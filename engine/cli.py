@@ -502,13 +502,13 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.binding import ServerError
     from engine.events import EventError
     from engine.fold import FoldError
     from engine.keys import KeysError
     from engine.log import LogError
     from engine.options import ConfigError
     from engine.runs import ReplayError, RunError
-    from engine.server import ServerError
     from engine.spaces import SpaceError
     from replay.fork import ForkError
     from replay.history import CompareError

@@ -25,10 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.binding import check_bind
 from engine.config import Config
 from engine.progress import Progress
 from engine.runs import RunError, is_run, open_run
-from engine.server import RETURN_GRACE, EngineServer, check_bind
+from engine.server import RETURN_GRACE, EngineServer
 from engine.state import State
 from trainers.datasets import check_data
 

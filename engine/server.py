@@ -40,8 +40,9 @@ from zmq.utils.monitor import recv_monitor_message
 from engine import protocol
 from engine import watch as refused
 from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
+from engine.binding import ServerError, check_bind
 from engine.gatekeeper import Gatekeeper
-from engine.keys import is_loopback, server_keys
+from engine.keys import server_keys
 from engine.log import EventLog
 from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
@@ -56,45 +57,6 @@ RETRY_SECONDS = 0.2
 REPLY_QUEUE = 64  # replies queued for one peer before more are dropped (ZeroMQ's send high-water mark)
 HOUSEKEEPING_SECONDS = 1.0
 RETURN_GRACE = 20.0  # trainers retry at least every 5 s (trainers.daemon.MAX_BACKOFF): 20 s reaches them all
-
-
-class ServerError(RuntimeError):
-    """The engine cannot serve as asked (an unsafe bind, bad keys, a port in use)."""
-
-
-def check_bind(endpoints: list[str], keys: Path | str | None, *, probe: bool = True) -> None:
-    """Refuse to listen beyond this machine without CurveZMQ keys, or (with ``probe``) on a TCP port
-    that is taken. Call it before writing anything."""
-    if keys is not None:
-        server_keys(keys)
-    else:
-        for endpoint in endpoints:
-            if not is_loopback(endpoint):
-                raise ServerError(
-                    f"refusing to bind {endpoint} without CurveZMQ keys: anyone who can reach it could send "
-                    "results. Make keys with `engine keys --dir keys` and pass --keys keys, or bind to 127.0.0.1"
-                )
-    if probe:
-        for endpoint in endpoints:
-            _probe_tcp(endpoint)
-
-
-def _probe_tcp(endpoint: str) -> None:
-    """Bind and release a plain socket where ZeroMQ will listen. A ZeroMQ probe would not do: its
-    unbind completes later, in the I/O thread, and would make the real bind fail."""
-    if not endpoint.startswith("tcp://"):
-        return
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
-    if port in ("0", "*") or not port.isdigit():
-        return
-    host = host.strip("[]")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ does
-        try:
-            probe.bind(("" if host in ("*", "0.0.0.0") else host, int(port)))
-        except OSError as exc:
-            raise ServerError(f"cannot listen on {endpoint}: {exc.strerror} (is another engine using it?)") from None
 
 
 @dataclass

@@ -15,8 +15,8 @@ from support import Peer, hello_fields, nb201_config, tower_config, wait_for
 
 from engine import events as ev
 from engine import protocol
+from engine.binding import ServerError, check_bind
 from engine.keys import is_loopback, make_keys, trainer_keys
-from engine.server import ServerError, check_bind
 from trainers.client import EngineClient, EngineGone, EngineRefused
 
 
