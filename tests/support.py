@@ -207,6 +207,35 @@ def rewritten_run(run: Path, into: Path, change: Callable[[list[bytes]], list[by
     return into
 
 
+def stopping_search(path: Path, stopping: str, trials: int, epochs: int, samples: int) -> Path:
+    """A small Keras search on MNIST-1D whose trials a stopping rule judges at every epoch (rungs at 1, 2, 4...),
+    written as a TOML config at ``path``: ``trials`` random towers of 1-2 small blocks, ``epochs`` each at most."""
+    return write_toml(path, f"""
+[search]
+trials = {trials}
+stopping = "{stopping}"
+[search.asha]
+min_epochs = 1
+eta = 2
+[search.beam]
+initial = {trials}
+[space]
+kind = "tower"
+blocks = ["conv1d_16_k3", "dense_32", "dense_64"]
+max_depth = 2
+[space.hparams]
+learning_rate = [0.0003, 0.003]
+batch_size = [32]
+optimizer = ["adam", "sgd"]
+[data]
+dataset = "mnist1d"
+samples = {samples}
+[training]
+epochs = {epochs}
+patience = 0
+""")
+
+
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

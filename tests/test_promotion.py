@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import assert_nothing_is_lost, rewritten_run, tower_config, tower_item, write_toml
+from support import assert_nothing_is_lost, rewritten_run, stopping_search, tower_config, tower_item
 
 from engine import events as ev
 from engine import protocol
@@ -254,30 +254,7 @@ def test_a_keras_tower_paused_and_resumed_trains_like_one_that_was_not(tmp_path:
 
 def test_a_search_with_asha_promote_pauses_and_resumes_real_trainings(tmp_path: Path, engine_cli) -> None:
     pytest.importorskip("keras")
-    config = write_toml(tmp_path / "promote.toml", """
-[search]
-trials = 6
-stopping = "asha-promote"
-[search.asha]
-min_epochs = 1
-eta = 2
-[search.beam]
-initial = 6
-[space]
-kind = "tower"
-blocks = ["conv1d_16_k3", "dense_32", "dense_64"]
-max_depth = 2
-[space.hparams]
-learning_rate = [0.0003, 0.003]
-batch_size = [32]
-optimizer = ["adam", "sgd"]
-[data]
-dataset = "mnist1d"
-samples = 1200
-[training]
-epochs = 4
-patience = 0
-""")
+    config = stopping_search(tmp_path / "promote.toml", "asha-promote", trials=6, epochs=4, samples=1200)
     engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
                timeout=300)
     from engine.runs import state_at

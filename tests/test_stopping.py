@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import tower_config, write_toml
+from support import stopping_search, tower_config, write_toml
 
 from engine import events as ev
 from engine.fold import fold_all
@@ -192,30 +192,7 @@ patience = 0
 
 def test_a_search_with_asha_stops_trials_through_their_trainers_and_verifies(tmp_path: Path, engine_cli) -> None:
     pytest.importorskip("keras")
-    config = write_toml(tmp_path / "asha.toml", """
-[search]
-trials = 8
-stopping = "asha"
-[search.asha]
-min_epochs = 1
-eta = 2
-[search.beam]
-initial = 8
-[space]
-kind = "tower"
-blocks = ["conv1d_16_k3", "dense_32", "dense_64"]
-max_depth = 2
-[space.hparams]
-learning_rate = [0.0003, 0.003]
-batch_size = [32]
-optimizer = ["adam", "sgd"]
-[data]
-dataset = "mnist1d"
-samples = 1500
-[training]
-epochs = 8
-patience = 0
-""")
+    config = stopping_search(tmp_path / "asha.toml", "asha", trials=8, epochs=8, samples=1500)
     engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
                timeout=300)
     from engine.runs import state_at
