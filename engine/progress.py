@@ -28,7 +28,9 @@ class Progress:
         best = state.best_trial()
         metric = state.config.search.metric
         best_text = f"best {metric} {best.metrics[metric]:.4g} (trial {best.id})" if best else "best -"
-        return f"{len(state.failed)} failed, {len(state.leases)} running, {best_text}"
+        stopped = f"{len(state.stopped)} stopped early, " if state.stopped else ""
+        promoted = f"{state.promotions} promoted, " if state.promotions else ""
+        return f"{len(state.failed)} failed, {stopped}{promoted}{len(state.leases)} running, {best_text}"
 
     def _rate(self, done: int) -> float:
         elapsed = time.monotonic() - self._started
