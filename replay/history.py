@@ -227,6 +227,43 @@ def utilisation(run: History) -> dict[str, float]:
     return shares
 
 
+@dataclass(frozen=True)
+class Bar:
+    """What the trainers' timeline draws: one lease, or on a large run several of one trainer in a row that ended
+    the same way (a bar narrower than a pixel each), from ``start`` to ``end`` seconds."""
+
+    trainer: str
+    start: float
+    end: float
+    outcome: Outcome
+    leases: int
+    trial: int  # the first lease's trial
+
+
+def bars(run: History, most: int = MOST_POINTS, width: int = 2000) -> list[Bar]:
+    """Each lease as a bar; past ``most`` leases, a trainer's leases in a row that ended the same way and follow
+    each other within 1/``width`` of the run's time are one bar."""
+    spans = run.spans
+    ends = {span.lease: span.end if span.end is not None else run.seconds for span in spans}
+    found: list[Bar] = []
+    if len(spans) <= most:
+        return [Bar(s.trainer, s.start, ends[s.lease], s.outcome, 1, s.trial) for s in spans]
+    gap = run.seconds / width
+    for trainer in run.trainers():
+        current: Bar | None = None
+        for span in sorted((s for s in spans if s.trainer == trainer), key=lambda s: s.start):
+            if current is not None and span.outcome is current.outcome and span.start - current.end <= gap:
+                current = Bar(trainer, current.start, max(current.end, ends[span.lease]), span.outcome,
+                              current.leases + 1, current.trial)
+                continue
+            if current is not None:
+                found.append(current)
+            current = Bar(trainer, span.start, ends[span.lease], span.outcome, 1, span.trial)
+        if current is not None:
+            found.append(current)
+    return found
+
+
 # -- what worked -------------------------------------------------------------------------------------
 
 
@@ -286,7 +323,7 @@ def what_worked(run: History) -> dict[str, list[Tally]]:
 
 
 def thin(points: Sequence[T], x: Callable[[T], float], y: Callable[[T], float], keep: Callable[[T], bool],
-         most: int = MOST_POINTS, cells: tuple[int, int] = (1200, 300)) -> list[T]:
+         most: int = MOST_POINTS, cells: tuple[int, int] = (600, 150)) -> list[T]:
     """The points a plot draws: all of them up to ``most``; past that, every point ``keep`` says (the best so
     far, the Pareto front, the beam...) and the first point in each cell of a ``cells`` grid over the points'
     extent, in their order. Points that share a cell would be drawn on top of each other anyway."""

@@ -27,6 +27,7 @@ from replay.history import (
     MOST_POINTS,
     History,
     Outcome,
+    bars,
     edges,
     fork_point,
     generations,
@@ -68,6 +69,15 @@ class Canvas:
             self.figures[div] = json.loads(figure.to_json())
             return f'<div id="{div}" class="plotly-graph-div live-plot"></div>'
         return figure.to_html(full_html=False, include_plotlyjs=False, div_id=div, config=PLOT_CONFIG)
+
+
+def _hover(trials: list[Trial], every: int, info: str,
+           describe: Callable[[Trial], str] | None = None) -> dict[str, Any]:
+    """How points show what they are: each trial's key while a plot is small; past :data:`MOST_POINTS` points
+    only its id and value (the table has the rest), which keeps a large run's page small."""
+    if every > MOST_POINTS:
+        return {"hovertemplate": "trial %{customdata}<br>%{y}<extra></extra>"}
+    return {"hovertext": [(describe or _describe)(t) for t in trials], "hoverinfo": info}
 
 
 def _describe(trial: Trial) -> str:
@@ -124,7 +134,7 @@ def progress_view(run: History, canvas: Canvas) -> str:
             figure.add_trace(go.Scattergl(
                 x=[axis(p) for p in mine], y=[_shown(state, p.score) for p in mine], mode="markers", name=kind,
                 marker={"color": colour, "size": 6}, customdata=[p.trial for p in mine],
-                hovertext=[_describe(state.trials[p.trial]) for p in mine], hoverinfo="text+y"))
+                **_hover([state.trials[p.trial] for p in mine], len(points), "text+y")))
         figure.add_trace(go.Scatter(x=[axis(p) for p in steps], y=[_shown(state, p.best) for p in steps],
                                     mode="lines", name="best so far", line={"color": "#000", "shape": "hv"}))
         figure.update_layout(xaxis_title=label, yaxis_title=metric)
@@ -154,7 +164,7 @@ def size_view(run: History, canvas: Canvas) -> str:
     figure.add_trace(go.Scattergl(
         x=[t.metrics["params"] for t in towers], y=[_shown(state, t.score) for t in towers], mode="markers",
         name="towers", marker={"color": "#1f77b4", "size": 6, "opacity": 0.6}, customdata=[t.id for t in towers],
-        hovertext=[_describe(t) for t in towers], hoverinfo="text+x+y"))
+        **_hover(towers, len(every), "text+x+y")))
     figure.add_trace(go.Scatter(
         x=[t.metrics["params"] for t in front], y=[_shown(state, t.score) for t in front], mode="lines+markers",
         name="Pareto front", line={"color": "#d62728", "shape": "hv"}, customdata=[t.id for t in front],
@@ -195,7 +205,7 @@ def tree_view(run: History, canvas: Canvas) -> str:
         marker={"color": [_shown(state, t.score) for t in scored], "colorscale": "Viridis", "size": 7,
                 "colorbar": {"title": state.config.search.metric}},
         customdata=[t.id for t in scored],
-        hovertext=[f"{_describe(t)}<br>{t.mutation or 'no parent'}" for t in scored], hoverinfo="text"))
+        **_hover(scored, len(every), "text", lambda t: f"{_describe(t)}<br>{t.mutation or 'no parent'}")))
     marked = [(state.trials[t], "beam") for t in state.top[1:]]
     if state.best_trial() is not None:
         marked.append((state.best_trial(), "best"))
@@ -261,20 +271,24 @@ def trainers_view(run: History, canvas: Canvas) -> str:
         return '<p class="note">No lease was handed out yet.</p>'
     shares = utilisation(run)
     figure = go.Figure()
+    drawn = bars(run)
     for outcome, colour in OUTCOME_COLOURS.items():
-        spans = [s for s in run.spans if s.outcome is outcome]
-        if not spans:
+        mine = [bar for bar in drawn if bar.outcome is outcome]
+        if not mine:
             continue
-        ends = [s.end if s.end is not None else run.seconds for s in spans]
         figure.add_trace(go.Bar(
-            base=[s.start / 60 for s in spans], x=[(e - s.start) / 60 for s, e in zip(spans, ends, strict=True)],
-            y=[s.trainer for s in spans], orientation="h", name=str(outcome), marker={"color": colour},
-            customdata=[s.trial for s in spans], hovertext=[f"lease {s.lease}: trial {s.trial}" for s in spans],
-            hoverinfo="text"))
+            base=[bar.start / 60 for bar in mine], x=[(bar.end - bar.start) / 60 for bar in mine],
+            y=[bar.trainer for bar in mine], orientation="h", name=str(outcome), marker={"color": colour},
+            customdata=[bar.trial for bar in mine],
+            hovertext=[f"trial {bar.trial}" if bar.leases == 1 else f"{bar.leases} leases from trial {bar.trial}"
+                       for bar in mine], hoverinfo="text"))
     figure.update_layout(barmode="overlay", xaxis_title="minutes since the start", yaxis_title="trainer",
                          height=max(200, 40 * len(shares) + 120))
     summary = ", ".join(f"{trainer} {share:.0%}" for trainer, share in shares.items())
-    return f'<p id="utilisation">time holding a lease: {html.escape(summary)}</p>\n' + canvas.figure(figure, "trainers")
+    merged = (f'<p class="note">{len(run.spans):,} leases drawn as {len(drawn):,} bars: a trainer\'s leases in a row '
+              f"that ended the same way make one</p>") if len(drawn) < len(run.spans) else ""
+    return (f'<p id="utilisation">time holding a lease: {html.escape(summary)}</p>\n' + merged
+            + canvas.figure(figure, "trainers"))
 
 
 def worked_view(run: History) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from engine.log import EventLog
 from engine.runs import create_run, open_run
 from engine.scheduler import Scheduler
 from engine.state import Artifact, Epoch
-from replay.history import Outcome, edges, generations, history, progress, thin, utilisation, what_worked
+from replay.history import Outcome, bars, edges, generations, history, progress, thin, utilisation, what_worked
 from replay.page import render, write_report
 from replay.report import pareto_front
 from replay.views import TABLE_COLUMNS, table_rows
@@ -27,9 +28,10 @@ SECTIONS = ("header", "progress", "size", "tree", "towers", "trainers", "worked"
 
 
 def ticking(step: float = 1.5):
-    """A clock that moves on by ``step`` seconds each time it is read, so spans have lengths."""
-    counter = itertools.count()
-    return lambda: 1000.0 + step * next(counter)
+    """A clock that starts now (when the run's SearchStarted was just written) and moves on by ``step`` seconds each
+    time it is read, so spans have lengths."""
+    counter, start = itertools.count(), time.time()
+    return lambda: start + step * next(counter)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -283,3 +285,14 @@ def test_a_fork_beside_its_parent_shows_where_they_part_and_other_spaces_are_ref
                         check=False)
     assert result.returncode == 1 and "searches another space (nb201)" in result.stderr
     assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "x.html").exists()
+
+
+def test_a_large_runs_leases_are_drawn_as_fewer_bars_that_cover_them_all(tmp_path: Path) -> None:
+    found = history(handmade_run(tmp_path))
+    assert [(b.trainer, b.start, b.leases) for b in bars(found)] == [(s.trainer, s.start, 1) for s in found.spans]
+    merged = bars(found, most=5, width=50)
+    assert len(merged) < len(found.spans) and sum(b.leases for b in merged) == len(found.spans)
+    for span in found.spans:  # each lease lies within a bar of its trainer that ended the same way
+        end = found.seconds if span.end is None else span.end
+        assert any(b.trainer == span.trainer and b.outcome is span.outcome and b.start <= span.start and end <= b.end
+                   for b in merged), span
