@@ -27,7 +27,7 @@ from engine import events as ev
 from engine.ensembles import REPLICA
 from engine.fold import fold
 from engine.runs import reader_at
-from engine.state import ENSEMBLE, TOWER, State, Status, Trial
+from engine.state import ENSEMBLE, PAUSE, TOWER, State, Status, Trial
 
 T = TypeVar("T")
 #: Plots draw every point up to this many; past it, one per cell of a grid (what the eye could tell apart).
@@ -129,7 +129,7 @@ def _outcome(kind: str, trial: Trial) -> Outcome:
         return Outcome.LOST
     if trial.stop is None:
         return Outcome.COMPLETED
-    return Outcome.PAUSED if trial.stop.rule == "pause" else Outcome.STOPPED
+    return Outcome.PAUSED if trial.stop.rule == PAUSE else Outcome.STOPPED
 
 
 # -- how a candidate was made ------------------------------------------------------------------------
