@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import zmq
 from hypothesis import strategies as st
 
@@ -205,6 +206,16 @@ def rewritten_run(run: Path, into: Path, change: Callable[[list[bytes]], list[by
     with EventLog.create(into, sync=False) as log:
         log.append(change(raws), expected_head=0)
     return into
+
+
+def cutoff_changed(seq: int) -> Callable[[list[bytes]], list[bytes]]:
+    """A change for :func:`rewritten_run`: event ``seq`` (a decision with figures) with its cutoff set to 0."""
+    def change(raws: list[bytes]) -> list[bytes]:
+        record = msgpack.unpackb(raws[seq - 1])
+        record["payload"]["figures"]["cutoff"] = 0.0
+        return [*raws[: seq - 1], msgpack.packb(record), *raws[seq:]]
+
+    return change
 
 
 def stopping_search(path: Path, stopping: str, trials: int, epochs: int, samples: int) -> Path:

@@ -8,12 +8,11 @@ import hashlib
 import io
 from pathlib import Path
 
-import msgpack
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from support import assert_nothing_is_lost, rewritten_run, stopping_search, tower_config, tower_item
+from support import assert_nothing_is_lost, cutoff_changed, rewritten_run, stopping_search, tower_config, tower_item
 
 from engine import events as ev
 from engine import protocol
@@ -203,13 +202,8 @@ def test_promotions_reproduce_under_verify_and_a_changed_or_skipped_one_fails(tm
         events = list(log.read())
     first = next(e for e in events if e.type == ev.TRIAL_PROMOTED)
 
-    def changed(raws: list[bytes]) -> list[bytes]:
-        record = msgpack.unpackb(raws[first.seq - 1])
-        record["payload"]["figures"]["cutoff"] = 0.0
-        return [*raws[: first.seq - 1], msgpack.packb(record), *raws[first.seq:]]
-
     with pytest.raises(Mismatch, match=f"promotion at event {first.seq} does not reproduce: figures"):
-        verify(rewritten_run(run, tmp_path / "changed", changed))
+        verify(rewritten_run(run, tmp_path / "changed", cutoff_changed(first.seq)))
     # A log where a new candidate came where a promotion was due: the same run with promotions off at that point.
     proposed = next(e for e in events if e.type == ev.CANDIDATE_PROPOSED and e.seq > first.seq)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import rewritten_run, tower_config
+from support import cutoff_changed, rewritten_run, tower_config
 
 from engine import events as ev
 from engine.log import EventLog
@@ -130,15 +129,10 @@ def test_stop_decisions_reproduce_under_verify_and_a_changed_one_fails(tmp_path:
         events = list(log.read())
     first = next(e for e in events if e.type == ev.TRIAL_STOPPED)
 
-    def changed(raws: list[bytes]) -> list[bytes]:
-        record = msgpack.unpackb(raws[first.seq - 1])
-        record["payload"]["figures"]["cutoff"] = 0.0
-        return [*raws[: first.seq - 1], msgpack.packb(record), *raws[first.seq:]]
-
     def dropped(raws: list[bytes]) -> list[bytes]:  # a stop nobody decided: the report before it, twice over
         return [*raws[: first.seq - 1], *raws[first.seq:]]
 
     with pytest.raises(Mismatch, match=f"stop at event {first.seq} does not reproduce: figures"):
-        verify(rewritten_run(run, tmp_path / "changed", changed))
+        verify(rewritten_run(run, tmp_path / "changed", cutoff_changed(first.seq)))
     with pytest.raises(Mismatch, match=f"stop at event {first.seq - 1} does not reproduce"):
         verify(rewritten_run(run, tmp_path / "dropped", dropped))
