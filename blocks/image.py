@@ -1,4 +1,9 @@
-"""2-D image blocks: convolutions, ResNet blocks, NAS-A style cells and pooling over (h, w, channels)."""
+"""2-D blocks over (h, w, channels): images, and spectrograms as one-channel images (frames x bands).
+
+Convolutions, ResNet blocks, NAS-A style cells, pooling, and the blocks of keyword-spotting networks:
+depthwise-separable convolutions (DS-CNN, Zhang et al. 2017, "Hello Edge"), a 10x4 strided stem over
+time x frequency, and convolutions that halve only time or only frequency.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ class _ImageFamily(Block):
     keeps_order = True
 
 
-def _conv_bn_relu(x: Any, filters: int, name: str, strides: int = 1) -> Any:
+def _conv_bn_relu(x: Any, filters: int, name: str, strides: int | tuple[int, int] = 1,
+                  kernel: int | tuple[int, int] = 3) -> Any:
     k = layers()
-    x = k.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = k.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     return k.Activation("relu", name=f"{name}_relu")(batch_norm(f"{name}_bn")(x))
 
 
@@ -42,6 +48,47 @@ class DownsampleConv2D(_ImageFamily):
 
     def build(self, x: Any, name: str) -> Any:
         return _conv_bn_relu(x, self.filters, name, strides=2)
+
+
+@register("downsample_time_conv2d_32", filters=32, strides=(2, 1))
+@register("downsample_freq_conv2d_32", filters=32, strides=(1, 2))
+class AxisDownsampleConv2D(_ImageFamily):
+    """A 3x3 convolution strided along one axis only: on a spectrogram (frames, bands), ``time`` halves the
+    frames and keeps every band, ``freq`` halves the bands and keeps every frame."""
+
+    def __init__(self, filters: int, strides: tuple[int, int]) -> None:
+        self.filters, self.strides = filters, strides
+
+    def build(self, x: Any, name: str) -> Any:
+        return _conv_bn_relu(x, self.filters, name, strides=self.strides)
+
+
+@register("stem_conv2d_64_k10x4", filters=64)
+class StemConv2D(_ImageFamily):
+    """The first layer of DS-CNN: a 10x4 convolution (10 frames by 4 bands) with stride 2 on both axes."""
+
+    def __init__(self, filters: int) -> None:
+        self.filters = filters
+
+    def build(self, x: Any, name: str) -> Any:
+        return _conv_bn_relu(x, self.filters, name, strides=2, kernel=(10, 4))
+
+
+@register("ds_conv2d_32", filters=32)
+@register("ds_conv2d_64", filters=64)
+@register("ds_conv2d_128", filters=128)
+class DepthwiseSeparableConv2D(_ImageFamily):
+    """A DS-CNN layer: a 3x3 depthwise convolution then a 1x1 pointwise one, each with batch norm and a ReLU;
+    about ``9 c + c f`` weights where a full 3x3 convolution has ``9 c f``."""
+
+    def __init__(self, filters: int) -> None:
+        self.filters = filters
+
+    def build(self, x: Any, name: str) -> Any:
+        k = layers()
+        x = k.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_depthwise")(x)
+        x = k.Activation("relu", name=f"{name}_depthwise_relu")(batch_norm(f"{name}_depthwise_bn")(x))
+        return _conv_bn_relu(x, self.filters, f"{name}_pointwise", kernel=1)
 
 
 @register("resnet_16", filters=16)

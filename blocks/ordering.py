@@ -1,7 +1,7 @@
 """Which block may follow which: the order rules of a tower, in one place for the space that proposes towers
 and the builder that builds them.
 
-- A whole network takes the data as it comes: it comes first, or not at all.
+- A whole network takes the data as it comes: it comes first, or not at all; so does a token embedding.
 - A block whose input order matters (a convolution, a recurrent layer) needs every block before it to keep
   the order (global pooling does not).
 - Blocks of one input family (sequences, images) are not mixed with the other; dense blocks may follow any.
@@ -23,14 +23,15 @@ from enum import StrEnum
 
 from blocks.registry import BlockSpec
 
-NETWORK, DENSE = "network", "dense"
+NETWORK, DENSE, EMBEDDING = "network", "dense", "embedding"
+FIRST_ONLY = {NETWORK: "a whole network", EMBEDDING: "a token embedding"}
 
 
 class Reason(StrEnum):
     """Why a block cannot stand where it is."""
 
     UNKNOWN = "unknown"  # not a block of the space
-    NETWORK_NOT_FIRST = "network not first"
+    NETWORK_NOT_FIRST = "network not first"  # or an embedding: a block that must come first
     ORDER_LOST = "order lost"
     FAMILIES_MIXED = "families mixed"
 
@@ -50,7 +51,8 @@ class Problem:
         where = f"block {self.position} ({self.block!r})"
         return {
             Reason.UNKNOWN: f"{where} is not in space.blocks",
-            Reason.NETWORK_NOT_FIRST: f"{where} is a whole network: it must come first in a tower",
+            Reason.NETWORK_NOT_FIRST: f"{where} is {FIRST_ONLY.get(self.family, 'a whole network')}: it must come "
+                                      "first in a tower",
             Reason.ORDER_LOST: f"{where} needs ordered input, but {self.cause!r} before it loses the order",
             Reason.FAMILIES_MIXED: f"{where} mixes {self.family} blocks with another family",
         }[self.reason]
@@ -61,9 +63,9 @@ def _breaks(prefix: Sequence[BlockSpec], position: int, spec: BlockSpec) -> Prob
         lost = next((before for before in prefix if not before.keeps_order), None)
         if lost is not None:
             return Problem(position, spec.name, Reason.ORDER_LOST, cause=lost.name)
-    if spec.family == NETWORK:
-        return Problem(position, spec.name, Reason.NETWORK_NOT_FIRST) if prefix else None
-    families = {before.family for before in prefix if before.family not in (DENSE, NETWORK)}
+    if spec.family in FIRST_ONLY:
+        return Problem(position, spec.name, Reason.NETWORK_NOT_FIRST, family=spec.family) if prefix else None
+    families = {before.family for before in prefix if before.family not in (DENSE, *FIRST_ONLY)}
     if spec.family != DENSE and families and families != {spec.family}:
         return Problem(position, spec.name, Reason.FAMILIES_MIXED, family=spec.family)
     return None
@@ -86,12 +88,13 @@ def problem(architecture: Sequence[str], specs: Mapping[str, BlockSpec]) -> Prob
 
 
 def arrange(blocks: Sequence[str], specs: Mapping[str, BlockSpec]) -> list[str]:
-    """Blocks in an order that builds, if any does: a whole network first, then the order-keeping blocks,
-    then one that needs order but loses it (global pooling), then the rest, each group in the order given."""
+    """Blocks in an order that builds, if any does: a whole network (or an embedding) first, then the
+    order-keeping blocks, then one that needs order but loses it (global pooling), then the rest, each group in
+    the order given."""
 
     def place(name: str) -> int:
         spec = specs[name]
-        if spec.family == NETWORK:
+        if spec.family in FIRST_ONLY:
             return 0
         return 1 if spec.keeps_order else 2 if spec.order_matters else 3
 

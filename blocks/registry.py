@@ -34,7 +34,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-FAMILIES = ("dense", "sequence", "image", "network")
+FAMILIES = ("dense", "sequence", "image", "network", "embedding")
+#: What the blocks of each family take, as ``engine blocks`` says it; the tower builder reshapes where it can.
+TAKES = {
+    "dense": "anything (flattened first)",
+    "sequence": "sequences (steps x channels): mnist1d, audio as frames x bands, embedded tokens; flat features "
+                "as one channel",
+    "image": "images (h x w x channels): images, idx; audio spectrograms as one channel",
+    "network": "the data as it comes (first in a tower)",
+    "embedding": "token ids (a csv text column), first in a tower; without one, a tower on tokens embeds them "
+                 "in 64 dimensions",
+}
 
 
 class BlockError(KeyError):
@@ -187,4 +197,4 @@ def names(family: str | None = None) -> list[str]:
 def _load_builtins() -> None:
     # The built-in families register themselves on import; importing here keeps lookups complete
     # without making every importer of the registry list the family modules.
-    from blocks import dense, image, network, sequence  # noqa: F401
+    from blocks import dense, embedding, image, network, sequence  # noqa: F401

@@ -17,13 +17,39 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
+from blocks.embedding import DEFAULT_DIMENSIONS, EMBEDDING, TokenEmbedding
 from blocks.ordering import NETWORK, Problem, Reason
 from blocks.registry import BlockError, layers, lookup
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
+
+
+class InputKind(StrEnum):
+    """What one example is, as the tower's blocks see it."""
+
+    FEATURES = "flat features"
+    SEQUENCE = "sequences"
+    IMAGE = "images"
+    TOKENS = "token ids"
+
+    @classmethod
+    def of_shape(cls, shape: Sequence[int]) -> InputKind:
+        """The kind of numeric features of this shape (one example's)."""
+        return {1: cls.FEATURES, 2: cls.SEQUENCE}.get(len(shape), cls.IMAGE)
+
+
+#: The block families that can take each kind of input: the builder makes flat features a one-channel sequence
+#: and a sequence (a spectrogram) a one-channel image; token ids need an embedding first.
+FAMILIES_FOR: dict[InputKind, tuple[str, ...]] = {
+    InputKind.FEATURES: ("dense", "sequence", NETWORK),
+    InputKind.SEQUENCE: ("dense", "sequence", "image", NETWORK),
+    InputKind.IMAGE: ("dense", "image", NETWORK),
+    InputKind.TOKENS: (EMBEDDING, "dense", "sequence", NETWORK),
+}
 
 
 class BuildError(ValueError):
@@ -34,13 +60,16 @@ class BuildError(ValueError):
 class DataSpec:
     """What the builder needs to know about the data: the shape of one example's features, the task
     and the number of outputs (classes, or regression targets). A regression head ends by rescaling
-    with the training targets' mean and scale, so it learns standardised targets but predicts raw ones."""
+    with the training targets' mean and scale, so it learns standardised targets but predicts raw ones.
+    Token ids (``tokens``, the vocabulary's size) are embedded first: by the tower's embedding block, or
+    in :data:`~blocks.embedding.DEFAULT_DIMENSIONS` where it has none."""
 
     input_shape: tuple[int, ...]
     task: str
     outputs: int
     target_mean: tuple[float, ...] = ()
     target_scale: tuple[float, ...] = ()
+    tokens: int = 0  # the vocabulary's size where examples are token ids (0: they are not)
 
     def __post_init__(self) -> None:
         if self.task not in (CLASSIFICATION, REGRESSION):
@@ -55,9 +84,9 @@ def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
     """Reshape ``x`` into what a block of ``family`` takes, or say why it cannot."""
     k = layers()
     rank = len(_shape(x))
-    if family == NETWORK:
+    if family in (NETWORK, EMBEDDING):
         if position:
-            raise BuildError(str(Problem(position, block, Reason.NETWORK_NOT_FIRST)))
+            raise BuildError(str(Problem(position, block, Reason.NETWORK_NOT_FIRST, family=family)))
         return x
     if family == "dense":
         return k.Flatten(name=f"{scope}_flatten")(x) if rank > 1 else x
@@ -83,14 +112,24 @@ def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any],
     k = keras.layers
     inputs = keras.Input(shape=data.input_shape, name="features")
     x = inputs
+    specs = []
     for position, block in enumerate(architecture):
         try:
-            spec = lookup(block)
+            specs.append(lookup(block))
         except BlockError as exc:
             raise BuildError(f"block {position}: {exc}") from None
+    if data.tokens and not (specs and specs[0].family == EMBEDDING):
+        x = TokenEmbedding(DEFAULT_DIMENSIONS).embed(x, "tokens", data.tokens)
+    for position, (block, spec) in enumerate(zip(architecture, specs, strict=True)):
         scope = f"b{position}_{block}".replace(":", "_").replace(".", "_")
         x = _adapt(x, block, position, spec.family, scope)
         before = _shape(x)
+        if spec.family == EMBEDDING:
+            if not data.tokens:
+                raise BuildError(f"block {position} ({block}) takes token ids (a csv text column), but gets "
+                                 f"{InputKind.of_shape(before)} of shape {before}")
+            x = spec.create().embed(x, scope, data.tokens)
+            continue
         try:
             x = spec.create().build(x, scope)
         except (ValueError, TypeError) as exc:

@@ -226,7 +226,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(strict_json(row))
         else:
-            print(row.get("class", row.get("value")))
+            answer = row.get("class", row.get("value"))
+            print(f"{row['file']}: {answer}" if "file" in row else answer)
     return 0
 
 
@@ -263,12 +264,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_blocks(args: argparse.Namespace) -> int:
     from blocks import lookup, names
+    from blocks.registry import TAKES
 
-    print(f"{'block':<24} {'family':<9} {'input order matters':<20} {'keeps order'}")
+    print(f"{'block':<26} {'family':<9} {'input order matters':<20} {'keeps order'}")
     for name in names():
         spec = lookup(name)
-        print(f"{name:<24} {spec.family:<9} {'yes' if spec.order_matters else 'no':<20} "
+        print(f"{name:<26} {spec.family:<9} {'yes' if spec.order_matters else 'no':<20} "
               f"{'yes' if spec.keeps_order else 'no'}")
+    print("\nwhat each family takes:")
+    for family, takes in TAKES.items():
+        print(f"  {family:<9} {takes}")
     return 0
 
 

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.config_versions import CONFIG_VERSION, migrate
+from engine.data_options import CLASSIFICATION, FIXED_TASKS, NEEDS_PATH, REGRESSION, AudioOptions, DataOptions
 from engine.metrics import ENSEMBLE_METRICS, METRICS
 from engine.options import (
     ConfigError,
     as_dict,
-    fraction,
     non_negative,
     option,
     positive,
@@ -145,50 +145,6 @@ class EvaluatorOptions:
                        "a tower with a [data] table, synthetic without one", ("auto", "keras", "table", "synthetic"))
     delay: float = option(0.0, "seconds a synthetic or table evaluation sleeps (demos, crash tests)",
                           check=non_negative)
-
-
-DATASETS = ("mnist1d", "digits", "diabetes", "csv", "npz", "images", "idx")
-NEEDS_PATH = ("csv", "npz", "images", "idx")
-CLASSIFICATION, REGRESSION = "classification", "regression"
-#: The datasets whose kind alone fixes the task; a csv or npz file's labels decide it.
-FIXED_TASKS = {"mnist1d": CLASSIFICATION, "digits": CLASSIFICATION, "images": CLASSIFICATION,
-               "idx": CLASSIFICATION, "diabetes": REGRESSION}
-
-
-def _check_size(value: tuple) -> str | None:
-    if value and (len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                                             for v in value)):
-        return f"must be [height, width] in pixels, not {list(value)}"
-    return None
-
-
-def _check_columns(value: Mapping) -> str | None:
-    bad = {k: v for k, v in value.items() if v not in ("numeric", "categorical")}
-    return f"values must be 'numeric' or 'categorical', not {bad}" if bad else None
-
-
-@dataclass(frozen=True)
-class DataOptions:
-    dataset: str = option("mnist1d", "mnist1d, digits, diabetes (built in), csv, npz, images or idx (MNIST's "
-                          "file format)", DATASETS)
-    path: str = option("", "the file (csv, npz) or folder (images; idx: the four "
-                       "train-/t10k- files, plain or .gz); relative to the config file")
-    label: str = option("", "the label column of a csv file")
-    task: str = option("auto", "classification, regression, or auto (guessed from the labels)",
-                       ("auto", CLASSIFICATION, REGRESSION))
-    validation: float = option(0.15, "share of the examples the search is scored on", check=fraction)
-    test: float = option(0.15, "share held out for `engine evaluate` (mnist1d and idx have their own)",
-                         check=fraction)
-    seed: int = option(0, "seed of the split (and of mnist1d's generator and idx's subset)")
-    samples: int = option(5000, "examples mnist1d generates (80% train, 20% test); idx: the most "
-                         "examples read from the training files (a stratified subset; more than they hold: all)",
-                         check=positive)
-    missing: str = option("impute", "csv missing values: impute (training mean / unknown category) or refuse",
-                          ("impute", "refuse"))
-    image_size: tuple[int, ...] = option([], "[height, width] images are resized to (default: the first image's)",
-                                         check=_check_size)
-    columns: Mapping[str, str] = option({}, "csv column types, e.g. {zip = 'categorical'} (default: guessed)",
-                                        check=_check_columns)
 
 
 @dataclass(frozen=True)
@@ -364,6 +320,8 @@ def _check_rules(config: Config) -> None:
             raise ConfigError(f"data.path is required for data.dataset = {data.dataset!r}")
         if data.dataset == "csv" and not data.label:
             raise ConfigError("data.label is required for a csv file: the name of the label column")
+        if data.dataset == "audio":
+            _check_audio(data.audio)
     reported = METRICS[evaluator]
     if search.metric and search.metric not in reported:
         raise ConfigError(f"search.metric = {search.metric!r} is not a metric {evaluator!r} trainers report; "
@@ -390,6 +348,18 @@ def _check_rules(config: Config) -> None:
                           f"{sorted(ENSEMBLE_METRICS)}; search.metric is {search.metric!r}")
     if sum(search.mutations.weights().values()) <= 0:
         raise ConfigError("search.mutations: at least one mutation weight must be greater than 0")
+
+
+def _check_audio(audio: AudioOptions) -> None:
+    if audio.front_end == "mfcc" and audio.mfccs > audio.mels:
+        raise ConfigError(f"data.audio.mfccs ({audio.mfccs}) must be at most data.audio.mels ({audio.mels})")
+    frame = round(audio.sample_rate * audio.frame_ms / 1000)
+    if frame < 2 or round(audio.sample_rate * audio.hop_ms / 1000) < 1:
+        raise ConfigError(f"data.audio.frame_ms ({audio.frame_ms}) and hop_ms ({audio.hop_ms}) must each hold "
+                          f"samples at {audio.sample_rate} Hz")
+    if audio.sample_rate * audio.duration < frame:
+        raise ConfigError(f"data.audio.duration ({audio.duration} s) is shorter than one frame "
+                          f"(data.audio.frame_ms = {audio.frame_ms})")
 
 
 # -- reading TOML and overrides ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 from engine.options import ConfigError
 
 #: The version of the config :meth:`Config.to_dict` writes; configs of earlier versions are migrated on read.
-CONFIG_VERSION = 9
+CONFIG_VERSION = 10
 
 
 def _legacy(table: Mapping[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +83,20 @@ def _v8_to_v9(config: dict[str, Any]) -> dict[str, Any]:
                                          "median": {"warmup": 2, "min_trials": 5}})
 
 
+def _v9_to_v10(config: dict[str, Any]) -> dict[str, Any]:
+    """v10 configs always hold data.audio and data.text (read only by the audio dataset and csv text columns,
+    which v10 added)."""
+    return _legacy(config, ("data",), {"audio": {"sample_rate": 16000, "duration": 1.0, "noise": 0.1,
+                                                 "front_end": "log-mel", "mels": 40, "mfccs": 10, "frame_ms": 40.0,
+                                                 "hop_ms": 20.0},
+                                       "text": {"tokens": "words", "ngrams": 1, "vocabulary": 20000, "length": 64}})
+
+
 #: ``MIGRATIONS[n]`` lifts a version-``n`` config to version ``n + 1``. Configs up to version 7 were stored
 #: by events of the same version, which say so on read (engine/events.py).
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9,
+    9: _v9_to_v10,
 }
 
 

@@ -252,6 +252,30 @@ def write_toml(path: Path, text: str) -> Path:
     return path
 
 
+def three_trial_search(blocks: list[str], data: str, epochs: int) -> str:
+    """The TOML of a 3-trial Keras search of 2- and 3-block towers of ``blocks`` (adam at 0.01, batches of 16),
+    with ``data`` (its ``[data]`` tables) appended."""
+    return f"""
+[search]
+trials = 3
+seed = 0
+[search.beam]
+initial = 3
+[space]
+kind = "tower"
+blocks = {json.dumps(blocks)}
+min_depth = 2
+max_depth = 3
+[space.hparams]
+learning_rate = [0.01]
+batch_size = [16]
+dropout = [0.0]
+optimizer = ["adam"]
+[training]
+epochs = {epochs}
+{data}"""
+
+
 def status_json(engine_cli: Callable[..., Any], run: Path) -> dict[str, Any]:
     return json.loads(engine_cli("status", "--run", str(run), "--json").stdout)
 

@@ -109,3 +109,23 @@ def test_function_blocks_and_whole_networks_are_blocks() -> None:
         build_tower(["test_halve", "test_tinynet"], {}, DataSpec((10, 2), "classification", 3))
     with pytest.raises(BlockError, match="already registered"):
         register("test_halve")(halve)
+
+
+def test_a_ds_cnn_is_built_from_blocks_over_a_spectrogram() -> None:
+    """DS-CNN (Zhang et al., 2017) over (frames, bands): the 10x4 stem halves both, a depthwise-separable
+    layer keeps the shape with far fewer weights than a full convolution, and the one-axis strides halve
+    only time or only frequency."""
+    spectrogram = DataSpec((49, 40), "classification", 12)
+    layers_of = ["stem_conv2d_64_k10x4", "ds_conv2d_64", "ds_conv2d_64", "ds_conv2d_64", "ds_conv2d_64",
+                 "global_avg_pool2d"]
+    model = build_tower(layers_of, {}, spectrogram)
+    assert model.get_layer("b0_stem_conv2d_64_k10x4_relu").output.shape[1:] == (25, 20, 64)
+    assert model.get_layer("b4_ds_conv2d_64_pointwise_relu").output.shape[1:] == (25, 20, 64)
+    full = build_tower(["stem_conv2d_64_k10x4", "conv2d_64", "global_avg_pool2d"], {}, spectrogram)
+    separable = build_tower(["stem_conv2d_64_k10x4", "ds_conv2d_64", "global_avg_pool2d"], {}, spectrogram)
+    assert separable.count_params() < full.count_params() - 30_000
+    assert 20_000 < model.count_params() < 40_000, model.count_params()
+    assert np.isfinite(train_step(model, (49, 40)))
+    for block, shape in (("downsample_time_conv2d_32", (25, 40, 32)), ("downsample_freq_conv2d_32", (49, 20, 32))):
+        tower = build_tower([block], {}, spectrogram)
+        assert tower.get_layer(f"b0_{block}_relu").output.shape[1:] == shape

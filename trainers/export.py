@@ -31,9 +31,10 @@ from engine.options import as_dict, read_section
 from engine.runs import state_at
 from engine.state import COMPLETED, ENSEMBLE, Artifact, State, Trial
 from trainers.datasets import DataError, Dataset, load_dataset
+from trainers.datasets.audio import read_clips
 from trainers.datasets.base import apply_model
 from trainers.datasets.csv_file import column_inputs, read_table
-from trainers.datasets.images import EXTENSIONS, image_files, read_image
+from trainers.datasets.images import EXTENSIONS, read_image
 from trainers.keras_trainer import COMBINER, load_weights
 
 MODEL_FILE = "model.keras"
@@ -169,8 +170,22 @@ def load_model(path: Path | str) -> ExportedModel:
     return ExportedModel(model, metadata, path)
 
 
+def input_files(exported: ExportedModel, source: Path) -> list[Path]:
+    """The files an image or audio model predicts for: ``source`` itself, or those in it and its sub-folders."""
+    data = read_section(DataOptions, exported.metadata["data"], "data")
+    wanted = EXTENSIONS if data.dataset == "images" else {".wav"}
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+    else:
+        files = [source] if source.suffix.lower() in wanted else []
+    if not files:
+        kind = "images" if data.dataset == "images" else ".wav clips"
+        raise ExportError(f"{source}: no {kind} to predict")
+    return files
+
+
 def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
-    """Raw inputs for a model from a file: CSV rows, an .npy/.npz array ``x``, or images."""
+    """Raw inputs for a model from a file: CSV rows, an .npy/.npz array ``x``, images or WAV clips."""
     source = Path(source)
     data = read_section(DataOptions, exported.metadata["data"], "data")
     if data.dataset == "csv":
@@ -178,10 +193,9 @@ def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
         return column_inputs(source, header, body, exported.metadata["describe"]["columns"])
     if data.dataset == "images":
         size = exported.metadata["describe"]["image_size"]
-        files = image_files(source) if source.is_dir() else [source]
-        if not files or files[0].suffix.lower() not in EXTENSIONS:
-            raise ExportError(f"{source}: no images to predict")
-        return np.stack([read_image(f, size) for f in files]).astype("float32")
+        return np.stack([read_image(f, size) for f in input_files(exported, source)]).astype("float32")
+    if data.dataset == "audio":
+        return read_clips(input_files(exported, source), data.audio)
     if source.suffix not in (".npy", ".npz"):
         raise ExportError(f"{source}: give an .npy or .npz file with the examples in array 'x'")
     try:
@@ -198,14 +212,20 @@ def read_inputs(exported: ExportedModel, source: Path | str) -> Any:
 
 
 def predict(exported: ExportedModel, source: Path | str) -> list[dict[str, Any]]:
-    """One prediction per example: the class and its probabilities, or the regression output."""
+    """One prediction per example: the class and its probabilities, or the regression output; for images and
+    clips, also the ``file`` it is for."""
+    source = Path(source)
     outputs = apply_model(exported.model, read_inputs(exported, source))
     if exported.metadata["task"] == CLASSIFICATION:
         classes = exported.metadata["classes"]
-        return [{"class": classes[int(row.argmax())], "probabilities": dict(zip(classes, map(float, row),
-                                                                                     strict=True))}
+        rows = [{"class": classes[int(row.argmax())], "probabilities": dict(zip(classes, map(float, row),
+                                                                                    strict=True))}
                 for row in outputs]
-    return [{"value": float(row[0]) if len(row) == 1 else [float(v) for v in row]} for row in outputs]
+    else:
+        rows = [{"value": float(row[0]) if len(row) == 1 else [float(v) for v in row]} for row in outputs]
+    if exported.metadata["data"]["dataset"] in ("images", "audio"):
+        rows = [{"file": str(path), **row} for path, row in zip(input_files(exported, source), rows, strict=True)]
+    return rows
 
 
 def evaluate_model(path: Path | str, run_dir: Path | str | None = None) -> dict[str, Any]:

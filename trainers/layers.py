@@ -1,11 +1,12 @@
 """Layers Lineage adds to Keras, saved with exported models (package ``lineage``): filling missing
-numbers in preprocessing, and combining ensemble members."""
+numbers in preprocessing, the cepstrum of an audio front end, and combining ensemble members."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import keras
+import numpy as np
 
 
 @keras.saving.register_keras_serializable(package="lineage")
@@ -26,6 +27,36 @@ class FillMissing(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "value": self.value}
+
+
+@keras.saving.register_keras_serializable(package="lineage")
+class MelCepstrum(keras.layers.Layer):
+    """The first ``coefficients`` MFCCs of log-mel frames: an orthonormal DCT-II over the last axis (the bands).
+
+    Example::
+
+        >>> MelCepstrum(10)(log_mel)        # (batch, frames, 40) -> (batch, frames, 10)
+    """
+
+    def __init__(self, coefficients: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.coefficients = int(coefficients)
+
+    def build(self, input_shape: tuple) -> None:
+        bands = int(input_shape[-1])
+        n, k = np.meshgrid(np.arange(bands), np.arange(self.coefficients), indexing="ij")
+        basis = np.sqrt(2 / bands) * np.cos(np.pi / bands * (n + 0.5) * k)
+        basis[:, 0] /= np.sqrt(2)
+        self.basis = keras.ops.convert_to_tensor(basis.astype("float32"))
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.matmul(inputs, self.basis)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (*input_shape[:-1], self.coefficients)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "coefficients": self.coefficients}
 
 
 @keras.saving.register_keras_serializable(package="lineage")

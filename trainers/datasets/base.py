@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from blocks.tower import CLASSIFICATION, REGRESSION, DataSpec
+from blocks.tower import CLASSIFICATION, REGRESSION, DataSpec, InputKind
 
 SPLITS = ("train", "validation", "test")
 
@@ -34,7 +34,8 @@ class RawData:
     """A provider's output: raw inputs and targets per split, and how to preprocess them.
 
     ``inputs[split]`` is an array, or for tables a dict of column arrays; ``preprocessor`` builds
-    the Keras model that maps raw inputs to features, fitted on ``inputs["train"]``.
+    the Keras model that maps raw inputs to features, fitted on ``inputs["train"]``. ``kind`` says what the
+    features are where the raw inputs' shape does not (audio becomes spectrograms, text token ids).
     """
 
     name: str
@@ -44,6 +45,15 @@ class RawData:
     preprocessor: Callable[[Any], Any]
     classes: list[str] | None = None
     describe: dict[str, Any] = field(default_factory=dict)
+    kind: InputKind | None = None
+
+    @property
+    def input_kind(self) -> InputKind:
+        """What the tower will see (read without TensorFlow): ``kind``, or what the raw shape says."""
+        if self.kind is not None:
+            return self.kind
+        train = self.inputs["train"]
+        return InputKind.FEATURES if isinstance(train, dict) else InputKind.of_shape(train.shape[1:])
 
 
 @dataclass
@@ -58,6 +68,7 @@ class Dataset:
     preprocessing: Any
     classes: list[str] | None
     describe: dict[str, Any]
+    tokens: int = 0  # the vocabulary's size where the features are token ids
 
     @property
     def outputs(self) -> int:
@@ -70,10 +81,11 @@ class Dataset:
     def spec(self) -> DataSpec:
         shape = tuple(int(d) for d in self.features["train"].shape[1:])
         if self.task == CLASSIFICATION:
-            return DataSpec(shape, self.task, self.outputs)
+            return DataSpec(shape, self.task, self.outputs, tokens=self.tokens)
         targets = self.targets["train"].reshape(len(self.targets["train"]), -1).astype("float64")
         scale = np.where(targets.std(0) > 0, targets.std(0), 1.0)
-        return DataSpec(shape, self.task, self.outputs, tuple(map(float, targets.mean(0))), tuple(map(float, scale)))
+        return DataSpec(shape, self.task, self.outputs, tuple(map(float, targets.mean(0))), tuple(map(float, scale)),
+                        tokens=self.tokens)
 
 
 def split_indices(n: int, validation: float, test: float, seed: int) -> dict[str, np.ndarray]:
@@ -171,4 +183,8 @@ def prepare(raw: RawData) -> Dataset:
     for split, values in features.items():
         if not np.all(np.isfinite(values)):
             raise DataError(f"the {split} split has values that are not finite after preprocessing")
-    return Dataset(raw.name, raw.task, features, raw.targets, raw.inputs, preprocessing, raw.classes, raw.describe)
+    tokens = 0
+    if raw.input_kind == InputKind.TOKENS:  # the vocabulary the text layer kept, padding and unknown included
+        tokens = max(layer.vocabulary_size() for layer in preprocessing.layers if hasattr(layer, "vocabulary_size"))
+    return Dataset(raw.name, raw.task, features, raw.targets, raw.inputs, preprocessing, raw.classes, raw.describe,
+                   tokens)

@@ -1,11 +1,17 @@
-"""CSV tables: a header row, one label column named in the config, numeric and text columns.
+"""CSV tables: a header row, one label column named in the config, numeric, categorical and text columns.
 
-A column is numeric when its values parse as numbers, and categorical (text) otherwise; a column
-whose values are nearly all numbers but not quite is refused with the first offending row named,
-since that is almost always a typo. Missing values (empty, ``NA``, ``NaN``, ``null``, ``?``) are
-imputed (numbers: the training mean; text: an "unknown" category) or, with ``data.missing =
-"refuse"``, refused with the row and column named. The preprocessing model takes one named input per
-column, so an exported model reads raw rows.
+A column is numeric when its values parse as numbers, text when most of its values are sentences (several
+words, and mostly distinct), and categorical otherwise; ``data.columns`` says it where the guess would be
+wrong, and ``ignore`` leaves a column out (an id). A column whose values are nearly all numbers but not quite
+is refused with the first offending row named, since that is almost always a typo. Missing values (empty,
+``NA``, ``NaN``, ``null``, ``?``) are imputed (numbers: the training mean; categories: an "unknown" one;
+text: the empty text, all padding) or, with ``data.missing = "refuse"``, refused with the row and column
+named. The file must be UTF-8; a row that is not is named.
+
+A text column is learned from alone: the preprocessing cuts it into tokens (``data.text``: words or
+characters, with their n-grams), with a vocabulary of the training split's most frequent tokens (others
+read as one unknown token), so the tower sees ``data.text.length`` token ids per row. Otherwise the
+preprocessing model takes one named input per column. Either way an exported model reads raw rows.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from blocks.tower import CLASSIFICATION
+from blocks.tower import CLASSIFICATION, InputKind
 from engine.config import DataOptions
+from engine.data_options import TextOptions
 from trainers.datasets.base import DataError, RawData, encode_labels, infer_task, split_arrays, split_indices
 
 MISSING = {"", "na", "nan", "null", "none", "?"}
 NUMERIC_SHARE = 0.8  # this share of numbers, and a few that are not, is a typo (declare the column otherwise)
+TEXT_SHARE = 0.5  # a column is text when at least this share of its values have several words and are distinct
 
 
 def _is_missing(text: str) -> bool:
@@ -47,11 +55,20 @@ def input_name(column: str) -> str:
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
     """The header and rows of a CSV file, each row as long as the header."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+        content = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except IsADirectoryError:
+        raise DataError(f"{path}: a folder, not a CSV file") from None
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = content[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 text (byte {content[exc.start]:#04x}); save the file "
+                        "as UTF-8") from None
+    try:
+        rows = list(csv.reader(text.splitlines(keepends=True)))
+    except csv.Error as exc:
         raise DataError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise DataError(f"{path}: the file is empty; a header row is required")
@@ -90,13 +107,17 @@ def _column_kind(path: Path, name: str, lines: list[int], values: list[str], dec
     if not present:
         raise DataError(f"{path}: column {name!r} has no values")
     numeric = [(line, v) for line, v in present if _number(v) is not None]
-    if declared == "categorical":
-        return "categorical"
+    if declared in ("categorical", "text", "ignore"):
+        return declared
     if len(numeric) == len(present):
         return "numeric"
     if declared == "numeric" or len(numeric) >= NUMERIC_SHARE * len(present):
         line, value = next((line, v) for line, v in present if _number(v) is None)
         raise DataError(f"{path}: column {name!r} is numeric, but row {line} has {value!r}")
+    sentences = sum(len(v.split()) >= 3 for _, v in present)
+    distinct = len({v for _, v in present})
+    if sentences >= TEXT_SHARE * len(present) and distinct >= TEXT_SHARE * len(present):
+        return "text"
     return "categorical"
 
 
@@ -104,7 +125,7 @@ def column_inputs(path: Path, header: list[str], body: list[tuple[int, list[str]
                   refuse_missing: bool = False) -> dict[str, np.ndarray]:
     """The model inputs of a table: one (rows, 1) array per column, keyed by its input name.
 
-    Numeric columns become floats (NaN where missing), categorical ones text ("" where missing).
+    Numeric columns become floats (NaN where missing), categorical and text ones strings ("" where missing).
     """
     missing_columns = [name for name in kinds if name not in header]
     if missing_columns:
@@ -155,6 +176,15 @@ def csv_table(config: DataOptions) -> RawData:
     if not columns:
         raise DataError(f"{path}: there is no column besides the label {label!r} to learn from")
     kinds = {name: _column_kind(path, name, lines, values, declared.get(name)) for name, values in columns.items()}
+    kinds = {name: kind for name, kind in kinds.items() if kind != "ignore"}
+    text = [name for name, kind in kinds.items() if kind == "text"]
+    if text and len(kinds) > 1:
+        others = [name for name in kinds if name != text[0]]
+        raise DataError(f"{path}: column {text[0]!r} is text, which is learned from alone; leave out the other "
+                        f"columns {others} with data.columns = {{{others[0]} = 'ignore'}} (or declare "
+                        f"{text[0]!r} 'categorical')")
+    if not kinds:
+        raise DataError(f"{path}: every column besides the label {label!r} is ignored; nothing is left to learn from")
     names = {}
     for name in kinds:
         if input_name(name) in names:
@@ -168,6 +198,8 @@ def csv_table(config: DataOptions) -> RawData:
 
         from trainers.layers import FillMissing
 
+        if text:
+            return tokenizer(input_name(text[0]), train[input_name(text[0])], config.text)
         inputs, parts = {}, []
         for name, kind in kinds.items():
             key = input_name(name)
@@ -190,4 +222,20 @@ def csv_table(config: DataOptions) -> RawData:
 
     split = split_indices(len(y), config.validation, config.test, config.seed)
     describe = {"source": str(path), "label": label, "columns": kinds}
-    return split_arrays(path.stem, task, raw, y, split, preprocessor, classes, describe)
+    data = split_arrays(path.stem, task, raw, y, split, preprocessor, classes, describe)
+    data.kind = InputKind.TOKENS if text else InputKind.FEATURES
+    return data
+
+
+def tokenizer(key: str, train: np.ndarray, text: TextOptions) -> Any:
+    """The preprocessing model of a text column: raw strings -> ``text.length`` token ids, with the vocabulary
+    of the training rows ``train`` (0 pads, 1 is any token outside the vocabulary)."""
+    import keras
+
+    inputs = keras.Input(shape=(1,), name=key, dtype="string")
+    vectorize = keras.layers.TextVectorization(
+        max_tokens=text.vocabulary, standardize="lower_and_strip_punctuation",
+        split="whitespace" if text.tokens == "words" else "character", ngrams=text.ngrams if text.ngrams > 1 else None,
+        output_mode="int", output_sequence_length=text.length, name=f"{key}_tokens")
+    vectorize.adapt(train[:, 0].astype(str))
+    return keras.Model({key: inputs}, vectorize(inputs), name="preprocessing")

@@ -1,0 +1,43 @@
+"""Token embeddings: the first block of a tower over text, turning token ids into vectors.
+
+A csv text column reaches the tower as token ids (``data.text``); an embedding block maps each id to a
+learned vector, so the blocks after it see a sequence (tokens x dimensions): convolutions, recurrent and
+attention blocks, global pooling (a fastText-style bag of tokens is an embedding, then global average
+pooling). The vocabulary's size comes from the data, so these blocks are built by the tower builder
+with :meth:`TokenEmbedding.embed` rather than ``build``.
+
+Example::
+
+    >>> build_tower(["embedding_32", "global_avg_pool1d"], {}, DataSpec((64,), "classification", 4, tokens=5000))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks.registry import Block, layers, register
+
+EMBEDDING = "embedding"
+#: The dimensions of the embedding a tower over tokens gets when it does not start with an embedding block.
+DEFAULT_DIMENSIONS = 64
+
+
+@register("embedding_16", dimensions=16)
+@register("embedding_32", dimensions=32)
+@register("embedding_64", dimensions=64)
+@register("embedding_128", dimensions=128)
+class TokenEmbedding(Block):
+    """A learned vector of ``dimensions`` per token id; id 0 (padding) and 1 (unknown) have theirs too."""
+
+    family = EMBEDDING
+    order_matters = False
+    keeps_order = True
+
+    def __init__(self, dimensions: int) -> None:
+        self.dimensions = dimensions
+
+    def embed(self, x: Any, name: str, vocabulary: int) -> Any:
+        return layers().Embedding(vocabulary, self.dimensions, name=f"{name}_embedding")(x)
+
+    def build(self, x: Any, name: str) -> Any:
+        raise TypeError("an embedding needs the vocabulary's size: the tower builder calls embed()")
