@@ -80,10 +80,14 @@ def search_config(path: Path | str, **overrides: Any) -> Config:
 
 
 def repair(tower: list[str]) -> list[str]:
-    """Baselines draw blocks freely; put order-keeping blocks before the others so every draw builds."""
+    """Baselines draw blocks freely; put an embedding first, then order-keeping blocks before the others, so
+    every draw builds."""
     from blocks import lookup
 
-    return [b for b in tower if lookup(b).keeps_order] + [b for b in tower if not lookup(b).keeps_order]
+    def place(block: str) -> int:
+        return 0 if lookup(block).family == "embedding" else 1 if lookup(block).keeps_order else 2
+
+    return sorted(tower, key=place)
 
 
 def test_accuracy(config: Config, architecture: list[str], hyperparameters: dict, weights: bytes) -> float:

@@ -50,9 +50,11 @@ def ensure_espeak() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", "espeak-ng"], check=True)
 
 
-def speak(text: str, rng: np.random.Generator, scratch: Path) -> np.ndarray:
-    """``text`` in a random voice, as a float waveform at :data:`RATE`."""
-    voice = f"{ACCENTS[rng.integers(len(ACCENTS))]}+{VARIANTS[rng.integers(len(VARIANTS))]}"
+def speak(text: str, rng: np.random.Generator, scratch: Path, language: str | None = None) -> np.ndarray:
+    """``text`` in a random voice (of ``language``, or of a random English accent), as a float waveform at
+    :data:`RATE`."""
+    language = language or ACCENTS[rng.integers(len(ACCENTS))]
+    voice = f"{language}+{VARIANTS[rng.integers(len(VARIANTS))]}"
     out = scratch / "speech.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(rng.integers(110, 230)), "-p", str(rng.integers(15, 85)),
                     "-a", str(rng.integers(60, 180)), "-w", str(out), text], check=True, capture_output=True)
@@ -83,17 +85,22 @@ def noises(rng: np.random.Generator, seconds: float, scratch: Path) -> dict[str,
     return {name: x / np.abs(x).max() for name, x in recordings.items()}
 
 
-def clip(word: str | None, rng: np.random.Generator, background: list[np.ndarray], scratch: Path) -> np.ndarray:
-    """One second: ``word`` (None: nothing) at a random offset, over a random stretch of noise."""
-    second = np.zeros(RATE)
-    if word is not None:
-        speech = trimmed(speak(word, rng, scratch))[:RATE]
-        start = rng.integers(RATE - len(speech) + 1)
-        second[start:start + len(speech)] = speech
+def clip(speech: np.ndarray | None, rng: np.random.Generator, background: list[np.ndarray],
+         seconds: float = 1.0) -> np.ndarray:
+    """``seconds`` of audio: ``speech`` (None: nothing) at a random offset (a random stretch of it where it is
+    longer), over a random stretch of noise."""
+    length = round(seconds * RATE)
+    out = np.zeros(length)
+    if speech is not None:
+        if len(speech) > length:
+            start = rng.integers(len(speech) - length + 1)
+            speech = speech[start:start + length]
+        start = rng.integers(length - len(speech) + 1)
+        out[start:start + len(speech)] = speech
     noise = background[rng.integers(len(background))]
-    offset = rng.integers(len(noise) - RATE + 1)
-    volume = rng.uniform(0.0, 0.3) if word is None else rng.uniform(0.0, 0.08)
-    return np.clip(second + volume * noise[offset:offset + RATE], -1, 1)
+    offset = rng.integers(len(noise) - length + 1)
+    volume = rng.uniform(0.0, 0.3) if speech is None else rng.uniform(0.0, 0.08)
+    return np.clip(out + volume * noise[offset:offset + length], -1, 1)
 
 
 def write(path: Path, waveform: np.ndarray) -> None:
@@ -120,7 +127,8 @@ def main() -> int:
         for number, name in enumerate(classes, 1):
             for i in range(args.clips):
                 word = {UNKNOWN: OTHER_WORDS[rng.integers(len(OTHER_WORDS))], SILENCE: None}.get(name, name)
-                write(args.out / name / f"{i:04d}.wav", clip(word, rng, mixing, scratch))
+                speech = None if word is None else trimmed(speak(word, rng, scratch))
+                write(args.out / name / f"{i:04d}.wav", clip(speech, rng, mixing))
             print(f"{number}/{len(classes)} {name}: {args.clips} clips", file=sys.stderr, flush=True)
     print(f"wrote {len(classes) * args.clips} clips in {len(classes)} classes to {args.out}")
     return 0
