@@ -80,14 +80,13 @@ def search_config(path: Path | str, **overrides: Any) -> Config:
 
 
 def repair(tower: list[str]) -> list[str]:
-    """Baselines draw blocks freely; put an embedding first, then order-keeping blocks before the others, so
-    every draw builds."""
+    """Baselines draw blocks freely; keep one embedding (the first drawn) and put it first, then order-keeping
+    blocks before the others, so every draw builds."""
     from blocks import lookup
 
-    def place(block: str) -> int:
-        return 0 if lookup(block).family == "embedding" else 1 if lookup(block).keeps_order else 2
-
-    return sorted(tower, key=place)
+    embeddings = [b for b in tower if lookup(b).family == "embedding"][:1]
+    rest = [b for b in tower if lookup(b).family != "embedding"]
+    return embeddings + [b for b in rest if lookup(b).keeps_order] + [b for b in rest if not lookup(b).keeps_order]
 
 
 def test_accuracy(config: Config, architecture: list[str], hyperparameters: dict, weights: bytes) -> float:
@@ -448,7 +447,7 @@ def main(race: Race) -> int:
         table[system] = row
 
         def show(value: float | None, form: str) -> str:
-            return format(value, form) if value is not None else "-"
+            return format(value, form) if value is not None else "-".rjust(int(form.split(".")[0]))
 
         print(f"{system:<20} {show(row['trials'], '6.0f')} {show(row['best_val_accuracy'], '9.4f')} "
               + " ".join(show(row[q], "9.4f") for q in quarters)
