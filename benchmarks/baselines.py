@@ -1,9 +1,10 @@
 """Hand-designed baselines, built from Lineage's blocks and trained with a search config's training settings.
 
 The same data, split, epochs, early stopping and optimizer as the search (the config's ``[data]`` and
-``[training]``, its first learning rate and batch size), so a baseline and a searched model differ only in
-architecture. Each is trained once per seed with the Keras trainer; the figures are its validation and test
-accuracy, its parameters and its training time.
+``[training]``, its first batch size), so a baseline and a searched model differ only in architecture. Each is
+trained per seed with the Keras trainer at each of the config's learning rates, and the one with the best
+validation accuracy counts (the tutorial CNN's dense layer over 33k features learns nothing at 0.001 and does at
+0.0003): its validation and test accuracy, its parameters and its training time.
 
 - ``keywords`` and ``spoken-languages`` (spectrograms):
   - ``ds-cnn``: DS-CNN, the small variant of Zhang et al. 2017 ("Hello Edge", arXiv:1711.07128): a 10x4 stride-2
@@ -54,20 +55,26 @@ BASELINES = {"keywords": SPECTROGRAMS, "spoken-languages": SPECTROGRAMS, "langua
 
 
 def train(config: Config, architecture: list[str], dropout: dict[str, float], seed: int) -> dict[str, Any]:
-    """One baseline trained with ``config``'s training settings: its figures."""
+    """One baseline trained with ``config``'s training settings, at each of its learning rates: the figures of
+    the one with the best validation accuracy (a baseline's learning rate is tuned as a search's is)."""
     from trainers.evaluator import make_evaluator
 
     choices = config.space.hparams
-    hyperparameters = {"learning_rate": choices.learning_rate[0], "batch_size": choices.batch_size[0],
-                       "optimizer": choices.optimizer[0], **dropout}
-    work = WorkItem(lease=seed + 1, trial=seed + 1, key="|".join(architecture), kind=TOWER,
-                    architecture=tuple(architecture), hyperparameters=hyperparameters, seed=seed)
-    started = time.perf_counter()
-    outcome = make_evaluator(config).evaluate(work, fetch=None)
-    return {"seed": seed, "val_accuracy": outcome.metrics["val_accuracy"], "params": int(outcome.metrics["params"]),
-            "epochs": outcome.metrics["epochs"], "seconds": time.perf_counter() - started,
-            "test_accuracy": test_accuracy(config, architecture, hyperparameters,
-                                           outcome.artifacts[Artifact.WEIGHTS])}
+    best = None
+    for learning_rate in choices.learning_rate:
+        hyperparameters = {"learning_rate": learning_rate, "batch_size": choices.batch_size[0],
+                           "optimizer": choices.optimizer[0], **dropout}
+        work = WorkItem(lease=seed + 1, trial=seed + 1, key="|".join(architecture), kind=TOWER,
+                        architecture=tuple(architecture), hyperparameters=hyperparameters, seed=seed)
+        started = time.perf_counter()
+        outcome = make_evaluator(config).evaluate(work, fetch=None)
+        if best is None or outcome.metrics["val_accuracy"] > best["val_accuracy"]:
+            best = {"seed": seed, "learning_rate": learning_rate, "val_accuracy": outcome.metrics["val_accuracy"],
+                    "params": int(outcome.metrics["params"]), "epochs": outcome.metrics["epochs"],
+                    "seconds": time.perf_counter() - started,
+                    "test_accuracy": test_accuracy(config, architecture, hyperparameters,
+                                                   outcome.artifacts[Artifact.WEIGHTS])}
+    return best
 
 
 def main() -> int:
