@@ -85,13 +85,14 @@ def fit_length(waveform: np.ndarray, length: int) -> np.ndarray:
     return np.pad(waveform, (0, length - len(waveform)))
 
 
-def read_clips(paths: list[Path], audio: AudioOptions, channels: int | None = None) -> np.ndarray:
+def read_clips(paths: list[Path], audio: AudioOptions) -> np.ndarray:
     """Clips as one (clips, samples) float32 array at the configured rate and duration.
 
-    Every clip must have the same number of channels (``channels``, or the first clip's).
+    Every clip must have as many channels as the first.
     """
     length = clip_length(audio)
     clips = np.zeros((len(paths), length), dtype="float32")
+    channels = None
     for i, path in enumerate(paths):
         waveform, rate, found = read_wav(path)
         channels = channels or found
