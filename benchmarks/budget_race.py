@@ -6,6 +6,7 @@ blocks and hyperparameter choices) and trains candidates with the same Keras tra
 2 cores for ``--minutes`` each:
 
 - ``beam``, ``random``: ``engine run`` with 2 local trainer processes (``--minutes`` budget);
+- ``beam-cost``: beam ranking candidates by expected improvement per second (``search.beam.cost = 1``);
 - ``beam-asha``, ``beam-median``, ``beam-asha-promote``: beam with ``search.stopping`` set to that rule;
 - ``budget``: beam on the race's small config, where it has one;
 - ``tpe``: Optuna's TPESampler with 2 worker processes sharing a JournalStorage;
@@ -53,9 +54,9 @@ from engine.log import EventLog  # noqa: E402
 from engine.state import Artifact, Kind, State  # noqa: E402
 from engine.work import WorkItem  # noqa: E402
 
-SYSTEMS = ("beam", "beam-asha", "beam-median", "beam-asha-promote", "random", "budget", "tpe", "tpe-hyperband",
-           "kerastuner", "kerastuner-hyperband")
-LINEAGE = ("beam", "beam-asha", "beam-median", "beam-asha-promote", "random", "budget")
+SYSTEMS = ("beam", "beam-cost", "beam-asha", "beam-median", "beam-asha-promote", "random", "budget", "tpe",
+           "tpe-hyperband", "kerastuner", "kerastuner-hyperband")
+LINEAGE = ("beam", "beam-cost", "beam-asha", "beam-median", "beam-asha-promote", "random", "budget")
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -158,13 +159,16 @@ def summarize(race: Race, name: str, seed: int, launched: float, minutes: float,
 # -- Lineage ---------------------------------------------------------------------------------------
 
 
-def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path) -> dict[str, Any]:
+def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
+            overrides: list[str]) -> dict[str, Any]:
     from trainers.export import evaluate_model, export_model
 
     run = workdir / f"{name}-{seed}"
     settings = ["--set", f"search.seed={seed}", "--set", "search.trials=100000"]
     settings += ["--set", "search.algorithm=" + ("random" if name == "random" else "beam")]
-    settings += ["--set", "search.stopping=" + (name.removeprefix("beam-") if name.startswith("beam-") else "none")]
+    rule = name.removeprefix("beam-") if name.startswith("beam-") and name != "beam-cost" else "none"
+    settings += ["--set", f"search.stopping={rule}", "--set", f"search.beam.cost={int(name == 'beam-cost')}"]
+    settings += [item for override in overrides for item in ("--set", override)]
     config = race.small_config if name == "budget" else race.config
     launched = time.time()
     subprocess.run([sys.executable, "-m", "engine", "run", "--run", str(run), "--config", str(config), *settings,
@@ -412,6 +416,8 @@ def main(race: Race) -> int:
     parser.add_argument("--minutes", type=float, default=race.minutes,
                         help=f"wall-clock budget per run (default {race.minutes:g})")
     parser.add_argument("--out", type=Path, default=race.out)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every Lineage system (after the system's own), repeatable")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix=f"lineage-{race.name}-"))
@@ -420,7 +426,7 @@ def main(race: Race) -> int:
         for system in args.systems:
             print(f"{system}, seed {seed}, {args.minutes:g} minutes ...", file=sys.stderr, flush=True)
             if system in LINEAGE:
-                runs.append(lineage(race, system, seed, args.minutes, workdir))
+                runs.append(lineage(race, system, seed, args.minutes, workdir, args.overrides))
             elif system.startswith("tpe"):
                 runs.append(optuna_tpe(race, seed, args.minutes, workdir, hyperband=system == "tpe-hyperband"))
             else:
@@ -431,7 +437,8 @@ def main(race: Race) -> int:
                   f"{race.target_validation:.0%} val after {last['seconds_to_target']} s / "
                   f"{last['trials_to_target']} trials", file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({"minutes": args.minutes, "runs": runs, "workdir": str(workdir)}, indent=2))
+            args.out.write_text(json.dumps({"minutes": args.minutes, "overrides": args.overrides, "runs": runs,
+                                                "workdir": str(workdir)}, indent=2))
 
     print(f"\n{race.name}, {args.minutes:g} minutes per run on {os.cpu_count()} cores, seeds {args.seeds} (medians; "
           f"test accuracy of the model each system would hand back at each quarter of the budget)")
@@ -456,6 +463,7 @@ def main(race: Race) -> int:
     if shares:
         print(f"Lineage trainers spent a median {statistics.median(shares):.1%} of their time in model.fit "
               f"(min {min(shares):.1%})")
-    args.out.write_text(json.dumps({"minutes": args.minutes, "runs": runs, "table": table}, indent=2))
+    args.out.write_text(json.dumps({"minutes": args.minutes, "overrides": args.overrides, "runs": runs,
+                                    "table": table}, indent=2))
     print(f"wrote {args.out}")
     return 0

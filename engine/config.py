@@ -67,6 +67,9 @@ class BeamOptions:
                                ("thompson", "ei"))
     screen: str = option("gp", "how to choose among the beam's mutations: gp (a Gaussian-process surrogate ranks "
                          "them by expected improvement) or none (uniform)", ("gp", "none"))
+    cost: float = option(0.0, "how much a candidate's predicted cost (seconds per epoch, learned from the times "
+                         "the trials reported) discounts its promise: expected improvement / seconds**cost; "
+                         "0 ignores cost, 1 is expected improvement per second", check=non_negative)
     candidates: int = option(256, "most mutations the surrogate ranks per proposal", check=positive)
     history: int = option(256, "most completed trials the surrogate is fitted on", check=positive)
     depth_start: int = option(2, "allowed tower depth at the start", check=positive)

@@ -58,6 +58,17 @@ METRICS: dict[str, dict[str, Bounds]] = {
 ENSEMBLE_METRICS = frozenset({"val_accuracy", "val_loss", "val_mae"})
 
 
+def seconds_per_epoch(metrics: Mapping[str, float]) -> float | None:
+    """What one epoch of a candidate's training cost in seconds, as its result reports it (None where it
+    does not). NAS-Bench-201's tables give one training time for the whole schedule, which serves as well:
+    a searcher only compares candidates of one run."""
+    seconds = metrics.get("train_seconds", metrics.get("train_time"))
+    if seconds is None:
+        return None
+    epochs = metrics.get("epochs") or 1.0
+    return seconds / epochs
+
+
 def problem_with(evaluator: str, metrics: Mapping[str, Any]) -> str | None:
     """What is wrong with a result's metrics for a run whose trainers are of kind ``evaluator``
     (``config.evaluator.kind``), in one line (None when nothing is).

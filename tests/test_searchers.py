@@ -213,6 +213,38 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
     assert screened < uniform / 2, (screened, uniform)
 
 
+def test_a_cost_aware_beam_tries_fewer_costly_towers(tmp_path: Path) -> None:
+    """With ``search.beam.cost = 1`` the block whose towers report 20 times the seconds per epoch (the block that
+    scores best, so the cost-blind beam seeks it out) is proposed far less often, at little loss of quality."""
+    from trainers.synthetic import synthetic_accuracy
+
+    costly = "bottleneck_dense_128"
+
+    def costly_proposals(cost: float, seed: int) -> tuple[int, float]:
+        config = tower_config(search__trials=60, search__seed=seed, search__beam__cost=cost,
+                              search__beam__depth_start=3, space__max_depth=4)
+        log, state = create_run(tmp_path / f"{cost}-{seed}", config, sync=False)
+        scheduler = Scheduler(state, now=0.0)
+        evaluator = make_evaluator(config)
+        with log:
+            while not scheduler.finish_if_done():
+                items = scheduler.assign("t", 1)
+                if not items:
+                    break
+                metrics = evaluator.evaluate(items[0], fetch=lambda d: b"").metrics
+                metrics["train_seconds"] = 20.0 if costly in items[0].architecture else 1.0
+                scheduler.complete(items[0].lease, metrics, {})
+                log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+        late = [t for t in state.trials.values() if t.position >= 20]
+        best = max(synthetic_accuracy(t.architecture, t.hyperparameters) for t in state.trials.values())
+        return sum(costly in t.architecture for t in late), best
+
+    aware = [costly_proposals(1.0, seed) for seed in range(8)]
+    blind = [costly_proposals(0.0, seed) for seed in range(8)]
+    assert sum(n for n, _ in aware) < sum(n for n, _ in blind) / 2, (aware, blind)
+    assert np.median([b for _, b in aware]) >= np.median([b for _, b in blind]) - 0.03, (aware, blind)
+
+
 @pytest.mark.parametrize("pick", ["thompson", "ei"])
 def test_screened_exploration_keeps_promising_random_draws(tmp_path: Path, pick: str) -> None:
     """Every proposal after the seeds explores; screening 32 draws finds better towers than one draw."""
