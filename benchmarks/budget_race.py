@@ -6,7 +6,8 @@ blocks and hyperparameter choices) and trains candidates with the same Keras tra
 2 cores for ``--minutes`` each:
 
 - ``beam``, ``random``: ``engine run`` with 2 local trainer processes (``--minutes`` budget);
-- ``beam-cost``: beam ranking candidates by expected improvement per second (``search.beam.cost = 1``);
+- ``beam-cost``: beam ranking candidates by expected improvement per second (``search.beam.cost = 1``; the
+  other Lineage systems set it to 0);
 - ``beam-asha``, ``beam-median``, ``beam-asha-promote``: beam with ``search.stopping`` set to that rule;
 - ``budget``: beam on the race's small config, where it has one;
 - ``tpe``: Optuna's TPESampler with 2 worker processes sharing a JournalStorage;
@@ -17,7 +18,8 @@ blocks and hyperparameter choices) and trains candidates with the same Keras tra
 Time runs from each system's launch (so imports and data loading count) and only results completed
 within the budget count. For each run: best validation accuracy over time and over trials, the time
 and the number of trials to the race's target validation accuracy, and the model each system would
-hand back at each moment (its best by validation accuracy; Lineage breaks ties on accuracy by
+hand back at each moment (its best by validation accuracy, for Lineage its best ensemble once a config with
+``ensemble.strategy`` has one, as ``engine export --ensemble`` gives it; Lineage breaks ties on accuracy by
 validation loss, ``search.tie_break``, and caps a stopped trial below those that beat it at its
 stop epoch; Optuna and KerasTuner keep the first) with its test accuracy: ``test_curve``, from which
 the report takes the test accuracy at each quarter of the budget. For Lineage runs, the share of each
@@ -177,19 +179,25 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
     with EventLog.open_reader(run) as log:
         events = list(log.read())
     trainer_of = {e.seq: e.payload["trainer"] for e in events if e.type == ev.TRIAL_ASSIGNED}
-    results, spans, leaders, state = [], {}, [], State()
+    results, ensembles, spans, leaders, state = [], [], {}, [], State()
     for event in events:
         fold(state, event)  # the fold's leaderboard after each result is what Lineage would hand back then
         if event.type == ev.TRIAL_ASSIGNED:
             spans.setdefault(event.payload["trainer"], [event.at, event.at, 0.0])
         if event.type == ev.TRIAL_COMPLETED:
-            metrics = event.payload["metrics"]
-            results.append({"ended": event.at, "val_accuracy": metrics["val_accuracy"], "params": metrics["params"],
-                            "trial": event.payload["trial"], "candidate": event.payload["trial"]})
-            span = spans[trainer_of[event.payload["lease"]]]
-            span[1] = event.at
-            span[2] += metrics["train_seconds"]
-            leader = state.best_trial()
+            metrics, trial = event.payload["metrics"], state.trials[event.payload["trial"]]
+            if trial.kind == Kind.ENSEMBLE:  # combined from recorded outputs: no training, no new candidate
+                members = trial.architecture["members"]
+                ensembles.append({"ended": event.at, "val_accuracy": metrics["val_accuracy"], "trial": trial.id,
+                                  "params": sum(state.trials[m].metrics["params"] for m in members)})
+            else:
+                results.append({"ended": event.at, "val_accuracy": metrics["val_accuracy"],
+                                "params": metrics["params"], "trial": trial.id, "candidate": trial.id})
+                span = spans[trainer_of[event.payload["lease"]]]
+                span[1] = event.at
+                span[2] += metrics["train_seconds"]
+            # With ensembles on, the user exports the best ensemble (`engine export --ensemble`) once there is one.
+            leader = state.best_ensemble() or state.best_trial()
             if leader is not None and event.at - launched <= 60 * minutes:
                 leaders.append((event.at - launched, leader.id))
     efficiency = {trainer: fit / (end - start) for trainer, (start, end, fit) in spans.items() if end > start}
@@ -200,7 +208,8 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
         return evaluate_model(workdir / f"{name}-{seed}-model-{trial}")["accuracy"]
 
     test_curve = handed_back(leaders, test_of)
-    chosen = next(r for r in reversed(within) if r["trial"] == test_curve[-1]["model"]) if test_curve else None
+    chosen = next(r for r in reversed(within + ensembles) if r["trial"] == test_curve[-1]["model"]) \
+        if test_curve else None
     failed = sum(e.type == ev.TRIAL_FAILED for e in events)
     stops = [e.payload["rule"] for e in events if e.type == ev.TRIAL_STOPPED]
     extra = {"trainer_fit_share": efficiency, "failed": failed, "finished": state.finished,
