@@ -21,8 +21,9 @@ from engine.state import State
 from trainers.evaluator import make_evaluator
 
 
-def search(tmp_path: Path, config: Config, check=None) -> State:
-    """Run a whole search in-process: one trainer, results from the run's evaluator."""
+def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
+    """Run a whole search in-process: one trainer, results from the run's evaluator, handed to
+    ``settle(scheduler, item, metrics)`` when given (it may fail the item or change its metrics)."""
     log, state = create_run(tmp_path, config, sync=False)
     scheduler = Scheduler(state, now=0.0)
     evaluator = make_evaluator(config)
@@ -34,8 +35,11 @@ def search(tmp_path: Path, config: Config, check=None) -> State:
             if not items:
                 scheduler.finish_if_done()
                 break
-            outcome = evaluator.evaluate(items[0], fetch=lambda digest: b"")
-            scheduler.complete(items[0].lease, outcome.metrics, {})
+            metrics = evaluator.evaluate(items[0], fetch=lambda digest: b"").metrics
+            if settle is None:
+                scheduler.complete(items[0].lease, metrics, {})
+            else:
+                settle(scheduler, items[0], metrics)
             log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
         log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
     return state
@@ -192,20 +196,14 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
     def proposals_with_failing_block(screen: str, seed: int) -> int:
         config = tower_config(search__trials=60, search__seed=seed, search__beam__screen=screen,
                               search__beam__depth_start=3, space__max_depth=4)
-        log, state = create_run(tmp_path / f"{screen}-{seed}", config, sync=False)
-        scheduler = Scheduler(state, now=0.0)
-        evaluator = make_evaluator(config)
-        with log:
-            while not scheduler.finish_if_done():
-                items = scheduler.assign("t", 1)
-                if not items:
-                    break
-                item = items[0]
-                if "dense_128" in item.architecture:
-                    scheduler.fail(item.lease, "over budget")
-                else:
-                    scheduler.complete(item.lease, evaluator.evaluate(item, fetch=lambda d: b"").metrics, {})
-                log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+
+        def settle(scheduler: Scheduler, item, metrics: dict) -> None:
+            if "dense_128" in item.architecture:
+                scheduler.fail(item.lease, "over budget")
+            else:
+                scheduler.complete(item.lease, metrics, {})
+
+        state = search(tmp_path / f"{screen}-{seed}", config, settle=settle)
         return sum("dense_128" in t.architecture for t in state.trials.values() if t.position >= 20)
 
     screened = sum(proposals_with_failing_block("gp", seed) for seed in range(3))
@@ -223,18 +221,12 @@ def test_a_cost_aware_beam_tries_fewer_costly_towers(tmp_path: Path) -> None:
     def costly_proposals(cost: float, seed: int) -> tuple[int, float]:
         config = tower_config(search__trials=60, search__seed=seed, search__beam__cost=cost,
                               search__beam__depth_start=3, space__max_depth=4)
-        log, state = create_run(tmp_path / f"{cost}-{seed}", config, sync=False)
-        scheduler = Scheduler(state, now=0.0)
-        evaluator = make_evaluator(config)
-        with log:
-            while not scheduler.finish_if_done():
-                items = scheduler.assign("t", 1)
-                if not items:
-                    break
-                metrics = evaluator.evaluate(items[0], fetch=lambda d: b"").metrics
-                metrics["train_seconds"] = 20.0 if costly in items[0].architecture else 1.0
-                scheduler.complete(items[0].lease, metrics, {})
-                log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
+
+        def settle(scheduler: Scheduler, item, metrics: dict) -> None:
+            metrics["train_seconds"] = 20.0 if costly in item.architecture else 1.0
+            scheduler.complete(item.lease, metrics, {})
+
+        state = search(tmp_path / f"{cost}-{seed}", config, settle=settle)
         late = [t for t in state.trials.values() if t.position >= 20]
         best = max(synthetic_accuracy(t.architecture, t.hyperparameters) for t in state.trials.values())
         return sum(costly in t.architecture for t in late), best

@@ -161,7 +161,7 @@ class BeamSearch(Searcher):
         """The index of the row (key, architecture, hyperparameters) that a GP fitted on the completed
         trials likes best: by expected improvement (``pick = "ei"``) or by one posterior sample
         (``"thompson"``); a random one when the GP cannot be fitted."""
-        history = self._history(state)
+        scored = history = self._history(state)
         scores = [t.score for t in history]
         # Failed candidates (over the parameter budget, diverging, unbuildable) count as poor results,
         # so the surrogate steers away from their neighbourhood instead of learning nothing from them;
@@ -177,7 +177,7 @@ class BeamSearch(Searcher):
         candidates = vectorizer.transform(features)
         try:
             gp = GaussianProcess().fit(vectorizer.transform(train), np.array(scores))
-            discount = self._cost_discount(state, vectorizer, candidates)
+            discount = self._cost_discount(scored, vectorizer, candidates)
             if pick == "thompson":
                 sample = gp.sample(candidates, rng)
                 gain = np.maximum(sample - gp.best_mean, 0.0) * discount
@@ -192,12 +192,14 @@ class BeamSearch(Searcher):
         ties = [i for i, value in enumerate(ei) if value >= top - TIE * max(1.0, abs(top))]
         return rng.choice(ties)
 
-    def _cost_discount(self, state: State, vectorizer: Vectorizer, candidates: np.ndarray) -> np.ndarray:
+    def _cost_discount(self, scored: list[Trial], vectorizer: Vectorizer, candidates: np.ndarray) -> np.ndarray:
         """What each candidate's promise is multiplied by for its predicted cost: 1 / seconds**cost
-        (all ones when ``cost`` is 0 or fewer than two trials reported their time)."""
-        costed = [(t, seconds_per_epoch(t.metrics)) for t in self._history(state) if t.metrics]
+        (all ones when ``cost`` is 0 or fewer than two of the ``scored`` trials reported their time)."""
+        if not self.options.cost:
+            return np.ones(len(candidates))
+        costed = [(t, seconds_per_epoch(t.metrics)) for t in scored if t.metrics]
         costed = [(t, seconds) for t, seconds in costed if seconds]
-        if not self.options.cost or len(costed) < 2:
+        if len(costed) < 2:
             return np.ones(len(candidates))
         train = vectorizer.transform([self._encode(t.key, t.architecture, t.hyperparameters) for t, _ in costed])
         log_seconds = np.log([seconds for _, seconds in costed])
