@@ -56,9 +56,12 @@ from engine.log import EventLog  # noqa: E402
 from engine.state import Artifact, Kind, State  # noqa: E402
 from engine.work import WorkItem  # noqa: E402
 
-SYSTEMS = ("beam", "beam-cost", "beam-asha", "beam-median", "beam-asha-promote", "random", "budget", "tpe",
-           "tpe-hyperband", "kerastuner", "kerastuner-hyperband")
-LINEAGE = ("beam", "beam-cost", "beam-asha", "beam-median", "beam-asha-promote", "random", "budget")
+#: Each Lineage system: the settings it gives ``engine run`` over the race's config.
+LINEAGE_DEFAULTS = {"search.algorithm": "beam", "search.stopping": "none", "search.beam.cost": "0"}
+LINEAGE = {"beam": {}, "beam-cost": {"search.beam.cost": "1"}, "beam-asha": {"search.stopping": "asha"},
+           "beam-median": {"search.stopping": "median"}, "beam-asha-promote": {"search.stopping": "asha-promote"},
+           "random": {"search.algorithm": "random"}, "budget": {}}
+SYSTEMS = (*LINEAGE, "tpe", "tpe-hyperband", "kerastuner", "kerastuner-hyperband")
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
 
@@ -167,10 +170,8 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
 
     run = workdir / f"{name}-{seed}"
     settings = ["--set", f"search.seed={seed}", "--set", "search.trials=100000"]
-    settings += ["--set", "search.algorithm=" + ("random" if name == "random" else "beam")]
-    rule = name.removeprefix("beam-") if name.startswith("beam-") and name != "beam-cost" else "none"
-    settings += ["--set", f"search.stopping={rule}", "--set", f"search.beam.cost={int(name == 'beam-cost')}"]
-    settings += [item for override in overrides for item in ("--set", override)]
+    chosen = [f"{key}={value}" for key, value in (LINEAGE_DEFAULTS | LINEAGE[name]).items()] + overrides
+    settings += [item for setting in chosen for item in ("--set", setting)]
     config = race.small_config if name == "budget" else race.config
     launched = time.time()
     subprocess.run([sys.executable, "-m", "engine", "run", "--run", str(run), "--config", str(config), *settings,
