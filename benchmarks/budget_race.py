@@ -19,7 +19,7 @@ Time runs from each system's launch (so imports and data loading count) and only
 within the budget count. For each run: best validation accuracy over time and over trials, the time
 and the number of trials to the race's target validation accuracy, and the model each system would
 hand back at each moment (its best by validation accuracy, for Lineage its best ensemble once a config with
-``ensemble.strategy`` has one, as ``engine export --ensemble`` gives it; Lineage breaks ties on accuracy by
+``ensemble.strategy`` has one, as ``engine export`` writes it; Lineage breaks ties on accuracy by
 validation loss, ``search.tie_break``, and caps a stopped trial below those that beat it at its
 stop epoch; Optuna and KerasTuner keep the first) with its test accuracy: ``test_curve``, from which
 the report takes the test accuracy at each quarter of the budget. For Lineage runs, the share of each
@@ -197,8 +197,7 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
                 span = spans[trainer_of[event.payload["lease"]]]
                 span[1] = event.at
                 span[2] += metrics["train_seconds"]
-            # With ensembles on, the user exports the best ensemble (`engine export --ensemble`) once there is one.
-            leader = state.best_ensemble() or state.best_trial()
+            leader = state.best_model()  # what `engine export` writes: the best ensemble once there is one
             if leader is not None and event.at - launched <= 60 * minutes:
                 leaders.append((event.at - launched, leader.id))
     efficiency = {trainer: fit / (end - start) for trainer, (start, end, fit) in spans.items() if end > start}

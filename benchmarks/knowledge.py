@@ -155,7 +155,7 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int, settin
     from engine.runs import state_at
     from trainers.datasets import load_dataset
     from trainers.ensembles import outputs_of
-    from trainers.export import evaluate_model, export_model
+    from trainers.export import Pick, evaluate_model, export_model
     from trainers.keras_trainer import KerasEvaluator, load_weights
 
     settings = ["--set", f"search.seed={search_seed}", *(part for s in settings for part in ("--set", s))]
@@ -163,14 +163,14 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int, settin
         baseline = engine_run(folder, f"baseline-{search_seed}", ALL_THREE, minutes,
                               [*settings, "--set", "ensemble.strategy=none", "--set", "ensemble.replicas=0",
                                "--set", "distillation.teacher=none"])
-        export_model(Path(baseline["run"]), folder / f"baseline-single-{search_seed}")
+        export_model(Path(baseline["run"]), folder / f"baseline-single-{search_seed}", pick=Pick.TOWER)
         baseline["best_single_test"] = evaluate_model(folder / f"baseline-single-{search_seed}")["accuracy"]
     else:
         baseline = {"best_single_test": None}
     summary = engine_run(folder, f"all-three-{search_seed}", ALL_THREE, minutes, settings)
     run = Path(summary["run"])
     state = state_at(run)
-    export_model(run, folder / f"single-{search_seed}")
+    export_model(run, folder / f"single-{search_seed}", pick=Pick.TOWER)
     single = evaluate_model(folder / f"single-{search_seed}")
     found = {"seed": search_seed, "baseline": baseline, "search": summary, "best_single_test": single["accuracy"],
              "replicas_trained": sum(t.mutation == "replica" for t in state.trials.values())}
@@ -178,7 +178,7 @@ def ensembles(folder: Path, minutes: float, seeds: int, search_seed: int, settin
     if best is None:  # none beat the best tower on validation
         return {**found, "best_ensemble_test": None,
                 "ensembles_tried": sum(t.kind == "ensemble" for t in state.trials.values())}
-    export_model(run, folder / f"ensemble-{search_seed}", ensemble=True)
+    export_model(run, folder / f"ensemble-{search_seed}", pick=Pick.ENSEMBLE)
     ensemble = evaluate_model(folder / f"ensemble-{search_seed}")
     config = resolve_config(apply_overrides(state.config, {"search.trials": 1}))
     evaluator = KerasEvaluator(config)

@@ -178,14 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a config key, e.g. search.algorithm=evolution (repeatable)")
 
     export = command("export", "write a trained trial as a Keras model and a TensorFlow SavedModel",
-                     "Rebuild a trial (the best by default) from its architecture and weights, put the run's\n"
-                     "preprocessing in front of it, and write DIR/model.keras, DIR/saved_model/ and "
-                     "DIR/lineage.json.")
+                     "Rebuild a trial from its architecture and weights (by default what the search hands back:\n"
+                     "its best ensemble if it has one, else its best tower), put the run's preprocessing in front\n"
+                     "of it, and write DIR/model.keras, DIR/saved_model/ and DIR/lineage.json.")
     _add_run(export)
     export.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the model to")
-    export.add_argument("--trial", type=int, metavar="ID", help="the trial to export (default: the best)")
-    export.add_argument("--ensemble", action="store_true", help="export the best ensemble (one model whose "
-                        "predictions are the ensemble's)")
+    chosen = export.add_mutually_exclusive_group()
+    chosen.add_argument("--trial", type=int, metavar="ID", help="the trial (tower or ensemble) to export (default: "
+                        "what the search hands back, its best ensemble if it has one, else its best tower)")
+    chosen.add_argument("--tower", dest="pick", action="store_const", const="tower", default="best",
+                        help="export the best single tower, even where an ensemble beats it")
+    chosen.add_argument("--ensemble", dest="pick", action="store_const", const="ensemble",
+                        help="export the best ensemble (one model whose predictions are the ensemble's); an error "
+                        "where the run has none")
 
     predict = command("predict", "predict with an exported model, one line per example",
                       "Read raw examples (CSV rows for a CSV-trained model, image files or a folder of them, or\n"

@@ -211,9 +211,9 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from trainers.export import export_model
+    from trainers.export import Pick, export_model
 
-    out = export_model(args.run, args.out, args.trial, ensemble=args.ensemble)
+    out = export_model(args.run, args.out, args.trial, Pick(args.pick))
     print(f"exported {out}/model.keras and {out}/saved_model (see {out}/lineage.json)")
     return 0
 

@@ -190,6 +190,8 @@ class EnsembleOptions:
     combiner: str = option("average", "average of member outputs, or weighted (weights learned on half of the "
                            "validation split and scored on the other half, then swapped)", ("average", "weighted"))
     width: int = option(5, "most members in an ensemble", check=positive)
+    top: bool = option(True, "adaptive: also try the average of the leaderboard's best `width` towers each time "
+                       "they change, so later, better towers replace early members of a full ensemble")
     criterion: str = option("val_loss", "what an ensemble must beat every tower alone on to be kept: val_loss (the "
                             "validation loss, a proper score that does not saturate like accuracy on a small "
                             "validation split) or score (the search metric, ties broken by validation loss)",

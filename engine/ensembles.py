@@ -8,6 +8,9 @@ recorded outputs and reports the ensemble's validation metric, and the fold keep
   to the best ensemble (one that beats every tower alone), or, when there is no such ensemble (to begin
   with, or since a new tower did as well alone), to the tower it has to beat (``ensemble.start``); an
   addition that does not improve on its base is set aside, so members are only ever added when they help.
+  With ``ensemble.top`` (the default), each time the leaderboard's best ``width`` towers change their
+  average is tried first: a full ensemble never grows, and without it the members picked from the first
+  towers stayed for good (on Fashion-MNIST 87.1% test where the average of the final top five gave 88.3%).
 - ``intermixed``: every n-th proposal is such a step (with the best tower not yet tried), the others
   train new architectures: exploration and exploitation interleaved on a fixed schedule.
 
@@ -52,6 +55,10 @@ def plan_ensemble(state: State, scheduled: bool = True) -> dict[str, Any] | None
     towers = [t for t in state.leaderboard() if Artifact.OUTPUTS in (t.artifacts or {})]  # what ensembles combine
     if len(towers) < 2:
         return None
+    if options.strategy == "adaptive" and options.top:
+        leaders = {"members": [t.id for t in towers[:options.width]], "combiner": options.combiner}
+        if ensemble_key(leaders) not in state.keys:
+            return leaders
     base = _grown_from(state, towers)
     if len(base) >= options.width:
         return None

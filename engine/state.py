@@ -195,6 +195,11 @@ class State:
     def best_ensemble(self) -> Trial | None:
         return self.trials[self.ensemble] if self.ensemble is not None else None
 
+    def best_model(self) -> Trial | None:
+        """What the search hands back: its best ensemble once it has one (an ensemble is kept only where it
+        beats the strongest tower), else its best tower."""
+        return self.best_ensemble() or self.best_trial()
+
     def strongest_tower(self) -> Trial | None:
         """The tower every ensemble must beat (``ensemble.criterion``): the completed tower with the lowest
         validation loss, or by score the best of the leaderboard. By loss it need not be ``best_trial()``."""

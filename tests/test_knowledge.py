@@ -62,7 +62,8 @@ def test_the_teacher_is_the_best_tower_or_ensemble_and_ramps_up() -> None:
 
 def test_adaptive_ensembles_grow_only_when_they_improve() -> None:
     state, scheduler = run_with(keras_config(), [(0.80, 1.0), (0.85, 0.9), (0.70, 1.2)])
-    state.config = keras_config(ensemble={"strategy": "adaptive", "width": 3})  # from here on, with ensembles
+    # From here on with ensembles, growing one tower at a time only (without the leaderboard's top as a whole).
+    state.config = keras_config(ensemble={"strategy": "adaptive", "width": 3, "top": False})
     best, second, third = state.top
     [step] = scheduler.assign("t", 1)
     assert step.kind == ENSEMBLE and step.architecture.members == (best, second)
@@ -127,7 +128,8 @@ def test_the_ensemble_criterion_decides_what_an_ensemble_must_beat(criterion: st
 def test_ensembles_grow_from_the_tower_they_must_beat(start: str) -> None:
     """By validation loss the tower an ensemble must beat need not lead on accuracy; growing from the
     leader then pairs a high-loss tower with others, which seldom clears the low-loss one."""
-    config = keras_config(ensemble={"strategy": "adaptive", "start": start, "replicas": 1, "replica_wait": 0})
+    config = keras_config(ensemble={"strategy": "adaptive", "start": start, "replicas": 1, "replica_wait": 0,
+                                    "top": False})
     state, scheduler = run_with(keras_config(), [(0.99, 0.10), (0.98, 0.06), (0.97, 0.08)])
     state.config = config
     leader, low_loss, third = state.top
@@ -135,6 +137,31 @@ def test_ensembles_grow_from_the_tower_they_must_beat(start: str) -> None:
     members = plan_ensemble(state)["members"]
     assert members == ([low_loss, leader] if start == "criterion" else [leader, low_loss])
     assert plan_replica(state).id == (low_loss if start == "criterion" else leader)
+
+
+def test_a_full_adaptive_ensemble_takes_in_the_new_top_towers() -> None:
+    """Growing one tower at a time stops at ``width`` members; the leaderboard's best ``width`` towers, tried
+    each time they change, let a later, better tower in."""
+    config = keras_config(ensemble={"strategy": "adaptive", "width": 2})
+    state, scheduler = run_with(keras_config(), [(0.80, 1.0), (0.85, 0.9), (0.70, 1.2)])
+    state.config = config
+    best, second, _ = state.top
+    [step] = scheduler.assign("t", 1)
+    assert step.kind == ENSEMBLE and step.architecture.members == (best, second), "the top two, as one step"
+    scheduler.complete(step.lease, {"val_accuracy": 0.86, "val_loss": 0.8}, {"outputs": DIGEST})
+    assert state.ensemble == step.trial and plan_ensemble(state) is None, "full, and the top is tried"
+    state.config = keras_config(ensemble={"strategy": "none"})
+    [tower] = scheduler.assign("t", 1)
+    scheduler.complete(tower.lease, {"val_accuracy": 0.75, "val_loss": 0.95}, {"weights": DIGEST, "outputs": DIGEST})
+    state.config = config
+    assert state.ensemble == step.trial and state.top[:2] == [best, second], "the new tower is third"
+    assert plan_ensemble(state) is None, "the top two are the same: nothing new to try"
+    state.config = keras_config(ensemble={"strategy": "none"})
+    [tower] = scheduler.assign("t", 1)
+    scheduler.complete(tower.lease, {"val_accuracy": 0.95, "val_loss": 0.85}, {"weights": DIGEST, "outputs": DIGEST})
+    state.config = config
+    assert plan_ensemble(state)["members"] == [tower.trial, best], "the new leader and the best, replacing second"
+    assert not keras_config(ensemble={"strategy": "adaptive", "top": False}).ensemble.top
 
 
 def test_intermixed_ensembles_take_every_nth_proposal() -> None:
@@ -150,7 +177,7 @@ def test_intermixed_ensembles_take_every_nth_proposal() -> None:
 def test_replicas_train_the_ensembles_towers_again_from_fresh_weights() -> None:
     """Deep ensembles: once no ensemble step is due, the towers the ensemble is built from are trained
     again with other seeds, without inherited weights, and the replicas join its pool."""
-    config = keras_config(ensemble={"strategy": "adaptive", "replicas": 2, "replica_wait": 1},
+    config = keras_config(ensemble={"strategy": "adaptive", "replicas": 2, "replica_wait": 1, "top": False},
                           sharing={"mode": "parent"}, distillation={"teacher": "best"})
     state, scheduler = run_with(config, [(0.85, 0.9), (0.80, 1.0)])
     best, second = state.top

@@ -184,9 +184,19 @@ def test_a_fork_taken_after_an_ensemble_step_keeps_that_ensemble(knowledge_run: 
 
 def test_the_best_ensemble_exports_as_one_model_and_evaluates_beside_the_best_single(knowledge_run: Path,
                                                                                     tmp_path: Path, engine_cli):
-    engine_cli("export", "--run", str(knowledge_run), "--out", str(tmp_path / "ens"), "--ensemble")
+    from engine.runs import state_at
+    from trainers.export import ExportError, Pick, choose_trial
+
+    engine_cli("export", "--run", str(knowledge_run), "--out", str(tmp_path / "ens"))  # what the search hands back
     metadata = json.loads((tmp_path / "ens" / "lineage.json").read_text())
+    state = state_at(knowledge_run)
     assert metadata["kind"] == "ensemble" and len(metadata["members"]) >= 2
+    assert metadata["trial"] == state.best_ensemble().id == choose_trial(state, None, Pick.ENSEMBLE).id
+    assert choose_trial(state, None, Pick.TOWER) is state.best_trial() and state.best_trial().kind == "tower"
+    state.ensemble = None  # a run whose ensembles never beat its best tower
+    assert choose_trial(state, None, Pick.BEST) is state.best_trial()
+    with pytest.raises(ExportError, match="no ensemble that beats its best single tower"):
+        choose_trial(state, None, Pick.ENSEMBLE)
     assert abs(sum(m["weight"] for m in metadata["members"]) - 1) < 1e-6
     report = json.loads(engine_cli("evaluate", "--model", str(tmp_path / "ens"), "--json").stdout)
     assert 0 <= report["accuracy"] <= 1 and 0 <= report["best_single"]["accuracy"] <= 1

@@ -7,7 +7,8 @@ split (scaling, category encoding, imputation) sits in front of the trained towe
 
 Example::
 
-    >>> export_model("runs/m1d", "best_model")                 # the best trial
+    >>> export_model("runs/m1d", "best_model")                 # what the search hands back
+    >>> export_model("runs/m1d", "tower_model", pick=Pick.TOWER)   # its best single tower
     >>> predict(load_model("best_model"), "new_rows.csv")
     >>> evaluate_model("best_model", "runs/m1d")["accuracy"]
 """
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,14 @@ SAVED_MODEL = "saved_model"
 METADATA = "lineage.json"
 
 
+class Pick(StrEnum):
+    """Which model ``export_model`` writes when no trial is named."""
+
+    BEST = "best"  # what the search hands back: its best ensemble if it has one, else its best tower
+    TOWER = "tower"  # the best single tower, even where an ensemble beats it
+    ENSEMBLE = "ensemble"  # the best ensemble; an error where the run has none
+
+
 class ExportError(ValueError):
     """A model that cannot be exported, loaded or used as asked."""
 
@@ -53,9 +63,12 @@ class ExportedModel:
     path: Path
 
 
-def choose_trial(state: State, trial: int | None) -> Trial:
+def choose_trial(state: State, trial: int | None, pick: Pick) -> Trial:
     if trial is None:
-        best = state.best_trial()
+        best = {Pick.BEST: state.best_model, Pick.TOWER: state.best_trial, Pick.ENSEMBLE: state.best_ensemble}[pick]()
+        if best is None and pick == Pick.ENSEMBLE:
+            raise ExportError("the run has no ensemble that beats its best single tower on validation, so there "
+                              "is none to export (see ensemble.strategy); export the best tower with --tower")
         if best is None:
             raise ExportError("the run has no completed trial to export yet")
         return best
@@ -86,21 +99,15 @@ def end_to_end(preprocessing: Any, tower: Any, name: str) -> Any:
     return keras.Model(preprocessing.input, tower(preprocessing.output), name=name)
 
 
-def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None, ensemble: bool = False) -> Path:
-    """Write the chosen trial (the best by default), or with ``ensemble`` the best ensemble, as a Keras
-    model and a SavedModel under ``out``."""
+def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None, pick: Pick = Pick.BEST) -> Path:
+    """Write ``trial``, or without one the model ``pick`` names (by default what the search hands back: its
+    best ensemble if it has one, else its best tower), as a Keras model and a SavedModel under ``out``."""
     state = state_at(run_dir)
     config = state.config
     if config.evaluator.kind != "keras":
         raise ExportError(f"{run_dir} was not trained with Keras (evaluator.kind = "
                           f"{config.evaluator.kind!r}); there is no model to export")
-    if ensemble:
-        chosen = state.best_ensemble() if trial is None else choose_trial(state, trial)
-        if chosen is None or chosen.kind != ENSEMBLE:
-            raise ExportError("the run has no ensemble that beats its best single tower on validation, so there "
-                              "is none to export (see ensemble.strategy); export the best tower without --ensemble")
-    else:
-        chosen = choose_trial(state, trial)
+    chosen = choose_trial(state, trial, Pick(pick))
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / METADATA).exists())):
         raise ExportError(f"{out} exists and is not an exported model; export into a new folder")
