@@ -15,7 +15,8 @@ validation accuracy counts (the tutorial CNN's dense layer over 33k features lea
     pooling and its resizing of the spectrogram to 32x32 are left out, and our convolutions add batch norm).
 - ``languages`` and ``topics`` (token ids):
   - ``fasttext``: a bag of tokens (Joulin et al. 2016, "Bag of Tricks for Efficient Text Classification"):
-    a 64-dimensional embedding averaged over the text, then the linear head;
+    ``bag_of_tokens_64``, a 64-dimensional embedding averaged over the text's tokens (padding left out), then
+    the linear head;
   - ``bilstm``: a 64-dimensional embedding, a bidirectional LSTM of 32 units a direction, max pooling over time.
 
 Usage::
@@ -48,7 +49,7 @@ SPECTROGRAMS = {
     "tutorial-cnn": (["conv2d_32", "conv2d_64", "maxpool2d", "dense_128"], {"dropout": 0.5}),
 }
 TOKENS = {
-    "fasttext": (["embedding_64", "global_avg_pool1d"], {"dropout": 0.0}),
+    "fasttext": (["bag_of_tokens_64"], {"dropout": 0.0}),
     "bilstm": (["embedding_64", "bilstm_32", "global_max_pool1d"], {"dropout": 0.0}),
 }
 BASELINES = {"keywords": SPECTROGRAMS, "spoken-languages": SPECTROGRAMS, "languages": TOKENS, "topics": TOKENS}

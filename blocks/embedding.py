@@ -2,13 +2,15 @@
 
 A csv text column reaches the tower as token ids (``data.text``); an embedding block maps each id to a
 learned vector, so the blocks after it see a sequence (tokens x dimensions): convolutions, recurrent and
-attention blocks, global pooling (a fastText-style bag of tokens is an embedding, then global average
-pooling). The vocabulary's size comes from the data, so these blocks are built by the tower builder
-with :meth:`TokenEmbedding.embed` rather than ``build``.
+attention blocks, global pooling. A bag of tokens (``bag_of_tokens_64``: fastText, Joulin et al. 2016) is
+an embedding averaged over the text's tokens, padding left out, so only dense blocks follow it. The
+vocabulary's size comes from the data, so these blocks are built by the tower builder with
+:meth:`TokenEmbedding.embed` rather than ``build``.
 
 Example::
 
     >>> build_tower(["embedding_32", "global_avg_pool1d"], {}, DataSpec((64,), "classification", 4, tokens=5000))
+    >>> build_tower(["bag_of_tokens_64"], {}, DataSpec((64,), "classification", 4, tokens=5000))   # fastText
 """
 
 from __future__ import annotations
@@ -41,3 +43,20 @@ class TokenEmbedding(Block):
 
     def build(self, x: Any, name: str) -> Any:
         raise TypeError("an embedding needs the vocabulary's size: the tower builder calls embed()")
+
+
+@register("bag_of_tokens_32", dimensions=32)
+@register("bag_of_tokens_64", dimensions=64)
+@register("bag_of_tokens_128", dimensions=128)
+class TokenBag(TokenEmbedding):
+    """A learned vector of ``dimensions`` per token id, averaged over the text's tokens (padding left out): the
+    text as one vector, in no order. Averaging over every position instead (an embedding, then
+    ``global_avg_pool1d``) dilutes a short text with padding."""
+
+    keeps_order = False
+
+    def embed(self, x: Any, name: str, vocabulary: int) -> Any:
+        from blocks.token_mean import TokenMean
+
+        vectors = super().embed(x, name, vocabulary)
+        return TokenMean(name=f"{name}_mean")([vectors, x])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ROOT, status_json, write_toml
+from support import ROOT, status_json, tower_item, write_toml
 
 from blocks.tower import DataSpec, build_tower
 from engine.runs import state_at
@@ -241,3 +241,35 @@ def test_a_search_of_whole_networks_trains_each_once_then_only_ensembles_them(tm
         assert max(scores) <= best_tower, "an ensemble that beats every network alone is the best ensemble"
     else:
         assert status["ensemble"]["metrics"]["val_accuracy"] == max(scores) > best_tower
+
+
+def test_towers_record_outputs_only_on_the_splits_ensembles_and_students_use(knowledge_run: Path) -> None:
+    """Never the test split (a search does not look at it); the train split only where students learn from it."""
+    from engine.artifacts import ARTIFACTS_DIR, ArtifactStore
+    from engine.config import resolve_config
+    from engine.state import Artifact
+    from engine.work import Teacher
+    from trainers.ensembles import outputs_of
+    from trainers.evaluator import EvaluationError
+    from trainers.keras_trainer import KerasEvaluator
+
+    state, store = state_at(knowledge_run), ArtifactStore(knowledge_run / ARTIFACTS_DIR)
+    recorded = [outputs_of(store.read(t.artifacts[Artifact.OUTPUTS])) for t in state.trials.values()
+                if t.status is Status.COMPLETED and Artifact.OUTPUTS in (t.artifacts or {})]
+    assert recorded and all(set(outputs) == {"train", "validation"} for outputs in recorded)
+
+    config = resolve_config({"space": {"kind": "tower", "max_depth": 2}, "data": {"dataset": "mnist1d", "samples": 300},
+                             "training": {"epochs": 1, "patience": 0}, "ensemble": {"strategy": "adaptive"}})
+    evaluator = KerasEvaluator(config)
+    outcome = evaluator.evaluate(tower_item(1, ["dense_32"]), fetch=store.read)
+    outputs = outputs_of(outcome.artifacts[Artifact.OUTPUTS])
+    assert set(outputs) == {"validation"}
+    assert outputs["validation"].shape == (len(evaluator.data.targets["validation"]), 10)
+
+    # A run forked into distillation finds teachers recorded without it: one clear error, not a KeyError.
+    distilling = resolve_config({**config.to_dict(), "distillation": {"teacher": "best"}})
+    teacher = Teacher(kind="trial", trial=1, loss="soft", temperature=4.0, weight=0.5, architecture=("dense_32",),
+                      hyperparameters={}, outputs="0" * 64)
+    with pytest.raises(EvaluationError, match="teacher, trial 1, has no recorded outputs on the train split"):
+        KerasEvaluator(distilling).evaluate(tower_item(2, ["dense_32"], teacher=teacher),
+                                            fetch=lambda digest: outcome.artifacts[Artifact.OUTPUTS])

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from support import three_trial_search, write_toml
 
+from blocks import lookup
+from blocks.ordering import problem
 from blocks.tower import BuildError, DataSpec, InputKind, build_tower
 from engine.config import load_config, resolve_config
 from engine.data_options import DataOptions
@@ -137,6 +139,27 @@ def test_a_tower_over_tokens_embeds_them_first() -> None:
         build_tower(["conv1d_16_k3", "embedding_16"], {}, tokens)
     with pytest.raises(BuildError, match=r"block 0 \(embedding_16\) takes token ids .*, but gets sequences"):
         build_tower(["embedding_16", "dense_32"], {}, DataSpec((20, 3), "classification", 3))
+
+
+def test_a_bag_of_tokens_averages_the_texts_tokens_and_leaves_padding_out(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    import trainers.layers  # noqa: F401 - what a loader of exported models imports
+
+    model = build_tower(["bag_of_tokens_32"], {}, DataSpec((6,), "classification", 3, tokens=20))
+    assert model.count_params() == 20 * 32 + 32 * 3 + 3, "fastText: token vectors, their mean, a linear head"
+    mean = keras.Model(model.inputs, model.get_layer("b0_bag_of_tokens_32_mean").output)
+    vectors = model.get_layer("b0_bag_of_tokens_32_embedding").get_weights()[0]
+    ids = np.array([[3, 4, 4, 0, 0, 0], [0] * 6])  # a text of three tokens; the empty text
+    got = mean.predict(ids, verbose=0)
+    assert np.allclose(got[0], vectors[[3, 4, 4]].mean(axis=0), atol=1e-6)
+    assert np.allclose(got[1], 0.0), "the empty text is the zero vector, not NaN"
+    model.save(tmp_path / "bag.keras")
+    assert np.allclose(keras.saving.load_model(tmp_path / "bag.keras").predict(ids, verbose=0),
+                       model.predict(ids, verbose=0), atol=1e-6)
+    specs = {name: lookup(name) for name in ("bag_of_tokens_32", "conv1d_16_k3", "dense_32")}
+    assert "needs ordered input, but 'bag_of_tokens_32' before it loses the order" in str(
+        problem(["bag_of_tokens_32", "conv1d_16_k3"], specs))
+    assert problem(["bag_of_tokens_32", "dense_32"], specs) is None
 
 
 LANGUAGES = """

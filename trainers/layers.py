@@ -1,5 +1,6 @@
 """Layers Lineage adds to Keras, saved with exported models (package ``lineage``): filling missing
-numbers in preprocessing, the cepstrum of an audio front end, and combining ensemble members."""
+numbers in preprocessing, the cepstrum of an audio front end, and combining ensemble members; importing this
+module also registers the blocks' own layers (a bag of tokens' mean), so exported models load."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import keras
 import numpy as np
+
+from blocks.token_mean import TokenMean  # noqa: F401 - registered for models that hold it
 
 
 @keras.saving.register_keras_serializable(package="lineage")
