@@ -77,7 +77,7 @@ def chaos(tree: Path, seed: int, trials: int, delay: float, workdir: Path) -> di
                       "--pub", "tcp://127.0.0.1:0", "--quiet"])
 
     def trainer(name: str) -> subprocess.Popen:
-        return spawn([sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--name", name,
+        return spawn([sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--once", "--name", name,
                       "--prefetch", str(PREFETCH[name]), "--quiet"])
 
     def spawn(command: list[str]) -> subprocess.Popen:

@@ -111,9 +111,9 @@ def run(trials: int, workdir: Path) -> dict:
         assert time.monotonic() < deadline and engine.poll() is None, "the engine did not start"
         time.sleep(0.1)
     endpoint = endpoints["router"]
-    trainer = subprocess.Popen([sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--name", "honest",
-                                "--prefetch", "4", "--quiet"], env=env, stderr=(workdir / "trainer.log").open("w"),
-                               cwd=workdir)
+    trainer = subprocess.Popen([sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--once",
+                                "--name", "honest", "--prefetch", "4", "--quiet"],
+                               env=env, stderr=(workdir / "trainer.log").open("w"), cwd=workdir)
     blob = ArtifactStore(run_dir / "artifacts").put(os.urandom(2 * MIB))
 
     def completed() -> list[ev.Event]:

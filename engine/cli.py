@@ -39,6 +39,17 @@ def positive(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+    return value
+
+
 def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--run", type=Path, required=required, metavar="DIR",
                         help="run directory (holds events.lmdb and artifacts/)")
@@ -56,6 +67,9 @@ def _add_engine(parser: argparse.ArgumentParser, bind: str, pub: str, example: s
     parser.add_argument("--bind", default=bind, help=f"trainer endpoint (default {bind}{free})")
     parser.add_argument("--pub", default=pub, help=f"event publisher endpoint (default {pub}{free})")
     parser.add_argument("--keys", type=Path, metavar="DIR", help="CurveZMQ keys made by `engine keys`")
+    parser.add_argument("--no-ship", dest="ship", action="store_false",
+                        help="a new run does not send its data and block files to its trainers: each reads them "
+                        "from its own disk, at the config's paths (default: trainers download them from the engine)")
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -85,13 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     trainer = command("trainer", "run a trainer daemon that evaluates candidates for an engine",
                       "Connect to an engine, evaluate the candidates it hands out, report results. Reconnects "
-                      "with backoff\nwhen the engine goes away; exits when the search is finished.")
+                      "with backoff\nwhen the engine goes away. When the run is finished it waits for the "
+                      "engine's next run at the\nsame address, as a daemon should: --once leaves instead, "
+                      "--idle-exit leaves when no engine has\nanswered for a while. SIGTERM leaves at once (the "
+                      "engine requeues what it held).")
     trainer.add_argument("--connect", default=DEFAULT_BIND, metavar="ENDPOINT",
                          help=f"the engine's trainer endpoint (default {DEFAULT_BIND})")
     trainer.add_argument("--name", help="trainer name, unique per engine (default host-pid)")
     trainer.add_argument("--prefetch", type=positive, default=1, metavar="N",
                          help="candidates held at once, so the next is ready when one ends (default 1)")
     trainer.add_argument("--max-trials", type=positive, metavar="N", help="exit after evaluating N candidates")
+    trainer.add_argument("--once", action="store_true",
+                         help="exit when the run it joined is finished (default: wait for the next run)")
+    trainer.add_argument("--idle-exit", type=positive_seconds, metavar="SECONDS",
+                         help="exit when no engine has answered for SECONDS (checked every few seconds; "
+                         "default: keep waiting)")
     trainer.add_argument("--server-key", type=Path, metavar="FILE", help="the engine's public key (server.key)")
     trainer.add_argument("--key", type=Path, metavar="FILE", help="this trainer's secret key (trainer.key_secret)")
     trainer.add_argument("--cache", type=Path, metavar="DIR", help="local blob cache (default ~/.cache/lineage)")
@@ -126,15 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
     replay = command("replay", "rebuild a run's state as it was right after an event",
-                     "Rebuild the state by folding the log (the searcher is not called). --verify re-runs the "
-                     "searcher at\nevery recorded proposal, and the stopping rule at every epoch report and "
-                     "promotion, and fails\nat the first decision it does not reproduce.")
+                     "Rebuild the state by folding the log (the searcher is not called). --verify checks the "
+                     "log's hash\nchain (each event holds the hash of the one before it), then re-runs the "
+                     "searcher at every\nrecorded proposal, and the stopping rule at every epoch report and "
+                     "promotion, and fails at\nthe first event changed or decision it does not reproduce; it "
+                     "prints the hash of the last event.")
     _add_run(replay)
     replay.add_argument("--at", type=int, metavar="SEQ", help="the event to stop after (default: the last)")
     replay.add_argument("--json", action="store_true", help="print the whole state as JSON")
     replay.add_argument("--verify", action="store_true",
-                        help="re-derive every recorded proposal, stop decision and promotion (up to --at, when "
-                        "given)")
+                        help="check the hash chain and re-derive every recorded proposal, stop decision and "
+                        "promotion (up to --at, when given)")
     replay.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
 
     report = command("report", "write a run's report: one HTML page that opens offline",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from engine.chain import Chain
     from engine.config import Config
 
 
@@ -53,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         state = serve(args.run, _load(args), budget=_budget(args), bind=args.bind, pub=args.pub, keys=args.keys,
+                      ship=args.ship,
                       progress=Progress(interval=10.0, enabled=not args.quiet), return_grace=args.grace,
                       on_start=announce)
     except KeyboardInterrupt:
@@ -72,7 +74,8 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     if args.server_key is not None:
         curve = trainer_keys(args.server_key, args.key)
     daemon = TrainerDaemon(args.connect, name=args.name, prefetch=args.prefetch, curve=curve,
-                           cache_dir=args.cache, max_trials=args.max_trials, parent_pid=args.parent_pid)
+                           cache_dir=args.cache, max_trials=args.max_trials, parent_pid=args.parent_pid,
+                           once=args.once, idle_exit=args.idle_exit)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     code = daemon.run()
     if daemon.busy:
@@ -103,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(interval=10.0, enabled=not args.quiet and not args.json)
     try:
         state = run_local(args.run, config, trainers=args.trainers, budget=_budget(args), prefetch=args.prefetch,
-                          bind=args.bind, pub=args.pub, keys=args.keys, progress=progress)
+                          bind=args.bind, pub=args.pub, keys=args.keys, progress=progress, ship=args.ship)
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: engine run --run {args.run}", file=sys.stderr)
         return 130
@@ -141,6 +144,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.chain import ChainBroken
     from engine.runs import state_at
     from replay.report import render_status, state_dict, strict_json
     from replay.verify import Mismatch, verify
@@ -148,13 +152,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.verify:
         try:
             result = verify(args.run, at=args.at)
-        except Mismatch as exc:
+        except (ChainBroken, Mismatch) as exc:
             print(f"engine replay --verify: FAILED: {exc}", file=sys.stderr)
             return 3
         stops = f", {result.stops} stop decisions" if result.stops else ""
         stops += f", {result.promotions} promotions" if result.promotions else ""
         print(f"verified: {result.proposals} proposals{stops} in {result.events} events reproduce exactly "
               f"({result.seconds:.2f}s)")
+        print(_chain_line(result.chain))
         return 0
     started = time.perf_counter()
     state = state_at(args.run, args.at)
@@ -164,6 +169,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(render_status(state, args.top))
         print(f"(replayed {state.seq} events in {time.perf_counter() - started:.2f}s)", file=sys.stderr)
     return 0
+
+
+def _chain_line(linked: Chain) -> str:
+    if linked.first is None:
+        return "hash chain: none (the log was written before Lineage linked its events)"
+    span = f"events {linked.first}-{linked.events}" if linked.first > 1 else f"all {linked.events} events"
+    return f"hash chain: {span} linked; head {linked.head} (keep it to tell a rewritten log later)"
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -165,9 +165,10 @@ SEARCH_FINISHED = "SearchFinished"
 TYPES = EventTypes(
     [
         EventType(
-            SEARCH_STARTED, 8, ("run_id", "config", "lineage"),
-            "The first event of a run: the whole frozen configuration (with its own version).",
-            upcasters=CONFIG_UPCASTERS,
+            SEARCH_STARTED, 9, ("run_id", "config", "lineage", "bundle"),
+            "The first event of a run: the whole frozen configuration (with its own version), and the digest of "
+            "the bundle of files its trainers read (engine/bundle.py; None: they read them from their own disks).",
+            upcasters={**CONFIG_UPCASTERS, 8: lambda payload: {**payload, "bundle": None}},
         ),
         EventType(
             SEARCH_FORKED, 8, ("run_id", "parent_run", "parent_path", "parent_seq", "overrides", "config"),

@@ -117,6 +117,7 @@ def _started(state: State, p: dict[str, Any], seq: int) -> None:
         raise ValueError("SearchStarted must be the first event")
     state.run_id = p["run_id"]
     state.config = Config.from_dict(p["config"])
+    state.bundle = p["bundle"]
     state.ranking = ranking_of(state.config)
 
 

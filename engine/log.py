@@ -2,7 +2,8 @@
 
 One process writes (an exclusive ``flock`` on ``writer.lock`` guards it); any number of readers in
 other processes read while it writes. Appends are atomic groups guarded by the head the writer
-expects, and durable (``sync`` on) unless a test turns that off.
+expects, and durable (``sync`` on) unless a test turns that off. Each appended event is linked to the
+one before it by its hash (``engine/chain.py``).
 
 Example::
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import lmdb
 
+from engine.chain import GENESIS, digest, link
 from engine.events import TYPES, Event, EventTypes, unpack_record
 
 LOG_DIR = "events.lmdb"
@@ -151,11 +153,19 @@ class EventLog:
         return self._head
 
     def append(self, records: Sequence[bytes], expected_head: int) -> int:
-        """Commit encoded events as ``expected_head + 1, + 2, ...`` in one durable transaction.
+        """Commit encoded events as ``expected_head + 1, + 2, ...`` in one durable transaction, each linked to
+        the event before it (``engine/chain.py``).
 
         Returns the new head. Raises :class:`StaleHeadError`, writing nothing, when the log's head is
         not ``expected_head``. The memory map doubles by itself when it is full.
         """
+        return self._put(records, expected_head, linked=True)
+
+    def copy(self, records: Sequence[bytes], expected_head: int) -> int:
+        """Commit another log's stored events as they are (a fork's prefix: its chain goes on from there)."""
+        return self._put(records, expected_head, linked=False)
+
+    def _put(self, records: Sequence[bytes], expected_head: int, linked: bool) -> int:
         if not self.writer:
             raise LogError("this log was opened read-only")
         if not records:
@@ -168,7 +178,11 @@ class EventLog:
                         raise StaleHeadError(
                             f"append expected head {expected_head} but the log is at {head}; nothing written"
                         )
+                    before = digest(txn.get(_key(head))) if head else GENESIS
                     for offset, raw in enumerate(records, start=1):
+                        if linked:
+                            raw = link(raw, before)
+                            before = digest(raw)
                         txn.put(_key(head + offset), raw, append=True)
                 break
             except lmdb.MapFullError:

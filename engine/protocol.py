@@ -42,7 +42,7 @@ import msgpack
 from engine.state import Blame, Epoch, Kind, Resume
 from engine.work import Architecture, Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
-PROTOCOL = 5  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume
+PROTOCOL = 6  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume; 6: bundles
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
@@ -358,8 +358,8 @@ TRAINER_MESSAGES: dict[str, Spec] = {
 
 #: What the engine sends.
 ENGINE_MESSAGES: dict[str, Spec] = {
-    "welcome": {"run": _text(64), "name": _text(128), "config": _map, "heartbeat": _interval,
-                "lease_timeout": _interval},
+    "welcome": {"run": _text(64), "name": _text(128), "config": _map, "bundle": _optional(_digest),
+                "heartbeat": _interval, "lease_timeout": _interval},
     "work": {"items": _each(_work_item, MAX_SLOTS, "work items", into=list), "retry": _finite, "done": _flag},
     "ack": {"lease": _integer(), "accepted": _flag, "reason": _text(4000)},
     "beat": {"unknown": _integers(MAX_SLOTS)},

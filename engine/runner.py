@@ -42,7 +42,7 @@ def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: 
                     extra: list[str] | None = None) -> list[str]:
     """The command line of one local trainer process."""
     command = [sys.executable, "-m", "engine", "trainer", "--connect", endpoint, "--name", name,
-               "--prefetch", str(prefetch)]
+               "--prefetch", str(prefetch), "--once"]
     if parent_pid is not None:
         command += ["--parent-pid", str(parent_pid)]
     return command + (extra or [])
@@ -51,7 +51,7 @@ def trainer_command(endpoint: str, *, name: str, prefetch: int = 1, parent_pid: 
 def serve(
     run_dir: Path | str, config: Config | None = None, *, budget: dict[str, Any] | None = None,
     bind: str = "tcp://127.0.0.1:5555", pub: str = "tcp://127.0.0.1:5556", keys: Path | str | None = None,
-    progress: Progress | None = None, return_grace: float = RETURN_GRACE,
+    progress: Progress | None = None, return_grace: float = RETURN_GRACE, ship: bool = True,
     on_start: Callable[[EngineServer], None] | None = None,
     on_turn: Callable[[EngineServer, State], None] | None = None,
 ) -> State:
@@ -60,12 +60,13 @@ def serve(
     The bind is checked before anything is written. ``budget`` may set ``search.trials`` and
     ``search.minutes``. ``on_start`` is called once the engine listens, ``on_turn`` after every turn of
     its loop; SIGTERM (in the main thread) stops it after the current turn. A run finished before it
-    started is served ``return_grace`` seconds, for trainers that come back.
+    started is served ``return_grace`` seconds, for trainers that come back. A new run ships its files to its
+    trainers unless ``ship`` is False (``engine/bundle.py``).
     """
     check_bind([bind, pub], keys)
     if config is not None and not is_run(run_dir):
         config = check_data(config)
-    log_, state = open_run(run_dir, config, budget=budget)
+    log_, state = open_run(run_dir, config, budget=budget, ship=ship)
     server = EngineServer(log_, state, bind=bind, pub=pub, keys=keys, return_grace=return_grace)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: server.stop()) if in_main else None
@@ -94,10 +95,10 @@ def serve(
 def run_local(
     run_dir: Path | str, config: Config | None, *, trainers: int = 2, budget: dict[str, Any] | None = None,
     prefetch: int = 1, bind: str = "tcp://127.0.0.1:0", pub: str = "tcp://127.0.0.1:0",
-    keys: Path | str | None = None, progress: Progress | None = None,
+    keys: Path | str | None = None, progress: Progress | None = None, ship: bool = True,
 ) -> State:
-    """Serve ``run_dir`` (created from ``config`` when new) with ``trainers`` local trainers; a run that is
-    already finished is returned as it is.
+    """Serve ``run_dir`` (created from ``config`` when new; ``ship`` as :func:`serve`) with ``trainers`` local
+    trainers; a run that is already finished is returned as it is.
 
     ``budget`` may set ``search.trials`` and ``search.minutes`` (of a new or a resumed run).
     """
@@ -126,7 +127,7 @@ def run_local(
 
     state = None
     try:
-        state = serve(run_dir, config, budget=budget, bind=bind, pub=pub, keys=keys, progress=progress,
+        state = serve(run_dir, config, budget=budget, bind=bind, pub=pub, keys=keys, progress=progress, ship=ship,
                       on_start=start_trainers, on_turn=watch_trainers)
         if state.finished is None and processes and all(p.poll() is not None for p in processes):
             raise RunError(f"all {trainers} local trainers exited (codes {[p.returncode for p in processes]}) "

@@ -25,6 +25,8 @@ from typing import Any
 
 from engine import __version__
 from engine import events as ev
+from engine.artifacts import ARTIFACTS_DIR, ArtifactStore
+from engine.bundle import pack
 from engine.config import Config, apply_overrides, resolve_config
 from engine.fold import fold_records
 from engine.log import LOG_DIR, EventLog, LogError
@@ -89,8 +91,9 @@ def new_run(run_dir: Path | str, *, sync: bool = True) -> Iterator[EventLog]:
         raise
 
 
-def create_run(run_dir: Path | str, config: Config, *, sync: bool = True) -> tuple[EventLog, State]:
-    """A new run whose first event holds the whole resolved config. Nothing is left on failure.
+def create_run(run_dir: Path | str, config: Config, *, sync: bool = True, ship: bool = True) -> tuple[EventLog, State]:
+    """A new run whose first event holds the whole resolved config and, with ``ship``, the digest of the bundle
+    of files its trainers read (``engine/bundle.py``), stored in its artifacts. Nothing is left on failure.
 
     The config's task must be known: where a data file's labels decide it, check the data first
     (``trainers.datasets.check_data``, which ``serve`` and ``run_local`` call for a new run).
@@ -102,7 +105,9 @@ def create_run(run_dir: Path | str, config: Config, *, sync: bool = True) -> tup
                           "check the data first (trainers.datasets.check_data) or set data.task")
     make_space(config.space)  # its blocks are looked up: a space that cannot be made is refused before a write
     with new_run(run_dir, sync=sync) as log:
-        payload = {"run_id": uuid.uuid4().hex, "config": config.to_dict(), "lineage": __version__}
+        bundle = pack(config) if ship else None
+        digest = ArtifactStore(Path(run_dir) / ARTIFACTS_DIR).put(bundle) if bundle is not None else None
+        payload = {"run_id": uuid.uuid4().hex, "config": config.to_dict(), "lineage": __version__, "bundle": digest}
         log.append([ev.TYPES.encode(ev.SEARCH_STARTED, payload, at=time.time())], expected_head=0)
     return log, fold_records(log.records())
 
@@ -161,8 +166,8 @@ def _budget_value(config: Config, key: str) -> float:
 
 
 def open_run(run_dir: Path | str, config: Config | None, *, budget: dict[str, Any] | None = None,
-             sync: bool = True) -> tuple[EventLog, State]:
-    """Create the run when it is new (a config is required), otherwise resume it.
+             sync: bool = True, ship: bool = True) -> tuple[EventLog, State]:
+    """Create the run when it is new (a config is required; ``ship`` as :func:`create_run`), otherwise resume it.
 
     ``budget`` overrides ``search.trials`` / ``search.minutes`` (``--trials`` / ``--minutes``).
     Resuming with a config checks that it is the run's own: a different search is a fork.
@@ -174,7 +179,7 @@ def open_run(run_dir: Path | str, config: Config | None, *, budget: dict[str, An
                            "arguments for the built-in MNIST-1D search)")
         if budget:
             config = resolve_config(apply_overrides(config, budget))
-        return create_run(run_dir, config, sync=sync)
+        return create_run(run_dir, config, sync=sync, ship=ship)
     return resume_run(run_dir, budget=budget, config=config, sync=sync)
 
 

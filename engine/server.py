@@ -227,9 +227,11 @@ class EngineServer:
         drafts = self.scheduler.take()
         if not drafts:
             return
-        self.log.append([raw for _, raw in drafts], expected_head=drafts[0][0].seq - 1)
-        for event, raw in drafts:
-            self.publisher.send_multipart([event.type.encode(), event.seq.to_bytes(8, "big"), raw])
+        first = drafts[0][0].seq
+        self.log.append([raw for _, raw in drafts], expected_head=first - 1)
+        # What subscribers get is what the log holds: the events with their links (engine/chain.py).
+        for (event, _), (_, stored) in zip(drafts, self.log.read_raw(first, self.log.head), strict=True):
+            self.publisher.send_multipart([event.type.encode(), event.seq.to_bytes(8, "big"), stored])
 
     def _send(self, replies: list[tuple[bytes, bytes]]) -> None:
         now = time.monotonic()
@@ -335,7 +337,8 @@ class EngineServer:
         log.info("trainer %s connected from %s (pid %s on %s)", name, peer.address, message["pid"], message["host"])
         config = self.state.config
         replies.append((peer.identity, protocol.encode(
-            "welcome", run=self.state.run_id, name=name, config=config.to_dict(), heartbeat=config.engine.heartbeat,
+            "welcome", run=self.state.run_id, name=name, config=config.to_dict(), bundle=self.state.bundle,
+            heartbeat=config.engine.heartbeat,
             lease_timeout=config.engine.lease_timeout,
         )))
         for lease in sorted(held):  # a stop it may have missed while it was away

@@ -152,6 +152,7 @@ class State:
     seq: int = 0
     run_id: str | None = None
     config: Config | None = None
+    bundle: str | None = None  # digest of the run's files its trainers download (engine/bundle.py)
     trials: dict[int, Trial] = field(default_factory=dict)
     queue: deque[int] = field(default_factory=deque)
     leases: dict[int, Lease] = field(default_factory=dict)

@@ -1,9 +1,10 @@
 """Forks: a new run that continues another one's ``log[:seq]`` with configuration overrides.
 
 The fork copies the parent's events 1..seq byte for byte, then appends ``SearchForked`` (parent run,
-seq, overrides and the resulting config). Candidates in flight at the fork point go back to the
-queue. The parent is only read, never written. Artifacts are hard-linked (they are immutable and
-content-addressed) so the fork's engine can serve its inherited weights.
+seq, overrides and the resulting config), so its hash chain goes on from the parent's at the fork point.
+Candidates in flight at the fork point go back to the queue. The parent is only read, never written.
+Artifacts are hard-linked (they are immutable and content-addressed) so the fork's engine can serve its
+inherited weights.
 
 Example::
 
@@ -61,9 +62,9 @@ def fork(run_dir: Path | str, at: int, into: Path | str, overrides: Iterable[str
             for _, raw in parent.read_raw(1, at):
                 batch.append(raw)
                 if len(batch) == BATCH:
-                    child.append(batch, expected_head=child.head)
+                    child.copy(batch, expected_head=child.head)
                     batch = []
-            child.append(batch, expected_head=child.head)
+            child.copy(batch, expected_head=child.head)
             payload = {
                 "run_id": uuid.uuid4().hex, "parent_run": prefix.run_id, "parent_path": str(run_dir.resolve()),
                 "parent_seq": at, "overrides": changes, "config": config.to_dict(),

@@ -117,6 +117,8 @@ def render_status(state: State, top: int = 10) -> str:
     if state.forked_from:
         origin = state.forked_from
         lines.append(f"forked from {origin['path']} at event {origin['seq']} with {origin['overrides']}")
+    if state.bundle is not None:
+        lines.append(f"files shipped to trainers: bundle {state.bundle}")
     done = len(state.completed) + len(state.failed)
     lines.append(
         f"trials: {done}/{state.budget} done ({len(state.completed)} completed"

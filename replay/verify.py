@@ -8,7 +8,8 @@ rule (``engine/stopping.py``) after each EpochsReported whether to stop that tri
 the TrialStopped that follows it, or no stop. Stops at the deadline are the clock's, not re-derived. With
 ``asha-promote`` it asks the rule at each TrialPromoted which paused trial goes on (the same one, from the same
 rung, for the same figures), and at each proposal that none was due. The first difference stops verification
-loudly.
+loudly. Before any of that it walks the log's hash chain (``engine/chain.py``): an event changed, inserted or
+removed after it was written stops it at that event.
 
 Example::
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine import chain
 from engine import events as ev
 from engine.fold import fold
 from engine.runs import reader_at
@@ -52,18 +54,20 @@ class Verification:
     seconds: float
     stops: int = 0
     promotions: int = 0
+    chain: chain.Chain | None = None
 
 
 def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None,
            at: int | None = None) -> Verification:
-    """Check every recorded proposal and stop decision of a run (up to event ``at``); raises
-    :class:`Mismatch` at the first difference."""
+    """Check the hash chain and every recorded proposal and stop decision of a run (up to event ``at``); raises
+    :class:`engine.chain.ChainBroken` or :class:`Mismatch` at the first difference."""
     started = time.perf_counter()
     proposer = Proposer()
     state = State()
     proposals = stops = promotions = 0
     pending: tuple[int, int, Decision | None] | None = None  # after an epoch report: (seq, trial, the rule's answer)
     with reader_at(run_dir, at) as log:
+        linked = chain.check(log.read_raw(1, at))
         for event in log.read(1, at):
             ruled = event.type == ev.TRIAL_STOPPED and event.payload["rule"] in RULES
             if pending is not None:
@@ -97,7 +101,7 @@ def verify(run_dir: Path | str, on_proposal: Callable[[int], None] | None = None
                 pending = (event.seq, reported.id, decide(state, reported, since))
         if pending is not None and at is None:
             stops += _check_stop(pending, None)
-    return Verification(state.seq, proposals, time.perf_counter() - started, stops, promotions)
+    return Verification(state.seq, proposals, time.perf_counter() - started, stops, promotions, linked)
 
 
 def _check_promotion(state: State, event: ev.Event) -> None:

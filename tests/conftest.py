@@ -42,6 +42,7 @@ def trainer_thread(tmp_path: Path) -> Iterator[Callable[..., tuple[TrainerDaemon
 
     def start(endpoint: str, **kwargs: Any) -> tuple[TrainerDaemon, threading.Thread]:
         kwargs.setdefault("cache_dir", tmp_path / "cache")
+        kwargs.setdefault("once", True)
         daemon = TrainerDaemon(endpoint, **kwargs)
         thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()

@@ -177,8 +177,8 @@ class FakeEngine:
 
     def welcome(self, name: str, config: Config | None = None) -> None:
         config = config or nb201_config()
-        self.send(protocol.encode("welcome", run="r1", name=name, config=config.to_dict(), heartbeat=0.3,
-                                  lease_timeout=3.0))
+        self.send(protocol.encode("welcome", run="r1", name=name, config=config.to_dict(), bundle=None,
+                                  heartbeat=0.3, lease_timeout=3.0))
 
     def close(self) -> None:
         self.router.close(0)

@@ -110,7 +110,7 @@ def test_serve_with_separate_trainer_daemons_and_a_live_log(tmp_path: Path, spaw
                    "--pub", f"tcp://127.0.0.1:{free_port()}")
     wait_for(lambda: read_endpoints(run))
     follower = spawn("log", "--run", str(run), "--follow", "--json")
-    trainers = [spawn("trainer", "--connect", endpoint, "--name", f"d{i}") for i in range(2)]
+    trainers = [spawn("trainer", "--connect", endpoint, "--name", f"d{i}", "--once") for i in range(2)]
     live = json.loads(wait_for(lambda: engine_cli("status", "--run", str(run), "--json").stdout))
     assert live["budget"] == 15
     assert engine.wait(timeout=60) == 0

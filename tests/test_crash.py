@@ -44,8 +44,8 @@ def test_a_trainer_killed_mid_trial_has_its_candidate_rerun(tmp_path: Path, spaw
     engine = spawn("serve", "--run", str(run), "--config", str(config), "--bind", endpoint, "--pub",
                    "tcp://127.0.0.1:0")
     wait_for(lambda: read_endpoints(run))
-    victim = spawn("trainer", "--connect", endpoint, "--name", "victim")
-    survivor = spawn("trainer", "--connect", endpoint, "--name", "survivor")
+    victim = spawn("trainer", "--connect", endpoint, "--name", "victim", "--once")
+    survivor = spawn("trainer", "--connect", endpoint, "--name", "survivor", "--once")
 
     def victim_busy() -> bool:
         log = events(run)
@@ -81,7 +81,7 @@ def test_an_engine_killed_mid_run_resumes_and_loses_no_result(tmp_path: Path, sp
     serve = ["serve", "--run", str(run), "--bind", endpoint, "--pub", "tcp://127.0.0.1:0"]
     first = spawn(*serve, "--config", str(config))
     wait_for(lambda: read_endpoints(run))
-    trainers = [spawn("trainer", "--connect", endpoint, "--name", f"t{i}") for i in range(2)]
+    trainers = [spawn("trainer", "--connect", endpoint, "--name", f"t{i}", "--once") for i in range(2)]
     wait_for(lambda: sum(e.type == ev.TRIAL_COMPLETED for e in events(run)) >= 4, timeout=60)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)

@@ -88,10 +88,10 @@ def _toml(raw: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run_whose_data_moved(tmp_path: Path) -> tuple[Path, int]:
+def _run_whose_data_moved(tmp_path: Path, *, ship: bool = True) -> tuple[Path, int]:
     path = write_csv(tmp_path / "data" / "table.csv")
     run = tmp_path / "run"
-    log, state = create_run(run, check_data(resolve_config(csv_config(path))), sync=False)
+    log, state = create_run(run, check_data(resolve_config(csv_config(path))), sync=False, ship=ship)
     script = [("ready", 0, 2, 1.0, False), ("complete", 0, 1, 0.9, False), ("complete", 1, 1, 0.7, False),
               ("ready", 1, 2, 1.0, False), ("complete", 0, 1, 0.8, False)]
     drive(log, state, script)
@@ -117,7 +117,9 @@ def test_a_run_whose_data_moved_replays_verifies_forks_and_resumes(tmp_path: Pat
 
 def test_a_trainer_that_cannot_read_the_data_fails_one_candidate_as_infrastructure(tmp_path: Path,
                                                                                    engine_cli) -> None:
-    run, completed = _run_whose_data_moved(tmp_path)
+    """Without a bundle (``--no-ship``) trainers read the data from their own disks; a shipped run keeps its data
+    (tests/test_shipping.py)."""
+    run, completed = _run_whose_data_moved(tmp_path, ship=False)
     result = engine_cli("run", "--run", str(run), "--trainers", "1", "--quiet", check=False, timeout=180)
     assert result.returncode != 0, "its only trainer left: the search could not finish"
     state = state_at(run)

@@ -55,7 +55,7 @@ def test_old_versions_are_upcast_on_read_and_the_stored_bytes_never_change(tmp_p
     raws = [msgpack.packb({"type": "Thing", "v": v, "at": 0.0, "payload": payloads[v](x)}) for v, x in stored]
     run: Path = tmp_path_factory.mktemp("upcast")
     with EventLog.create(run, sync=False, types=TYPES) as log:
-        log.append(raws, expected_head=0)
+        log.copy(raws, expected_head=0)  # as an earlier Lineage stored them
         events = list(log.read())
         assert [e.v for e in events] == [3] * len(stored)
         assert [e.payload for e in events] == [{"value": x, "unit": "accuracy"} for _, x in stored]
@@ -69,7 +69,7 @@ def test_trial_failed_v1_events_are_upcast_with_a_blame(tmp_path: Path) -> None:
         {"trial": 5, "lease": 6, "reason": "the loss became NaN"},
     )]
     with EventLog.create(tmp_path, sync=False) as log:
-        log.append(old, expected_head=0)
+        log.copy(old, expected_head=0)  # as an earlier Lineage stored them
         events = list(log.read())
         assert [raw for _, raw in log.read_raw()] == old, "stored bytes are never rewritten"
     assert [(e.v, e.payload["blame"]) for e in events] == [(2, "infrastructure"), (2, "candidate")]
@@ -95,11 +95,12 @@ def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path)
     old = [msgpack.packb({"type": ev.SEARCH_STARTED, "v": 2, "at": 0.0,
                           "payload": {"run_id": "old", "config": config, "lineage": "0.1.0"}})]
     with EventLog.create(tmp_path, sync=False) as log:
-        log.append(old, expected_head=0)
+        log.copy(old, expected_head=0)  # as an earlier Lineage stored them
         (started,) = log.read()
         folded = fold_records(log.records()).config
         assert [raw for _, raw in log.read_raw()] == old, "stored bytes are never rewritten"
-    assert started.v == ev.TYPES.version(ev.SEARCH_STARTED) == 8
+    assert started.v == ev.TYPES.version(ev.SEARCH_STARTED) == 9
+    assert started.payload["bundle"] is None, "a run from before bundles: its trainers read their own disks"
     assert started.payload["config"] == {**config, "version": 2}, "the config is stamped with its version, as stored"
     read = Config.from_dict(started.payload["config"])
     assert folded == read, "the fold reads the config the same way"

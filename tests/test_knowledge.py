@@ -30,7 +30,7 @@ def run_with(config: Config, results: list[tuple[float, float]]) -> tuple[State,
     """A state with one completed tower per (val_accuracy, val_loss), each with weights and outputs."""
     state = State()
     scheduler = Scheduler(state, now=0.0, clock=lambda: 0.0)
-    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test"})
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test", "bundle": None})
     for accuracy, val_loss in results:
         [item] = scheduler.assign("t", 1)
         assert item.kind == "tower"
@@ -233,7 +233,7 @@ def test_version_1_candidates_and_results_are_upcast(tmp_path: Path) -> None:
                        "payload": {"trial": 2, "lease": 3, "metrics": {"val_accuracy": 0.5}, "artifacts": {}}}),
     ]
     with EventLog.create(tmp_path, sync=False) as log:
-        log.append(v1, expected_head=0)
+        log.copy(v1, expected_head=0)  # as that Lineage stored them
         events = list(log.read())
         assert [raw for _, raw in log.read_raw()] == v1
     proposed, completed = events[1].payload, events[3].payload

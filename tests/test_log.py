@@ -34,7 +34,7 @@ def test_append_read_and_big_endian_keys(tmp_path: Path) -> None:
         stored = msgpack.unpackb(txn.get((2).to_bytes(8, "big")))
     env.close()
     assert keys == [(n).to_bytes(8, "big") for n in (1, 2, 3)]
-    assert set(stored) == {"type", "v", "at", "payload"}
+    assert set(stored) == {"type", "v", "at", "payload", "prev"}
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -39,7 +39,7 @@ def scheduler_for(trials: int = 8, eta: int = 2, **overrides: object) -> Schedul
                              "search__beam__initial": trials, "search__asha__min_epochs": 1, "search__asha__eta": eta,
                              "training__epochs": 8, **overrides})
     scheduler = Scheduler(State(), now=0.0, clock=lambda: 1000.0)
-    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test"})
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test", "bundle": None})
     return scheduler
 
 

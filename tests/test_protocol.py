@@ -116,7 +116,7 @@ def test_mangled_fields_only_ever_raise_protocol_errors(kind: str, data) -> None
 
 ENGINE_EXAMPLES = {
     "welcome": {"run": "0f" * 16, "name": "t1-2", "config": {"search": {"trials": 3, "metric": "val_acc"}},
-                "heartbeat": 2.0, "lease_timeout": 30},
+                "bundle": "ab" * 32, "heartbeat": 2.0, "lease_timeout": 30},
     "work": {"items": [item.to_message() for item in ITEMS], "retry": 0.2, "done": False},
     "ack": {"lease": 5, "accepted": True, "reason": "recorded"},
     "beat": {"unknown": [7, 9]},

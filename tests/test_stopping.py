@@ -33,7 +33,7 @@ def keras_run(**overrides: object) -> tuple[Scheduler, Clock]:
     config = tower_config(**{"evaluator__kind": "keras", "search__minutes": 1, "search__trials": 6, **overrides})
     clock, state = Clock(), State()
     scheduler = Scheduler(state, now=0.0, clock=clock, started_at=clock.now)
-    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test"})
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test", "bundle": None})
     return scheduler, clock
 
 

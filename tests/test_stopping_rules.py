@@ -29,7 +29,7 @@ def scheduler_for(rule: str, trials: int = 12, **overrides: object) -> Scheduler
                              "search__beam__initial": trials, "training__epochs": 20, **overrides})
     state = State()
     scheduler = Scheduler(state, now=0.0, clock=lambda: 1000.0)
-    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test"})
+    scheduler.emit(ev.SEARCH_STARTED, {"run_id": "r", "config": config.to_dict(), "lineage": "test", "bundle": None})
     return scheduler
 
 

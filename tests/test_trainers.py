@@ -98,7 +98,7 @@ def test_daemon_names_default_to_host_pid_and_a_random_suffix() -> None:
 
 def test_a_trainer_process_downloads_its_parents_weights(serve, spawn) -> None:
     served = serve(tower_config(search__trials=12))
-    trainer = spawn("trainer", "--connect", served.endpoint, "--name", "remote")
+    trainer = spawn("trainer", "--connect", served.endpoint, "--name", "remote", "--once")
     assert trainer.wait(timeout=60) == 0
     wait_for(lambda: served.state.finished)
     children = [served.state.trials[t] for t in served.state.completed if served.state.trials[t].parent]

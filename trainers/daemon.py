@@ -17,9 +17,14 @@ A trainer that cannot evaluate the run it joins (it cannot read the data, a pack
 asks for one candidate, fails it with that reason as the infrastructure's fault, so the run's log says why,
 and leaves with exit code 2.
 
+When the run it serves is finished, a daemon waits at the same address for the engine's next run (an engine
+started again there, on a new or resumed run); ``once`` makes it leave instead (local trainers of
+``engine run`` do). ``idle_exit`` makes it leave when no engine has answered for that many seconds. Each change
+of state (connected, run finished and waiting, engine gone, leaving) is one log line.
+
 Example::
 
-    >>> TrainerDaemon("tcp://127.0.0.1:5555").run()     # returns when the search is finished
+    >>> TrainerDaemon("tcp://127.0.0.1:5555", once=True).run()     # returns when the search is finished
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 import zmq
 
 from engine.artifacts import ArtifactStore
+from engine.bundle import localise, unpack
 from engine.config import Config
 from engine.protocol import MAX_EPOCHS
 from engine.state import Blame, Epoch
@@ -54,6 +60,7 @@ FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 HELLO_TIMEOUT = 5.0
 PROGRESS_EVERY = 1.0  # seconds between a lease's epoch reports, at most
+NEXT_RUN_POLL = 5.0  # seconds between hellos while the run served is finished and the next has not begun
 
 
 def default_cache() -> Path:
@@ -67,15 +74,21 @@ def default_name() -> str:
 
 class TrainerDaemon:
     """One trainer process's loop. ``prefetch`` is how many leases it holds at once (queued ones
-    wait their turn); ``max_trials`` stops it after that many evaluations."""
+    wait their turn); ``max_trials`` stops it after that many evaluations; ``once`` after the run it joined is
+    finished (else it waits for the next); ``idle_exit`` when no engine has answered for that many seconds."""
 
     def __init__(
         self, endpoint: str, *, name: str | None = None, prefetch: int = 1,
         curve: tuple[bytes, bytes, bytes] | None = None, cache_dir: Path | str | None = None,
-        max_trials: int | None = None, parent_pid: int | None = None,
+        max_trials: int | None = None, parent_pid: int | None = None, once: bool = False,
+        idle_exit: float | None = None,
     ) -> None:
         if prefetch < 1:
             raise ValueError("prefetch must be at least 1")
+        if idle_exit is not None and idle_exit <= 0:
+            raise ValueError("idle_exit must be above 0 seconds")
+        self.once = once
+        self.idle_exit = idle_exit
         self.name = name or default_name()
         self._secret = os.urandom(16).hex()  # proves to the engine that a reconnecting trainer is this one
         self.prefetch = prefetch
@@ -99,6 +112,8 @@ class TrainerDaemon:
         self._patience = 10.0
         self._last_beat = 0.0
         self._backoff = FIRST_BACKOFF
+        self._answered = time.monotonic()  # when an engine last said anything to this trainer
+        self._state = ""  # what the last state-change line said
 
     @property
     def busy(self) -> bool:
@@ -114,8 +129,8 @@ class TrainerDaemon:
     # -- outer loop: reconnect with backoff --------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until the search is finished, ``max_trials`` or :meth:`stop` (0), or until the engine
-        refuses this trainer for good (2)."""
+        """Serve until :meth:`stop`, ``max_trials``, ``idle_exit`` or, with ``once``, the end of the run it joined
+        (0), or until the engine refuses this trainer for good or it cannot evaluate the run (2)."""
         context = zmq.Context.instance()
         # The evaluation thread rings this inproc doorbell when an evaluation has finished, waking
         # the main loop's poll at once instead of it polling the future on a timer.
@@ -128,17 +143,27 @@ class TrainerDaemon:
             while not self._stop.is_set() and not self._orphaned():
                 try:
                     self._session()
-                    if self._unusable is not None:
-                        log.error("%s: %s", self.name, self._unusable)
-                        return 2
-                    return 0
                 except EngineGone as exc:
-                    log.warning("%s: %s; reconnecting in %.1fs", self.name, exc, self._backoff)
+                    if self._idle_too_long():
+                        return 0
+                    self._become(f"gone: {exc}", logging.WARNING,
+                                 f"{exc}; reconnecting (every {MAX_BACKOFF:g}s at most)")
                     self._stop.wait(self._backoff)
                     self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                    continue
                 except EngineRefused as exc:
                     log.error("%s: %s", self.name, exc)
                     return 2
+                if self._unusable is not None:
+                    log.error("%s: %s", self.name, self._unusable)
+                    return 2
+                if self.once or not self._done or self._limit_reached() or self._idle_too_long():
+                    return 0
+                self._done = False
+                self._become(f"finished {self._run_id}", logging.INFO,
+                             f"run {self._run_id} is finished; waiting at {self.client.endpoint} for the engine's "
+                             "next run (--once leaves instead)")
+                self._stop.wait(NEXT_RUN_POLL)
             return 0
         finally:
             self.client.close()
@@ -147,6 +172,22 @@ class TrainerDaemon:
 
     def _orphaned(self) -> bool:
         return self.parent_pid is not None and os.getppid() != self.parent_pid
+
+    def _limit_reached(self) -> bool:
+        return self.max_trials is not None and self.evaluated >= self.max_trials
+
+    def _idle_too_long(self) -> bool:
+        silent = time.monotonic() - self._answered
+        if self.idle_exit is None or silent < self.idle_exit:
+            return False
+        log.info("%s: leaving: no engine has answered for %.0fs (--idle-exit %g)", self.name, silent, self.idle_exit)
+        return True
+
+    def _become(self, state: str, level: int, line: str) -> None:
+        """Log a change of state once: a trainer that retries every few seconds does not repeat itself."""
+        if state != self._state:
+            self._state = state
+            log.log(level, "%s: %s", self.name, line)
 
     def _held(self) -> list[int]:
         """Every lease this trainer answers for until the engine acknowledges it."""
@@ -206,6 +247,7 @@ class TrainerDaemon:
             if self.client.socket in ready:
                 message = self.client.receive(0)
                 if message is not None:
+                    self._answered = time.monotonic()
                     self._dispatch(message)
             self._finish()
             self._progress()
@@ -217,8 +259,12 @@ class TrainerDaemon:
                 raise EngineGone(f"no reply from {self.client.endpoint} for {self._patience:g}s")
 
     def _welcome(self, welcome: dict[str, Any]) -> None:
+        self._answered = time.monotonic()
+        self._heartbeat = welcome["heartbeat"]
+        self._patience = max(10.0, 3 * welcome["heartbeat"])
+        self._reask = 3 * welcome["heartbeat"]
         if welcome["run"] != self._run_id:
-            if self._run_id is not None:
+            if self._leases:
                 log.warning("%s: the engine now serves run %s; dropping work of run %s",
                             self.name, welcome["run"], self._run_id)
                 for held in list(self._leases.values()):
@@ -226,10 +272,14 @@ class TrainerDaemon:
             self._evaluator, self._unusable = None, None
             try:
                 config = Config.from_dict(welcome["config"])
+                if welcome["bundle"] is not None:
+                    config = localise(config, self._unpacked(welcome["bundle"]))
                 asha = config.search.asha
                 self._rungs = frozenset(rungs(asha.min_epochs, asha.eta, config.training.epochs)
                                         if config.search.stopping == "asha" else ())
                 self._evaluator = make_evaluator(config)
+            except (EngineGone, EngineRefused):
+                raise  # the bundle's download did not finish: the next hello tries again, or the trainer leaves
             except DataError as exc:
                 self._unusable = f"trainer {self.name} cannot read the data: {exc}"
             except Exception as exc:  # a missing package, a block that does not import
@@ -240,10 +290,20 @@ class TrainerDaemon:
             log.warning("%s: another trainer holds this name; the engine knows this trainer as %s",
                         self.name, welcome["name"])
             self.name = welcome["name"]
-        self._heartbeat = welcome["heartbeat"]
-        self._patience = max(10.0, 3 * welcome["heartbeat"])
-        self._reask = 3 * welcome["heartbeat"]
-        log.info("%s: connected to %s (run %s)", self.name, self.client.endpoint, self._run_id)
+        if self._state != f"finished {self._run_id}":  # a finished run's engine, asked again, is not news
+            self._become(f"serving {self._run_id}", logging.INFO,
+                         f"connected to {self.client.endpoint} (run {self._run_id})")
+
+    def _unpacked(self, digest: str) -> Path:
+        """The run's files (its bundle), downloaded from the engine once per machine and unpacked by digest."""
+        root = self.cache.root / "bundles" / digest
+        if not root.is_dir():
+            started = time.monotonic()
+            payload = self.client.download(digest, **self._transfer_options())
+            unpack(payload, root)
+            log.info("%s: the run's files (%.1f MB) downloaded and unpacked in %s in %.1fs", self.name,
+                     len(payload) / 1e6, root, time.monotonic() - started)
+        return root
 
     def _wanted(self) -> int:
         if self._done or self._stop.is_set():
@@ -453,9 +513,8 @@ class TrainerDaemon:
             self._last_beat = now
 
     def _drained(self) -> bool:
-        limit_reached = self.max_trials is not None and self.evaluated >= self.max_trials
         unusable = self._unusable is not None and self.evaluated > 0
-        return not self._leases and (self._done or limit_reached or unusable)
+        return not self._leases and (self._done or self._limit_reached() or unusable)
 
     def _leave(self) -> None:
         """Say goodbye, so the engine requeues what this trainer held at once instead of waiting out
