@@ -83,16 +83,18 @@ def main() -> int:
     parser.add_argument("--config", type=Path, required=True, help="the search config whose data and training to use")
     parser.add_argument("--set", required=True, choices=sorted(BASELINES), help="which baselines")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--out", type=Path, help="where to write (default benchmarks/results/baselines_SET.json)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these baselines of the set only")
     args = parser.parse_args()
     config = search_config(args.config)
     results = {name: [train(config, list(tower), dropout, seed) for seed in args.seeds]
-               for name, (tower, dropout) in BASELINES[args.set].items()}
+               for name, (tower, dropout) in BASELINES[args.set].items() if not args.only or name in args.only}
     print(f"{'baseline':<14} {'params':>8} {'val':>7} {'test':>7} {'seconds':>8}  (medians of seeds {args.seeds})")
     for name, runs in results.items():
         print(f"{name:<14} {runs[0]['params']:>8} {statistics.median(r['val_accuracy'] for r in runs):>7.4f} "
               f"{statistics.median(r['test_accuracy'] for r in runs):>7.4f} "
               f"{statistics.median(r['seconds'] for r in runs):>8.0f}")
-    out = ROOT / "benchmarks" / "results" / f"baselines_{args.set}.json"
+    out = args.out or ROOT / "benchmarks" / "results" / f"baselines_{args.set}.json"
     out.write_text(json.dumps({"config": str(args.config), "seeds": args.seeds, "baselines": results}, indent=2))
     print(f"wrote {out}")
     return 0

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support import FakeEngine
+from support import FakeEngine, tower_item
 
 from engine import protocol
 
@@ -51,3 +51,21 @@ def test_a_trainer_takes_the_name_the_engine_gives_it_and_keeps_its_secret(engin
     assert second["secret"] == first["secret"], "one trainer process keeps one secret across connections"
     engine.welcome("other-name")  # a stopping trainer still waits out an unanswered hello
     engine.expect("ready")
+
+
+def test_a_trainer_whose_engine_stops_answering_reconnects_though_it_keeps_sending_heartbeats(
+        engine: FakeEngine, trainer_thread) -> None:
+    """Its heartbeats for a reported lease go unanswered (a connection stalled in TCP back-off, an engine
+    gone): the patience runs from the first unanswered message, so the trainer says hello again."""
+    cell = ["nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "none", "nor_conv_3x3"]
+    trainer_thread(engine.endpoint, name="patient")
+    engine.welcome(engine.expect("hello")["name"])
+    engine.expect("ready")
+    engine.send(protocol.encode("work", items=[tower_item(5, cell).to_message()], retry=1.0, done=False))
+    while (message := engine.receive("result"))[0] != "result":
+        engine.send(protocol.encode("beat", unknown=[]))  # answered while it evaluates
+    silent, heartbeats = time.monotonic(), 0
+    while (message := engine.receive("hello"))[0] == "heartbeat" and time.monotonic() - silent < 20:
+        heartbeats += 1  # never answered, nor the result
+    assert message[0] == "hello", "it gave up on the silent engine"
+    assert heartbeats >= 5 and 9 < time.monotonic() - silent < 14, "it waited out its patience (10s here)"

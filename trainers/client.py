@@ -50,6 +50,7 @@ class EngineClient:
         self._socket: zmq.Socket | None = None
         self.last_sent = 0.0
         self.last_heard = 0.0
+        self._unanswered_since = 0.0
 
     def connect(self) -> None:
         """A fresh socket (dropping anything queued on an old one)."""
@@ -62,7 +63,7 @@ class EngineClient:
             sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
         sock.connect(self.endpoint)
         self._socket = sock
-        self.last_sent = self.last_heard = time.monotonic()
+        self.last_sent = self.last_heard = self._unanswered_since = time.monotonic()
 
     def close(self, linger: float = 0.0) -> None:
         """Close the socket, giving queued messages up to ``linger`` seconds to leave."""
@@ -76,16 +77,21 @@ class EngineClient:
 
     @property
     def waiting(self) -> float:
-        """Seconds since a message went unanswered (0 when the engine spoke last).
+        """Seconds since the first message the engine has not answered yet was sent (0 when the engine
+        spoke last). Counted from the first, not the latest: a trainer sends a heartbeat every second or so,
+        and a dead connection must not look fresh each time it does.
 
         Any reply counts, whatever it answers: this cannot tell that one message (a lost ``ready``)
         got no reply while others did.
         """
-        return time.monotonic() - self.last_sent if self.last_sent > self.last_heard else 0.0
+        return time.monotonic() - self._unanswered_since if self.last_sent > self.last_heard else 0.0
 
     def send(self, kind: str, fields: dict[str, Any]) -> None:
         self._socket.send(protocol.encode(kind, **fields))
-        self.last_sent = time.monotonic()
+        now = time.monotonic()
+        if self.last_sent <= self.last_heard:
+            self._unanswered_since = now
+        self.last_sent = now
 
     def receive(self, timeout: float) -> Message | None:
         """The next valid engine message within ``timeout`` seconds, or None."""
