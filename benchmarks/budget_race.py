@@ -10,6 +10,7 @@ blocks and hyperparameter choices) and trains candidates with the same Keras tra
   other Lineage systems set it to 0);
 - ``beam-asha``, ``beam-median``, ``beam-asha-promote``: beam with ``search.stopping`` set to that rule;
 - ``budget``: beam on the race's small config, where it has one;
+- ``example``: the race's config as it ships (its own searcher, stopping rule and cost; none of the above);
 - ``tpe``: Optuna's TPESampler with 2 worker processes sharing a JournalStorage;
 - ``tpe-hyperband``: the same with Optuna's ``HyperbandPruner`` fed each epoch's validation accuracy;
 - ``kerastuner``: KerasTuner's BayesianOptimization in one process with 2 TensorFlow threads;
@@ -60,7 +61,7 @@ from engine.work import WorkItem  # noqa: E402
 LINEAGE_DEFAULTS = {"search.algorithm": "beam", "search.stopping": "none", "search.beam.cost": "0"}
 LINEAGE = {"beam": {}, "beam-cost": {"search.beam.cost": "1"}, "beam-asha": {"search.stopping": "asha"},
            "beam-median": {"search.stopping": "median"}, "beam-asha-promote": {"search.stopping": "asha-promote"},
-           "random": {"search.algorithm": "random"}, "budget": {}}
+           "random": {"search.algorithm": "random"}, "budget": {}, "example": {}}
 SYSTEMS = (*LINEAGE, "tpe", "tpe-hyperband", "kerastuner", "kerastuner-hyperband")
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 
@@ -170,7 +171,8 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
 
     run = workdir / f"{name}-{seed}"
     settings = ["--set", f"search.seed={seed}", "--set", "search.trials=100000"]
-    chosen = [f"{key}={value}" for key, value in (LINEAGE_DEFAULTS | LINEAGE[name]).items()] + overrides
+    defaults = {} if name == "example" else LINEAGE_DEFAULTS
+    chosen = [f"{key}={value}" for key, value in (defaults | LINEAGE[name]).items()] + overrides
     settings += [item for setting in chosen for item in ("--set", setting)]
     config = race.small_config if name == "budget" else race.config
     launched = time.time()
@@ -420,7 +422,7 @@ def main(race: Race) -> int:
     parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     systems = [s for s in SYSTEMS if s != "budget" or race.small_config is not None]
-    parser.add_argument("--systems", nargs="+", default=systems, choices=systems)
+    parser.add_argument("--systems", nargs="+", default=[s for s in systems if s != "example"], choices=systems)
     parser.add_argument("--seeds", nargs="+", type=int, default=list(race.seeds))
     parser.add_argument("--minutes", type=float, default=race.minutes,
                         help=f"wall-clock budget per run (default {race.minutes:g})")
