@@ -36,6 +36,15 @@ class LogError(RuntimeError):
     """The log cannot be opened or written as asked."""
 
 
+def _reason(exc: lmdb.Error) -> str:
+    """LMDB's message without the call it came from ("mdb_txn_commit: No space left on device")."""
+    return str(exc).split(": ", 1)[-1]
+
+
+class LogWriteError(LogError):
+    """The disk refused a commit (full, or failing); nothing of that commit was written."""
+
+
 class StaleHeadError(LogError):
     """An append expected a head that is no longer the log's head; nothing was written."""
 
@@ -187,6 +196,11 @@ class EventLog:
                 break
             except lmdb.MapFullError:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except lmdb.DiskError as exc:  # the transaction was aborted: the log ends where it did
+                raise LogWriteError(
+                    f"{self.run_dir}: the disk refused to write the event log ({_reason(exc)}); nothing of the "
+                    f"last {len(records)} event(s) was written and the log ends intact at event {self._head}. "
+                    f"Free space there, then resume the run (engine serve --run {self.run_dir})") from None
         self._head = expected_head + len(records)
         return self._head
 
