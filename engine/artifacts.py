@@ -4,7 +4,7 @@ A blob lives at ``<run>/artifacts/<first two hex digits>/<sha256>``. Trainers up
 over the protocol; a blob appears under its digest only once every byte arrived and the digest
 checks out, so a reader never sees half of one. Each uploader's partial uploads are its own
 (``.partial/<uploader>-<digest>-<total>``): the first chunk fixes the total, an uploader may have at
-most ``UPLOAD_QUOTA`` bytes declared in flight, and uploads nobody added to for a while are removed.
+most ``upload_quota`` bytes declared in flight, and uploads nobody added to for a while are removed.
 
 Example::
 
@@ -22,16 +22,23 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from engine.protocol import CHUNK, DIGEST, MAX_BLOB
 
 ARTIFACTS_DIR = "artifacts"
-UPLOAD_QUOTA = MAX_BLOB  # bytes one uploader may have declared in unfinished uploads
 _UPLOADER = re.compile(r"[0-9a-z]{1,64}")
 
 
 class ArtifactError(ValueError):
     """A chunk or blob the store refuses (wrong offset, wrong digest, missing blob)."""
+
+
+class Accepted(NamedTuple):
+    """What :meth:`ArtifactStore.put_chunk` did: the bytes of the blob held now, and how many it wrote."""
+
+    have: int
+    written: int
 
 
 def digest_of(data: bytes) -> str:
@@ -41,9 +48,10 @@ def digest_of(data: bytes) -> str:
 class ArtifactStore:
     """Blobs by sha256 digest under one directory; partial uploads wait in ``.partial/``."""
 
-    def __init__(self, root: Path | str, max_blob: int = MAX_BLOB) -> None:
+    def __init__(self, root: Path | str, max_blob: int = MAX_BLOB, upload_quota: int = MAX_BLOB) -> None:
         self.root = Path(root)
         self.max_blob = max_blob
+        self.upload_quota = upload_quota  # bytes one uploader may have declared in unfinished uploads
         self._partial = self.root / ".partial"
 
     def path(self, digest: str) -> Path:
@@ -70,15 +78,16 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactError(f"no artifact {digest}") from None
 
-    def put_chunk(self, digest: str, offset: int, total: int, data: bytes, uploader: str = "local") -> int:
-        """Accept the chunk at ``offset`` of ``uploader``'s ``total``-byte blob; returns the bytes held so far.
+    def put_chunk(self, digest: str, offset: int, total: int, data: bytes, uploader: str = "local") -> Accepted:
+        """Accept the chunk at ``offset`` of ``uploader``'s ``total``-byte blob; returns the bytes held so far
+        and the bytes this chunk added (none for a blob already stored or a chunk out of order).
 
         Chunks must arrive in order; a chunk at another offset is ignored and the answer says where
         to resume (an upload cut short by a restart picks up where it stopped). When the last byte
         arrives the digest is checked and the blob published atomically.
         """
         if self.has(digest):
-            return total
+            return Accepted(total, 0)
         if total > self.max_blob:
             raise ArtifactError(f"blob of {total} bytes exceeds the {self.max_blob}-byte limit")
         if not _UPLOADER.fullmatch(uploader):
@@ -89,7 +98,7 @@ class ArtifactStore:
             self._check_new_upload(uploader, digest, total)
         have = part.stat().st_size if part.exists() else 0
         if offset != have:
-            return have
+            return Accepted(have, 0)
         if offset + len(data) > total:
             raise ArtifactError(f"chunk ends at {offset + len(data)}, past the blob's {total} bytes")
         with part.open("ab") as handle:
@@ -101,7 +110,7 @@ class ArtifactStore:
             if digest_of(content) != digest:
                 raise ArtifactError(f"upload of {digest} does not match its digest; discarded")
             self._commit(digest, content)
-        return have
+        return Accepted(have, len(data))
 
     def _check_new_upload(self, uploader: str, digest: str, total: int) -> None:
         declared = 0
@@ -111,9 +120,9 @@ class ArtifactStore:
                 raise ArtifactError(f"the upload of {digest} was begun as {other_total} bytes, not {total}: the "
                                     "first chunk fixes a blob's size")
             declared += int(other_total)
-        if declared + total > UPLOAD_QUOTA:
+        if declared + total > self.upload_quota:
             raise ArtifactError(f"{declared + total} bytes would be in unfinished uploads, over the "
-                                f"{UPLOAD_QUOTA}-byte quota of one uploader")
+                                f"{self.upload_quota}-byte quota of one uploader")
 
     def expire_uploads(self, idle: float) -> list[Path]:
         """Remove partial uploads nothing was added to for ``idle`` seconds; returns what was removed."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine import __version__
 from engine.commands import COMMANDS
+from engine.limits import Limits, byte_size, describe_bytes
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
@@ -39,15 +40,24 @@ def positive(text: str) -> int:
     return value
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse type: a number of seconds above 0."""
+def _above_zero(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds above 0, not {text}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text}")
     return value
+
+
+def positive_rate(text: str) -> float:
+    """An argparse type: a finite rate above 0."""
+    return _above_zero(text, "a number")
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    return _above_zero(text, "a number of seconds")
 
 
 def _add_run(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -70,6 +80,16 @@ def _add_engine(parser: argparse.ArgumentParser, bind: str, pub: str, example: s
     parser.add_argument("--no-ship", dest="ship", action="store_false",
                         help="a new run does not send its data and block files to its trainers: each reads them "
                         "from its own disk, at the config's paths (default: trainers download them from the engine)")
+    defaults = Limits()
+    parser.add_argument("--message-rate", type=positive_rate, default=defaults.message_rate, metavar="N",
+                        help="messages a second one trainer may send; more are dropped unread, counted and answered "
+                        f"with a 'rate' error (default {defaults.message_rate:g}, bursts of twice that)")
+    parser.add_argument("--upload-total", type=byte_size, default=defaults.upload_total, metavar="SIZE",
+                        help="bytes one trainer may upload to the run while this engine serves it, e.g. 500M, 64G; "
+                        f"past it its uploads are refused (default {describe_bytes(defaults.upload_total)})")
+    parser.add_argument("--upload-in-flight", type=byte_size, default=defaults.upload_in_flight, metavar="SIZE",
+                        help="bytes one trainer may have declared in unfinished uploads "
+                        f"(default {describe_bytes(defaults.upload_in_flight)})")
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:

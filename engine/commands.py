@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.chain import Chain
     from engine.config import Config
+    from engine.limits import Limits
 
 
 def _load(args: argparse.Namespace) -> Config | None:
@@ -35,6 +36,13 @@ def _load(args: argparse.Namespace) -> Config | None:
     return config
 
 
+def _limits(args: argparse.Namespace) -> Limits:
+    from engine.limits import Limits
+
+    return Limits(message_rate=args.message_rate, upload_total=args.upload_total,
+                  upload_in_flight=args.upload_in_flight)
+
+
 def _budget(args: argparse.Namespace) -> dict:
     return {"search.trials": args.trials, "search.minutes": args.minutes}
 
@@ -54,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         state = serve(args.run, _load(args), budget=_budget(args), bind=args.bind, pub=args.pub, keys=args.keys,
-                      ship=args.ship,
+                      ship=args.ship, limits=_limits(args),
                       progress=Progress(interval=10.0, enabled=not args.quiet), return_grace=args.grace,
                       on_start=announce)
     except KeyboardInterrupt:
@@ -106,7 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = Progress(interval=10.0, enabled=not args.quiet and not args.json)
     try:
         state = run_local(args.run, config, trainers=args.trainers, budget=_budget(args), prefetch=args.prefetch,
-                          bind=args.bind, pub=args.pub, keys=args.keys, progress=progress, ship=args.ship)
+                          bind=args.bind, pub=args.pub, keys=args.keys, progress=progress, ship=args.ship,
+                          limits=_limits(args))
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: engine run --run {args.run}", file=sys.stderr)
         return 130
@@ -126,8 +135,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(render_status(state, args.top))
     if engine is not None:
-        print(f"engine: serving at {engine['router']} (pid {engine['pid']}); refused or dropped so far: "
-              f"{describe(engine.get('refused', {}))}")
+        trainers = engine.get("trainers", 0)
+        print(f"engine: serving at {engine['router']} (pid {engine['pid']}) to {trainers} trainer"
+              f"{'' if trainers == 1 else 's'}; refused or dropped so far: {describe(engine.get('refused', {}))}")
     return 0
 
 

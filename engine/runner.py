@@ -27,6 +27,7 @@ from typing import Any
 
 from engine.binding import check_bind
 from engine.config import Config
+from engine.limits import Limits
 from engine.progress import Progress
 from engine.runs import RunError, is_run, open_run
 from engine.server import RETURN_GRACE, EngineServer
@@ -52,7 +53,7 @@ def serve(
     run_dir: Path | str, config: Config | None = None, *, budget: dict[str, Any] | None = None,
     bind: str = "tcp://127.0.0.1:5555", pub: str = "tcp://127.0.0.1:5556", keys: Path | str | None = None,
     progress: Progress | None = None, return_grace: float = RETURN_GRACE, ship: bool = True,
-    on_start: Callable[[EngineServer], None] | None = None,
+    limits: Limits | None = None, on_start: Callable[[EngineServer], None] | None = None,
     on_turn: Callable[[EngineServer, State], None] | None = None,
 ) -> State:
     """Serve ``run_dir`` (created from ``config`` when new, else resumed) until its search is finished.
@@ -61,13 +62,14 @@ def serve(
     ``search.minutes``. ``on_start`` is called once the engine listens, ``on_turn`` after every turn of
     its loop; SIGTERM (in the main thread) stops it after the current turn. A run finished before it
     started is served ``return_grace`` seconds, for trainers that come back. A new run ships its files to its
-    trainers unless ``ship`` is False (``engine/bundle.py``).
+    trainers unless ``ship`` is False (``engine/bundle.py``). ``limits`` bounds what each trainer may send
+    (``engine/limits.py``; the defaults when None).
     """
     check_bind([bind, pub], keys)
     if config is not None and not is_run(run_dir):
         config = check_data(config)
     log_, state = open_run(run_dir, config, budget=budget, ship=ship)
-    server = EngineServer(log_, state, bind=bind, pub=pub, keys=keys, return_grace=return_grace)
+    server = EngineServer(log_, state, bind=bind, pub=pub, keys=keys, return_grace=return_grace, limits=limits)
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: server.stop()) if in_main else None
     try:
@@ -96,9 +98,10 @@ def run_local(
     run_dir: Path | str, config: Config | None, *, trainers: int = 2, budget: dict[str, Any] | None = None,
     prefetch: int = 1, bind: str = "tcp://127.0.0.1:0", pub: str = "tcp://127.0.0.1:0",
     keys: Path | str | None = None, progress: Progress | None = None, ship: bool = True,
+    limits: Limits | None = None,
 ) -> State:
-    """Serve ``run_dir`` (created from ``config`` when new; ``ship`` as :func:`serve`) with ``trainers`` local
-    trainers; a run that is already finished is returned as it is.
+    """Serve ``run_dir`` (created from ``config`` when new; ``ship`` and ``limits`` as :func:`serve`) with
+    ``trainers`` local trainers; a run that is already finished is returned as it is.
 
     ``budget`` may set ``search.trials`` and ``search.minutes`` (of a new or a resumed run).
     """
@@ -128,7 +131,7 @@ def run_local(
     state = None
     try:
         state = serve(run_dir, config, budget=budget, bind=bind, pub=pub, keys=keys, progress=progress, ship=ship,
-                      on_start=start_trainers, on_turn=watch_trainers)
+                      limits=limits, on_start=start_trainers, on_turn=watch_trainers)
         if state.finished is None and processes and all(p.poll() is not None for p in processes):
             raise RunError(f"all {trainers} local trainers exited (codes {[p.returncode for p in processes]}) "
                            f"before the search finished; the end of {logs / 'trainer-0.log'}:\n"

@@ -11,7 +11,9 @@ Every frame is size-limited and validated; garbage is counted, logged (rate-limi
 with a short error that never repeats it, and the engine keeps serving. A session is bound to the
 connection that said hello (its ZeroMQ routing identity and, with keys, its public key); only the
 session whose secret a lease records may report on it. A peer that does not read its replies gets at
-most ``REPLY_QUEUE`` of them queued; the rest are dropped and counted.
+most ``REPLY_QUEUE`` of them queued; the rest are dropped and counted. A peer that sends more messages a
+second than its :class:`~engine.limits.Limits` allow has the rest dropped unread, and a trainer's blob
+uploads are bounded in flight and in total (``engine/limits.py``).
 
 Example::
 
@@ -43,6 +45,7 @@ from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
 from engine.binding import ServerError, check_bind
 from engine.gatekeeper import Gatekeeper
 from engine.keys import server_keys
+from engine.limits import Limits, MessageBuckets, describe_bytes
 from engine.log import EventLog
 from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
@@ -67,6 +70,7 @@ class Session:
     name: str
     holder: str
     heard: float
+    account: str  # whose uploads these are: its CurveZMQ key, or without keys its holder
     told_done: bool = False
 
 
@@ -97,12 +101,15 @@ class EngineServer:
     def __init__(
         self, log_: EventLog, state: State, *, bind: str = "tcp://127.0.0.1:5555",
         pub: str = "tcp://127.0.0.1:5556", keys: Path | str | None = None, linger: float | None = None,
-        context: zmq.Context | None = None, return_grace: float = RETURN_GRACE,
+        context: zmq.Context | None = None, return_grace: float = RETURN_GRACE, limits: Limits | None = None,
     ) -> None:
         self.log = log_
         self.state = state
         self.scheduler = Scheduler(state, started_at=started_at(log_, state))
-        self.store = ArtifactStore(log_.run_dir / ARTIFACTS_DIR)
+        self.limits = limits or Limits()
+        self.store = ArtifactStore(log_.run_dir / ARTIFACTS_DIR, upload_quota=self.limits.upload_in_flight)
+        self.buckets = MessageBuckets(self.limits)
+        self.uploaded: dict[str, int] = {}  # bytes each account wrote to the artifact store since the start
         self.bind, self.pub_bind, self.keys = bind, pub, keys
         self.linger = linger if linger is not None else min(5.0, 2 * state.config.engine.heartbeat)
         self.returning = state.finished is not None
@@ -118,7 +125,7 @@ class EngineServer:
         self._chunked: set[bytes] = set()  # sessions sent a blob chunk this turn
         self._trim = False  # a multi-part message was let go: give its memory back
         self._housekept = 0.0
-        self._published_counts: dict[str, int] = {}
+        self._published: tuple[dict[str, int], int] = ({}, 0)
         self.endpoint = self.pub_endpoint = ""
 
     @property
@@ -158,7 +165,7 @@ class EngineServer:
         self.pub_endpoint = self.publisher.getsockopt_string(zmq.LAST_ENDPOINT)
         self._endpoints = {"router": self.endpoint, "pub": self.pub_endpoint, "run_id": self.state.run_id,
                            "curve": curve is not None, "host": socket.gethostname()}
-        write_endpoints(self.log.run_dir, {**self._endpoints, "refused": {}})
+        write_endpoints(self.log.run_dir, {**self._endpoints, "refused": {}, "trainers": 0})
         self._housekeeping(time.monotonic())
 
     def stop(self) -> None:
@@ -193,7 +200,8 @@ class EngineServer:
                     message = self._receive()
                     if message is None:
                         break
-                    self._handle(*message, replies)
+                    if self._within_rate(message[0], drained_at, replies):
+                        self._handle(*message, replies)
                 else:
                     backlog = True
             # A lease is silent only if no heartbeat for it came in before the socket was drained; with
@@ -245,6 +253,17 @@ class EngineServer:
                 self.watch.note(refused.REPLIES, session.name if session else _hex(identity),
                                 "its queue is full" if exc.errno == zmq.EAGAIN else "it is gone")
 
+    def _within_rate(self, peer: Peer, now: float, replies: list[tuple[bytes, bytes]]) -> bool:
+        """Whether ``peer`` may send this message; a message over its rate is dropped unread (and counted)."""
+        sender = (peer.key or peer.identity) if self.keys is not None else peer.identity
+        if self.buckets.take(sender, now):
+            return True
+        self.watch.note(refused.RATE, peer.address, f"over {self.limits.message_rate:g} messages a second")
+        if self.buckets.tell(sender, now):
+            replies.append((peer.identity, protocol.error(
+                "rate", f"over {self.limits.message_rate:g} messages a second: messages are being dropped")))
+        return False
+
     def _housekeeping(self, now: float) -> None:
         """Forget silent sessions, remove stale partial uploads, log refused handshakes, publish counts."""
         self._housekept = now
@@ -266,13 +285,14 @@ class EngineServer:
                 self.watch.note(refused.HANDSHAKES, "a peer (ZeroMQ does not say which)",
                                 f"{zmq.Event(event['event']).name} ({event['value']}): a trainer without the "
                                 "engine's keys, or with the wrong server key?")
+        self.buckets.forget_full(now)
         if self._trim:
             self._trim = False
             _give_memory_back()
-        counts = dict(self.watch.counts)
-        if counts != self._published_counts:
-            self._published_counts = counts
-            write_endpoints(self.log.run_dir, {**self._endpoints, "refused": counts})
+        published = (dict(self.watch.counts), len(self.sessions))
+        if published != self._published:
+            self._published = published
+            write_endpoints(self.log.run_dir, {**self._endpoints, "refused": published[0], "trainers": published[1]})
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -330,7 +350,7 @@ class EngineServer:
                 self.watch.note(refused.RENAMED, peer.address,
                                 f"name {message['name']} is held by a live session: calling this trainer {name}")
             break
-        self.sessions[peer.identity] = Session(name, holder, time.monotonic())
+        self.sessions[peer.identity] = Session(name, holder, time.monotonic(), account=peer.key or holder)
         held = set(message["leases"])
         self.scheduler.forget_trainer(name, holder, keep=held, reason="its trainer reconnected without it")
         self.scheduler.heartbeat(name, holder, sorted(held), time.monotonic())
@@ -425,16 +445,25 @@ class EngineServer:
 
     def _on_blob_put(self, identity: bytes, session: Session, message: dict[str, Any],
                      replies: list[tuple[bytes, bytes]]) -> None:
-        digest = message["digest"]
+        digest, offset, total, data = message["digest"], message["offset"], message["total"], message["data"]
         try:
-            have = self.store.put_chunk(digest, message["offset"], message["total"], message["data"],
-                                        uploader=session.holder)
+            if not self.store.has(digest):
+                self._check_upload_total(session, total if offset == 0 else len(data))
+            have, written = self.store.put_chunk(digest, offset, total, data, uploader=session.holder)
         except ArtifactError as exc:
             self.watch.note(refused.UPLOADS, session.name, str(exc))
             replies.append((identity, protocol.error("blob", str(exc))))
             return
-        replies.append((identity, protocol.encode(
-            "blob_ok", digest=digest, have=have, complete=have == message["total"])))
+        self.uploaded[session.account] = self.uploaded.get(session.account, 0) + written
+        replies.append((identity, protocol.encode("blob_ok", digest=digest, have=have, complete=have == total)))
+
+    def _check_upload_total(self, session: Session, more: int) -> None:
+        """Refuse an upload that would take ``session``'s trainer past its total (a new blob counts whole)."""
+        used, limit = self.uploaded.get(session.account, 0), self.limits.upload_total
+        if used + more > limit:
+            raise ArtifactError(
+                f"trainer {session.name} has uploaded {describe_bytes(used)} to this run; {describe_bytes(more)} "
+                f"more would pass its limit of {describe_bytes(limit)} (engine --upload-total)")
 
     def _on_blob_get(self, identity: bytes, session: Session, message: dict[str, Any],
                      replies: list[tuple[bytes, bytes]]) -> None:

@@ -28,11 +28,12 @@ REPLIES = "replies"        # replies dropped: the peer does not read them, or is
 UPLOADS = "uploads"        # blob chunks refused (bad total, over quota, wrong digest)
 FORGOTTEN = "forgotten"    # sessions silent past the lease timeout
 REPORTS = "reports"        # epoch reports refused (metrics the run does not know, out of bounds, out of order)
+RATE = "rate"              # messages dropped unread: their peer sent more a second than its limit
 
 _DESCRIPTIONS = {
     FRAMES: "rejected a frame", HANDSHAKES: "refused a CurveZMQ handshake", SESSIONS: "refused a message",
     RENAMED: "renamed a trainer", REPLIES: "dropped a reply", UPLOADS: "refused a blob chunk",
-    FORGOTTEN: "forgot a silent session", REPORTS: "refused an epoch report",
+    FORGOTTEN: "forgot a silent session", REPORTS: "refused an epoch report", RATE: "dropped a message",
 }
 _NOUNS = {  # singular, plural
     FRAMES: ("invalid frame", "invalid frames"), HANDSHAKES: ("CurveZMQ handshake", "CurveZMQ handshakes"),
@@ -40,6 +41,7 @@ _NOUNS = {  # singular, plural
     RENAMED: ("trainer renamed", "trainers renamed"), REPLIES: ("reply dropped", "replies dropped"),
     UPLOADS: ("blob chunk", "blob chunks"), FORGOTTEN: ("silent session forgotten", "silent sessions forgotten"),
     REPORTS: ("epoch report refused", "epoch reports refused"),
+    RATE: ("message over its sender's rate", "messages over their senders' rate"),
 }
 
 

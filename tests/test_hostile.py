@@ -23,7 +23,7 @@ from support import Peer, ServedRun, hello_fields, nb201_config, tower_config, w
 from engine import events as ev
 from engine import protocol
 from engine import watch as refused
-from engine.artifacts import UPLOAD_QUOTA
+from engine.limits import Limits
 from engine.keys import make_keys, trainer_keys
 from engine.runs import read_endpoints
 from engine.scheduler import Scheduler
@@ -324,7 +324,7 @@ def test_blob_uploads_are_bounded(serve, tmp_path: Path) -> None:
     assert peer.expect("blob_ok")["have"] == 10
     peer.send("blob_put", digest=digest, offset=10, total=12, data=b"yy")
     assert "first chunk fixes" in peer.expect("error")["message"]
-    peer.send("blob_put", digest="ef" * 32, offset=0, total=UPLOAD_QUOTA, data=b"z")
+    peer.send("blob_put", digest="ef" * 32, offset=0, total=Limits().upload_in_flight, data=b"z")
     assert "quota" in peer.expect("error")["message"]
     assert counted(served, refused.UPLOADS) == 2
 
@@ -430,7 +430,7 @@ def test_an_honest_trainer_completes_its_search_through_every_attack(serve, trai
                       artifacts={}, inherited=[], slots=0)
         attacker.send("fail", lease=lease, reason="forged", blame="candidate", slots=0)
         attacker.send("heartbeat", leases=[lease])
-    attacker.send("blob_put", digest="ab" * 32, offset=0, total=UPLOAD_QUOTA, data=b"x")
+    attacker.send("blob_put", digest="ab" * 32, offset=0, total=Limits().upload_in_flight, data=b"x")
     for _ in range(50):
         attacker.send("blob_get", digest=digest, offset=0)
     attacker.send("ready", slots=1)  # a lease of its own, reported with a NaN

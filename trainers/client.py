@@ -29,6 +29,9 @@ log = logging.getLogger("lineage.trainer")
 
 Message = tuple[str, dict[str, Any]]
 Dispatch = Callable[[Message], None]
+RATE_PAUSE = 0.5  # seconds before asking again once the engine says this trainer is over its rate (then doubled)
+MAX_RATE_PAUSE = 8.0
+THROTTLED = 10.0  # seconds after a rate error during which an unanswered request is sent again
 
 
 class EngineGone(RuntimeError):
@@ -51,6 +54,7 @@ class EngineClient:
         self.last_sent = 0.0
         self.last_heard = 0.0
         self._unanswered_since = 0.0
+        self._throttled_at = -THROTTLED  # when the engine last said it drops this trainer's messages
 
     def connect(self) -> None:
         """A fresh socket (dropping anything queued on an old one)."""
@@ -106,25 +110,44 @@ class EngineClient:
             return None
 
     def request(self, kind: str, fields: dict[str, Any], *, expect: set[str], timeout: float,
-                dispatch: Dispatch, tick: Callable[[], None] | None = None) -> Message:
-        """Send one message and wait for a reply of an ``expect`` kind; others go to ``dispatch``.
+                dispatch: Dispatch, tick: Callable[[], None] | None = None,
+                answers: Callable[[dict[str, Any]], bool] = lambda _: True) -> Message:
+        """Send one message and wait for a reply of an ``expect`` kind that ``answers`` it; others go to
+        ``dispatch``.
 
         ``tick`` is called at least every second meanwhile (a trainer heartbeats from it). Raises
         :class:`EngineGone` when nothing expected arrives in ``timeout`` seconds, and for a ``blob``
-        error raises :class:`EngineRefused` with the engine's reason.
+        error raises :class:`EngineRefused` with the engine's reason. When the engine says this trainer
+        sends too much (a ``rate`` error: it drops messages unread, and tells so once a second), the
+        message is sent again after a pause that doubles until it is answered, and so are the requests of
+        the next ``THROTTLED`` seconds.
         """
         self.send(kind, fields)
         deadline = time.monotonic() + timeout
+        throttled = time.monotonic() - self._throttled_at < THROTTLED
+        pause = RATE_PAUSE if throttled else 0.0
+        resend_at = time.monotonic() + pause if throttled else float("inf")
         while (left := deadline - time.monotonic()) > 0:
             if tick is not None:
                 tick()
-            message = self.receive(min(left, 1.0))
+            message = self.receive(min(left, 1.0, max(resend_at - time.monotonic(), 0.0)))
             if message is None:
+                if time.monotonic() >= resend_at:
+                    self.send(kind, fields)
+                    pause = min(2 * pause, MAX_RATE_PAUSE)
+                    resend_at = time.monotonic() + pause
                 continue
-            if message[0] in expect:
+            if message[0] in expect and answers(message[1]):
                 return message
             if message[0] == "error" and message[1]["code"] == "blob":
                 raise EngineRefused(message[1]["message"])
+            if message[0] == "error" and message[1]["code"] == "rate":
+                if time.monotonic() - self._throttled_at >= THROTTLED:
+                    log.warning("the engine drops messages: %s; sending more slowly", message[1]["message"])
+                self._throttled_at = time.monotonic()
+                pause = pause or RATE_PAUSE
+                resend_at = time.monotonic() + pause
+                continue
             dispatch(message)
         raise EngineGone(f"no {'/'.join(sorted(expect))} from {self.endpoint} within {timeout:g}s")
 
@@ -134,7 +157,8 @@ class EngineClient:
         while True:
             chunk = data[offset: offset + protocol.CHUNK]
             _, reply = self.request("blob_put", {"digest": digest, "offset": offset, "total": total, "data": chunk},
-                                    expect={"blob_ok"}, timeout=timeout, dispatch=dispatch, tick=tick)
+                                    expect={"blob_ok"}, timeout=timeout, dispatch=dispatch, tick=tick,
+                                    answers=lambda reply: reply["digest"] == digest)
             if reply["complete"]:
                 return digest
             offset = reply["have"]
@@ -145,7 +169,8 @@ class EngineClient:
         parts, offset = [], 0
         while True:
             _, reply = self.request("blob_get", {"digest": digest, "offset": offset}, expect={"blob"},
-                                    timeout=timeout, dispatch=dispatch, tick=tick)
+                                    timeout=timeout, dispatch=dispatch, tick=tick,
+                                    answers=lambda reply, at=offset: (reply["digest"], reply["offset"]) == (digest, at))
             parts.append(reply["data"])
             offset += len(reply["data"])
             if offset >= reply["total"] or not reply["data"]:
