@@ -46,6 +46,7 @@ from engine.spaces import Neighbour
 from engine.state import TOWER, Blame, State, Trial
 
 TIE = 1e-9
+MAX_ROWS = 20_000  # dense feature rows kept between proposals
 
 
 class BeamSearch(Searcher):
@@ -58,6 +59,8 @@ class BeamSearch(Searcher):
         self.options = config.search.beam
         self._neighbours: dict[tuple[int, int | None], list[tuple[str, Neighbour]]] = {}
         self._features: dict[str, Features] = {}
+        self._columns: dict[str, int] = {}
+        self._rows: dict[str, np.ndarray] = {}  # key -> its features as a row over self._columns
 
     def depth_limit(self, state: State) -> int | None:
         """The deepest tower allowed now: grows by one every ``grow_every`` completed trials."""
@@ -136,6 +139,16 @@ class BeamSearch(Searcher):
             features = self._features[key] = self.space.encode(architecture, hyperparameters)
         return features
 
+    def _matrix(self, vectorizer: Vectorizer, keys: list[str]) -> np.ndarray:
+        """The encoded features of ``keys`` (each encoded before) as the rows of a matrix over the
+        vectorizer's columns; rows are kept while the columns stay the same (they mostly do)."""
+        if vectorizer.columns != self._columns or len(self._rows) > MAX_ROWS:
+            self._columns, self._rows = vectorizer.columns, {}
+        missing = [key for key in dict.fromkeys(keys) if key not in self._rows]
+        for key, row in zip(missing, vectorizer.transform([self._features[key] for key in missing]), strict=True):
+            self._rows[key] = row
+        return np.array([self._rows[key] for key in keys]).reshape(len(keys), len(self._columns))
+
     def _history(self, state: State) -> list[Trial]:
         """The trials the surrogate learns from: all scored ones, or the best and the latest."""
         scored = [t for t in state.completed_towers() if t.score is not None]
@@ -174,9 +187,9 @@ class BeamSearch(Searcher):
         train = [self._encode(t.key, t.architecture, t.hyperparameters) for t in history]
         features = [self._encode(*row) for row in rows]
         vectorizer = Vectorizer(train + features)
-        candidates = vectorizer.transform(features)
+        candidates = self._matrix(vectorizer, [key for key, _, _ in rows])
         try:
-            gp = GaussianProcess().fit(vectorizer.transform(train), np.array(scores))
+            gp = GaussianProcess().fit(self._matrix(vectorizer, [t.key for t in history]), np.array(scores))
             discount = self._cost_discount(scored, vectorizer, candidates)
             if pick == "thompson":
                 sample = gp.sample(candidates, rng)
@@ -201,7 +214,7 @@ class BeamSearch(Searcher):
         costed = [(t, seconds) for t, seconds in costed if seconds]
         if len(costed) < 2:
             return np.ones(len(candidates))
-        train = vectorizer.transform([self._encode(t.key, t.architecture, t.hyperparameters) for t, _ in costed])
+        train = self._matrix(vectorizer, [t.key for t, _ in costed])
         log_seconds = np.log([seconds for _, seconds in costed])
         mean, _ = GaussianProcess().fit(train, log_seconds).predict(candidates)
         # Relative to the cheapest candidate, so the discount stays near 1 and EI's scale is kept.
