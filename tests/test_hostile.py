@@ -23,8 +23,8 @@ from support import Peer, ServedRun, hello_fields, nb201_config, tower_config, w
 from engine import events as ev
 from engine import protocol
 from engine import watch as refused
-from engine.limits import Limits
 from engine.keys import make_keys, trainer_keys
+from engine.limits import Limits
 from engine.runs import read_endpoints
 from engine.scheduler import Scheduler
 from engine.searchers import Proposer
