@@ -26,6 +26,7 @@ import argparse
 import re
 from dataclasses import dataclass
 
+from engine.artifacts import ArtifactError
 from engine.protocol import MAX_BLOB
 
 GIB = 1 << 30
@@ -89,6 +90,26 @@ class MessageBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class UploadLedger:
+    """Bytes each trainer (its account: CurveZMQ key, else its secret's hash) wrote to the run since the
+    engine started, and the refusal of an upload that would take it past ``upload_total``."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limit = limits.upload_total
+        self._written: dict[str, int] = {}
+
+    def check(self, account: str, name: str, more: int) -> None:
+        """Raise :class:`ArtifactError` if ``more`` bytes would pass ``account``'s total."""
+        used = self._written.get(account, 0)
+        if used + more > self.limit:
+            raise ArtifactError(
+                f"trainer {name} has uploaded {describe_bytes(used)} to this run; {describe_bytes(more)} "
+                f"more would pass its limit of {describe_bytes(self.limit)} (engine --upload-total)")
+
+    def add(self, account: str, written: int) -> None:
+        self._written[account] = self._written.get(account, 0) + written
 
 
 def byte_size(text: str) -> int:

@@ -45,7 +45,7 @@ from engine.artifacts import ARTIFACTS_DIR, ArtifactError, ArtifactStore
 from engine.binding import ServerError, check_bind
 from engine.gatekeeper import Gatekeeper
 from engine.keys import server_keys
-from engine.limits import Limits, MessageBuckets, describe_bytes
+from engine.limits import Limits, MessageBuckets, UploadLedger
 from engine.log import EventLog
 from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
@@ -109,7 +109,7 @@ class EngineServer:
         self.limits = limits or Limits()
         self.store = ArtifactStore(log_.run_dir / ARTIFACTS_DIR, upload_quota=self.limits.upload_in_flight)
         self.buckets = MessageBuckets(self.limits)
-        self.uploaded: dict[str, int] = {}  # bytes each account wrote to the artifact store since the start
+        self.uploaded = UploadLedger(self.limits)
         self.bind, self.pub_bind, self.keys = bind, pub, keys
         self.linger = linger if linger is not None else min(5.0, 2 * state.config.engine.heartbeat)
         self.returning = state.finished is not None
@@ -448,22 +448,14 @@ class EngineServer:
         digest, offset, total, data = message["digest"], message["offset"], message["total"], message["data"]
         try:
             if not self.store.has(digest):
-                self._check_upload_total(session, total if offset == 0 else len(data))
+                self.uploaded.check(session.account, session.name, total if offset == 0 else len(data))
             have, written = self.store.put_chunk(digest, offset, total, data, uploader=session.holder)
         except ArtifactError as exc:
             self.watch.note(refused.UPLOADS, session.name, str(exc))
             replies.append((identity, protocol.error("blob", str(exc))))
             return
-        self.uploaded[session.account] = self.uploaded.get(session.account, 0) + written
+        self.uploaded.add(session.account, written)
         replies.append((identity, protocol.encode("blob_ok", digest=digest, have=have, complete=have == total)))
-
-    def _check_upload_total(self, session: Session, more: int) -> None:
-        """Refuse an upload that would take ``session``'s trainer past its total (a new blob counts whole)."""
-        used, limit = self.uploaded.get(session.account, 0), self.limits.upload_total
-        if used + more > limit:
-            raise ArtifactError(
-                f"trainer {session.name} has uploaded {describe_bytes(used)} to this run; {describe_bytes(more)} "
-                f"more would pass its limit of {describe_bytes(limit)} (engine --upload-total)")
 
     def _on_blob_get(self, identity: bytes, session: Session, message: dict[str, Any],
                      replies: list[tuple[bytes, bytes]]) -> None:
