@@ -52,6 +52,13 @@ FAMILIES_FOR: dict[InputKind, tuple[str, ...]] = {
 }
 
 
+class Head(StrEnum):
+    """How a tower's last feature map meets its output layer (``space.head``)."""
+
+    FLATTEN = "flatten"  # a weight per position and channel
+    POOL = "pool"  # each channel averaged over the positions (global average pooling)
+
+
 class BuildError(ValueError):
     """A tower that cannot be built for the data; the message names the block and the shape."""
 
@@ -105,8 +112,9 @@ def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
 
 
 def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any], data: DataSpec,
-                name: str = "tower") -> Any:
-    """The Keras model of a tower on ``data``. Raises :class:`BuildError` when it cannot be built."""
+                name: str = "tower", head: Head | str = Head.FLATTEN) -> Any:
+    """The Keras model of a tower on ``data``, its last feature map flattened or pooled (``head``) before the
+    output layer. Raises :class:`BuildError` when it cannot be built."""
     import keras
 
     k = keras.layers
@@ -136,7 +144,13 @@ def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any],
             raise BuildError(f"block {position} ({block}) cannot take input of shape {before}: {exc}") from None
         if any(dim is not None and dim <= 0 for dim in _shape(x)):
             raise BuildError(f"block {position} ({block}) turns shape {before} into {_shape(x)}: nothing is left")
-    if len(_shape(x)) > 1:
+    rank = len(_shape(x))
+    if rank > 1 and Head(head) == Head.POOL:
+        pool = {2: k.GlobalAveragePooling1D, 3: k.GlobalAveragePooling2D}.get(rank)
+        if pool is None:
+            raise BuildError(f"the head cannot pool a rank-{rank} feature map of shape {_shape(x)}")
+        x = pool(name="head_pool")(x)
+    elif rank > 1:
         x = k.Flatten(name="head_flatten")(x)
     dropout = float(hyperparameters.get("dropout") or 0.0)
     if dropout > 0:

@@ -86,6 +86,10 @@ class TowerOptions:
                        ("blocks", "positions"))
     max_params: int = option(0, "most trainable parameters a candidate may have (0: no limit); trainers fail "
                              "larger ones without training them", check=non_negative)
+    head: str = option("flatten", "how a tower's last feature map meets its output layer: 'flatten' gives the "
+                       "output layer a weight per position and channel (many weights on a large map), 'pool' "
+                       "averages each channel over the positions first (global average pooling, as DS-CNN does: "
+                       "small towers under space.max_params)", ("flatten", "pool"))
     hparams: HparamChoices = section(HparamChoices)
 
 

@@ -397,7 +397,8 @@ def keras_block_params(state: State) -> Callable[[Trial], list[int] | None]:
             from blocks.tower import build_tower
             from trainers.datasets import load_dataset
 
-            model = build_tower(trial.architecture, trial.hyperparameters, load_dataset(state.config.data).spec)
+            model = build_tower(trial.architecture, trial.hyperparameters, load_dataset(state.config.data).spec,
+                                head=state.config.space.head)
         except Exception:  # noqa: BLE001 - the report draws the blocks without their sizes then
             return None
         counts = [0] * (len(trial.architecture) + 1)

@@ -252,9 +252,9 @@ def write_toml(path: Path, text: str) -> Path:
     return path
 
 
-def three_trial_search(blocks: list[str], data: str, epochs: int) -> str:
-    """The TOML of a 3-trial Keras search of 2- and 3-block towers of ``blocks`` (adam at 0.01, batches of 16),
-    with ``data`` (its ``[data]`` tables) appended."""
+def three_trial_search(blocks: list[str], data: str, epochs: int, head: str = "flatten") -> str:
+    """The TOML of a 3-trial Keras search of 2- and 3-block towers of ``blocks`` (adam at 0.01, batches of 16,
+    ``space.head``), with ``data`` (its ``[data]`` tables) appended."""
     return f"""
 [search]
 trials = 3
@@ -266,6 +266,7 @@ kind = "tower"
 blocks = {json.dumps(blocks)}
 min_depth = 2
 max_depth = 3
+head = "{head}"
 [space.hparams]
 learning_rate = [0.01]
 batch_size = [16]

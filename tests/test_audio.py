@@ -195,7 +195,7 @@ def test_the_log_mel_front_end_gives_each_clip_the_same_features_alone_or_in_a_b
 
 def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_path: Path, engine_cli) -> None:
     """The MFCC front end (log-mel, then the cepstrum) inside the exported model: a WAV file in, the prediction
-    the trained tower gives the clip's features out."""
+    the trained tower gives the clip's features out; towers end by pooling (space.head), in export too."""
     pytest.importorskip("keras")
     from engine.runs import state_at
     from trainers.datasets import load_dataset
@@ -203,7 +203,7 @@ def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_pa
 
     root = tone_folder(tmp_path / "clips", clips=20, noise=True)
     config_path = write_toml(tmp_path / "keywords.toml", three_trial_search(
-        ["conv1d_16_k3", "maxpool1d", "dense_32"], KEYWORDS, epochs=4))
+        ["conv1d_16_k3", "maxpool1d", "conv1d_32_k3"], KEYWORDS, epochs=4, head="pool"))
     engine_cli("run", "--run", "run", "--config", str(config_path), "--quiet", timeout=300)
     engine_cli("export", "--run", "run", "--out", "model")
     state = state_at(tmp_path / "run")
@@ -216,7 +216,9 @@ def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_pa
     paths = [p for name in data.classes for p in wav_files(root / name)]
     test = split_indices(len(paths), 0.15, 0.15, 0)["test"]
     exported = load_model(tmp_path / "model")
-    tower = rebuild(tmp_path / "run", state.best_trial(), data)
+    assert state.config.space.head == "pool"
+    tower = rebuild(tmp_path / "run", state.best_trial(), data, state.config.space.head)
+    assert tower.get_layer("head_pool") is not None
     expected = tower.predict(data.features["test"], verbose=0)
     for position in (0, 1):
         row = predict(exported, paths[test[position]])[0]

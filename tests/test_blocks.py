@@ -10,7 +10,7 @@ from support import ROOT
 
 from blocks import BlockError, function_block, layers, lookup, names, register, use_paths
 from blocks.network import NetworkBlock
-from blocks.tower import BuildError, DataSpec, build_tower
+from blocks.tower import BuildError, DataSpec, Head, build_tower
 
 keras = pytest.importorskip("keras")
 
@@ -109,6 +109,21 @@ def test_function_blocks_and_whole_networks_are_blocks() -> None:
         build_tower(["test_halve", "test_tinynet"], {}, DataSpec((10, 2), "classification", 3))
     with pytest.raises(BlockError, match="already registered"):
         register("test_halve")(halve)
+
+
+def test_a_pooled_head_averages_the_last_feature_map_over_its_positions() -> None:
+    """space.head = "pool": the output layer gets one number a channel, whatever the map's size, so a tower
+    costs its blocks' weights and few more (flattening a 25x20x64 map costs 32,000 weights a class)."""
+    spectrogram = DataSpec((49, 40), "classification", 12)
+    tower = ["stem_conv2d_64_k10x4", "ds_conv2d_64"]
+    flat, pooled = (build_tower(tower, {}, spectrogram, head=head) for head in (Head.FLATTEN, Head.POOL))
+    assert flat.count_params() - pooled.count_params() == (25 * 20 * 64 - 64) * 12
+    assert pooled.get_layer("head_pool").output.shape[1:] == (64,)
+    assert np.isfinite(train_step(pooled, (49, 40)))
+    sequence = build_tower(["conv1d_16_k3"], {}, DataSpec((40,), "classification", 3), head="pool")
+    assert sequence.get_layer("head_pool").output.shape[1:] == (16,)
+    assert build_tower(["dense_32"], {}, DataSpec((40,), "classification", 3), head="pool").count_params() == \
+        build_tower(["dense_32"], {}, DataSpec((40,), "classification", 3)).count_params(), "flat: nothing to pool"
 
 
 def test_a_ds_cnn_is_built_from_blocks_over_a_spectrogram() -> None:

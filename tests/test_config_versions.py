@@ -63,6 +63,17 @@ def test_a_version_6_log_replays_with_the_rule_it_ran_with(tmp_path: Path) -> No
     assert config.ensemble.strategy == "adaptive"
 
 
+def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) -> None:
+    """v12 added space.head; towers stored before it ended by flattening."""
+    stored = tower_config(evaluator__kind="keras", space__head="pool").to_dict()
+    del stored["space"]["head"]
+    stored["version"] = 11  # configs carry their own version since v8
+    record = msgpack.packb({"type": ev.SEARCH_STARTED, "v": 9, "at": 0.0,
+                            "payload": {"run_id": "old", "config": stored, "lineage": "0.1", "bundle": None}})
+    config = _replayed(tmp_path, record)
+    assert config.space.head == "flatten" and config.version == CONFIG_VERSION
+
+
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:
     stored = nb201_config().to_dict()
     del stored["version"], stored["sharing"], stored["distillation"], stored["ensemble"]

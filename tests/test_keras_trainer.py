@@ -136,7 +136,7 @@ def test_export_then_predict_gives_what_the_trained_model_gives(churn_run: Path,
     assert exported.metadata["trial"] == best.id and exported.metadata["classes"] == ["no", "yes"]
 
     data = load_dataset(state.config.data)
-    tower = rebuild(churn_run, best, data)
+    tower = rebuild(churn_run, best, data, "flatten")
     expected = tower.predict(data.features["test"], verbose=0)
     assert np.allclose(apply_model(exported.model, data.raw["test"]), expected, atol=1e-5)
 

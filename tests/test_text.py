@@ -184,7 +184,7 @@ def test_an_exported_text_model_takes_raw_strings(tmp_path: Path, engine_cli) ->
     engine_cli("export", "--run", "run", "--out", "model")
     state = state_at(tmp_path / "run")
     data = load_dataset(load_config(config_path).data)
-    tower = rebuild(tmp_path / "run", state.best_trial(), data)
+    tower = rebuild(tmp_path / "run", state.best_trial(), data, "flatten")
     expected = tower.predict(data.features["test"], verbose=0)
 
     fresh = sentences(30, seed=7)

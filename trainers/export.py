@@ -79,12 +79,13 @@ def choose_trial(state: State, trial: int | None, pick: Pick) -> Trial:
     return chosen
 
 
-def rebuild(run_dir: Path | str, trial: Trial, data: Dataset) -> Any:
-    """The trained tower of a trial: its architecture, built again, with its stored weights."""
+def rebuild(run_dir: Path | str, trial: Trial, data: Dataset, head: str) -> Any:
+    """The trained tower of a trial: its architecture and the run's ``space.head``, built again, with its
+    stored weights."""
     digest = (trial.artifacts or {}).get(Artifact.WEIGHTS)
     if digest is None:
         raise ExportError(f"trial {trial.id} has no weights artifact")
-    tower = build_tower(trial.architecture, trial.hyperparameters, data.spec, name=f"trial_{trial.id}")
+    tower = build_tower(trial.architecture, trial.hyperparameters, data.spec, name=f"trial_{trial.id}", head=head)
     try:
         load_weights(tower, ArtifactStore(Path(run_dir) / ARTIFACTS_DIR).read(digest))
     except ArtifactError as exc:
@@ -116,7 +117,8 @@ def export_model(run_dir: Path | str, out: Path | str, trial: int | None = None,
     if chosen.kind == ENSEMBLE:
         model, members = ensemble_model(run_dir, state, chosen, data)
     else:
-        model, members = end_to_end(data.preprocessing, rebuild(run_dir, chosen, data), name="lineage"), None
+        tower = rebuild(run_dir, chosen, data, config.space.head)
+        model, members = end_to_end(data.preprocessing, tower, name="lineage"), None
     # Written beside its destination, then moved into place: a failed export leaves nothing half-written.
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -154,7 +156,7 @@ def ensemble_model(run_dir: Path | str, state: State, chosen: Trial, data: Datas
         raise ExportError(f"ensemble {chosen.id} has no combiner artifact: {exc}") from None
     features = data.preprocessing.output
     members = [state.trials[m] for m in combiner["members"]]
-    outputs = [rebuild(run_dir, member, data)(features) for member in members]
+    outputs = [rebuild(run_dir, member, data, state.config.space.head)(features) for member in members]
     combined = WeightedSum(combiner["weights"], name="ensemble")(outputs)
     model = keras.Model(data.preprocessing.input, combined, name="lineage_ensemble")
     described = [{"trial": m.id, "candidate": m.key, "weight": w, "value": m.score}

@@ -95,6 +95,7 @@ class KerasEvaluator(Evaluator):
         configure_threads(self.training.threads)
         self.data = load_dataset(config.data)
         self.max_params = config.space.max_params
+        self.head = config.space.head
         self.metric, self.mode = config.search.metric, config.search.mode
         # The splits a tower's outputs are recorded on: ensembles combine validation outputs, students also
         # learn from their teacher's train outputs. Never the test split: a search does not look at it (and
@@ -161,7 +162,7 @@ class KerasEvaluator(Evaluator):
 
     def _build(self, architecture: Sequence[str], hyperparameters: Mapping[str, Any], name: str) -> Any:
         try:
-            return build_tower(architecture, hyperparameters, self.data.spec, name=name)
+            return build_tower(architecture, hyperparameters, self.data.spec, name=name, head=self.head)
         except BuildError as exc:
             raise EvaluationError(f"the tower cannot be built: {exc}") from None
 
