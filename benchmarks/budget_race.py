@@ -104,7 +104,7 @@ def test_accuracy(config: Config, architecture: list[str], hyperparameters: dict
     from trainers.keras_trainer import load_weights
 
     data = load_dataset(config.data)
-    tower = build_tower(architecture, hyperparameters, data.spec)
+    tower = build_tower(architecture, hyperparameters, data.spec, head=config.space.head)
     load_weights(tower, weights)
     predictions = tower.predict(data.features["test"], batch_size=1024, verbose=0)
     return float(np.mean(predictions.argmax(1) == data.targets["test"]))
@@ -332,7 +332,7 @@ def _kerastuner_worker(config_path: str, seed: int, deadline: float, folder: str
             depth = hp.Int("depth", space.min_depth, space.max_depth)
             tower = repair([hp.Choice(f"block_{i}", list(space.blocks)) for i in range(depth)])
             chosen = {key: hp.Choice(key, list(values)) for key, values in space.hparams.choices().items()}
-            model = build_tower(tower, chosen, data.spec)
+            model = build_tower(tower, chosen, data.spec, head=space.head)
             compile_tower(model, chosen, data.task)
             self.chosen = (tower, chosen)  # not on the model: Keras would wrap it in tracked containers
             return model
