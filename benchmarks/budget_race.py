@@ -164,9 +164,41 @@ def summarize(race: Race, name: str, seed: int, launched: float, minutes: float,
 
 # -- Lineage ---------------------------------------------------------------------------------------
 
+#: Model Search's claim is about what a search finds "within 200 trials" (issue 15): each Lineage run also
+#: reports the best tower among its first 200 finished trials (completed, stopped or failed), and the best of
+#: those with at most ``--small-params`` parameters (the small-model target, read from the Pareto front).
+TRIAL_LIMIT = 200
+
+
+def first_trials(events: list[Any], launched: float, limit: int = TRIAL_LIMIT) -> tuple[float, int]:
+    """(seconds after launch when the ``limit``-th tower trial finished, or the last one did; how many finished
+    by then): failed towers count, ensembles (combined, not trained) do not."""
+    ended, count, ensembles = 0.0, 0, set()
+    for event in events:
+        if event.type == ev.CANDIDATE_PROPOSED and event.payload["kind"] == Kind.ENSEMBLE:
+            ensembles.add(event.seq)  # a candidate's trial id is its proposal's seq
+        if event.type in (ev.TRIAL_COMPLETED, ev.TRIAL_FAILED) and event.payload["trial"] not in ensembles:
+            ended, count = event.at - launched, count + 1
+            if count == limit:
+                break
+    return ended, count
+
+
+def best_tower(results: list[dict[str, Any]], launched: float, until: float, max_params: float = float("inf"),
+               test_of: Callable[[Hashable], float] | None = None) -> dict[str, Any] | None:
+    """The tower with the best validation accuracy that finished by ``until`` with at most ``max_params``
+    parameters, with its test accuracy."""
+    fits = [r for r in results if r["ended"] - launched <= until and r["params"] <= max_params]
+    top = max(fits, key=lambda r: r["val_accuracy"], default=None)
+    if top is None:
+        return None
+    return {"trial": top["trial"], "params": top["params"], "val_accuracy": top["val_accuracy"],
+            "test_accuracy": test_of(top["trial"]) if test_of else None,
+            "minutes": (top["ended"] - launched) / 60}
+
 
 def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
-            overrides: list[str]) -> dict[str, Any]:
+            overrides: list[str], small_params: int = 0) -> dict[str, Any]:
     from trainers.export import evaluate_model, export_model
 
     run = workdir / f"{name}-{seed}"
@@ -213,10 +245,14 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
     chosen = next(r for r in reversed(within + ensembles) if r["trial"] == test_curve[-1]["model"]) \
         if test_curve else None
     failed = sum(e.type == ev.TRIAL_FAILED for e in events)
+    until, finished = first_trials(events, launched)
+    within_limit = {"trials": finished, "minutes": until / 60,
+                    "best": best_tower(results, launched, until, test_of=test_of),
+                    "small": best_tower(results, launched, until, small_params, test_of) if small_params else None}
     stops = [e.payload["rule"] for e in events if e.type == ev.TRIAL_STOPPED]
     extra = {"trainer_fit_share": efficiency, "failed": failed, "finished": state.finished,
              "stopped": {rule: stops.count(rule) for rule in sorted(set(stops))},
-             "promotions": state.promotions,
+             "promotions": state.promotions, f"first_{TRIAL_LIMIT}_trials": within_limit,
              "epochs_per_trial": sum(len(e.payload["epochs"]) for e in events if e.type == ev.EPOCHS_REPORTED)
              / max(1, len({r["candidate"] for r in results}))}
     return summarize(race, name, seed, launched, minutes, results, test_curve, extra, chosen=chosen)
@@ -429,6 +465,9 @@ def main(race: Race) -> int:
     parser.add_argument("--out", type=Path, default=race.out)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for every Lineage system (after the system's own), repeatable")
+    parser.add_argument("--small-params", type=int, default=0, metavar="N",
+                        help=f"also report each Lineage run's most accurate tower with at most N parameters among "
+                             f"its first {TRIAL_LIMIT} trials (the Pareto front's pick for a small-model target)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix=f"lineage-{race.name}-"))
@@ -437,12 +476,16 @@ def main(race: Race) -> int:
         for system in args.systems:
             print(f"{system}, seed {seed}, {args.minutes:g} minutes ...", file=sys.stderr, flush=True)
             if system in LINEAGE:
-                runs.append(lineage(race, system, seed, args.minutes, workdir, args.overrides))
+                runs.append(lineage(race, system, seed, args.minutes, workdir, args.overrides, args.small_params))
             elif system.startswith("tpe"):
                 runs.append(optuna_tpe(race, seed, args.minutes, workdir, hyperband=system == "tpe-hyperband"))
             else:
                 runs.append(kerastuner(race, seed, args.minutes, workdir, hyperband=system == "kerastuner-hyperband"))
             last = runs[-1]
+            limited = last.get(f"first_{TRIAL_LIMIT}_trials")
+            if limited:
+                print(f"  first {limited['trials']} trials ({limited['minutes']:.1f} min): best {limited['best']}, "
+                      f"small {limited['small']}", file=sys.stderr, flush=True)
             print(f"  {last['trials']} trials, best val {last['best_val_accuracy']}, "
                   f"test {last['best_test_accuracy']} (at half time {last['test_at_0.5']}), "
                   f"{race.target_validation:.0%} val after {last['seconds_to_target']} s / "
