@@ -175,10 +175,10 @@ class FakeEngine:
     def send(self, frame: bytes) -> None:
         self.router.send_multipart([self.identity, frame])
 
-    def welcome(self, name: str, config: Config | None = None) -> None:
+    def welcome(self, name: str, config: Config | None = None, run: str = "r1", lease_timeout: float = 3.0) -> None:
         config = config or nb201_config()
-        self.send(protocol.encode("welcome", run="r1", name=name, config=config.to_dict(), bundle=None,
-                                  heartbeat=0.3, lease_timeout=3.0))
+        self.send(protocol.encode("welcome", run=run, name=name, config=config.to_dict(), bundle=None,
+                                  heartbeat=0.3, lease_timeout=lease_timeout))
 
     def close(self) -> None:
         self.router.close(0)

@@ -53,6 +53,16 @@ def test_a_trainer_takes_the_name_the_engine_gives_it_and_keeps_its_secret(engin
     engine.expect("ready")
 
 
+def test_a_trainer_says_hello_again_when_reading_the_runs_data_outlasted_the_engines_patience(
+        engine: FakeEngine, trainer_thread) -> None:
+    """The engine forgets a session silent for a lease timeout; a trainer reading a large dataset after its
+    welcome is silent that long, and its first ready would be refused (\"ready before hello\")."""
+    trainer_thread(engine.endpoint, name="slow-reader")
+    engine.welcome(engine.expect("hello")["name"], run="big", lease_timeout=1e-6)  # any reading outlasts this
+    engine.welcome(engine.expect("hello")["name"], run="big")  # the data is read: this welcome is quick
+    assert engine.expect("ready")["slots"] == 1
+
+
 def test_a_trainer_whose_engine_stops_answering_reconnects_though_it_keeps_sending_heartbeats(
         engine: FakeEngine, trainer_thread) -> None:
     """Its heartbeats for a reported lease go unanswered (a connection stalled in TCP back-off, an engine

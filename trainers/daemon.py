@@ -217,12 +217,18 @@ class TrainerDaemon:
         """Talk to the engine until the search is done, the trainer reached ``max_trials`` or was
         stopped. Raises :class:`EngineGone` when the connection must be made again."""
         self.client.connect()
-        _, welcome = self.client.request(
-            "hello", {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(), "leases": self._held(),
-                      "secret": self._secret},
-            expect={"welcome"}, timeout=HELLO_TIMEOUT, dispatch=self._dispatch,
-        )
-        self._welcome(welcome)
+        while True:
+            _, welcome = self.client.request(
+                "hello", {"name": self.name, "host": socket.gethostname(), "pid": os.getpid(),
+                          "leases": self._held(), "secret": self._secret},
+                expect={"welcome"}, timeout=HELLO_TIMEOUT, dispatch=self._dispatch,
+            )
+            welcomed = time.monotonic()
+            self._welcome(welcome)
+            # Reading a new run's data says nothing to the engine, and can take longer than it keeps a silent
+            # session (2,400 clips of 3 s: over a minute): hello again, or the next message is refused.
+            if time.monotonic() - welcomed < welcome["lease_timeout"] / 2:
+                break
         self._backoff = FIRST_BACKOFF
         for held in self._leases.values():
             held.sent = 0  # the engine may have missed some: it keeps only epochs after the last it recorded
