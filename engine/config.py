@@ -70,6 +70,10 @@ class BeamOptions:
     cost: float = option(0.0, "how much a candidate's predicted cost (seconds per epoch, learned from the times "
                          "the trials reported) discounts its promise: expected improvement / seconds**cost; "
                          "0 ignores cost, 1 is expected improvement per second", check=non_negative)
+    budget: str = option("learn", "how the surrogate treats space.max_params: learn (a model of the parameter "
+                         "counts trainers report, of failed towers too, gives each candidate its probability of "
+                         "fitting the budget, which weighs its promise) or ignore (towers over it fail when built "
+                         "and count as poor results)", ("learn", "ignore"))
     candidates: int = option(256, "most mutations the surrogate ranks per proposal", check=positive)
     history: int = option(256, "most completed trials the surrogate is fitted on", check=positive)
     depth_start: int = option(2, "allowed tower depth at the start", check=positive)

@@ -218,10 +218,11 @@ TYPES = EventTypes(
             upcasters={1: lambda payload: {**payload, "inherited": []}},
         ),
         EventType(
-            TRIAL_FAILED, 2, ("trial", "lease", "reason", "blame"),
+            TRIAL_FAILED, 3, ("trial", "lease", "reason", "blame", "metrics"),
             "The candidate failed and is never retried; blame says whether the candidate itself "
-            "(it cannot be built or trained) or the infrastructure around it (lost leases, transfers) failed.",
-            upcasters={1: _failed_v1_to_v2},
+            "(it cannot be built or trained) or the infrastructure around it (lost leases, transfers) failed, and "
+            "metrics what its trainer measured before it failed (a tower over space.max_params: its params).",
+            upcasters={1: _failed_v1_to_v2, 2: lambda payload: {**payload, "metrics": {}}},
         ),
         EventType(
             TRIAL_LOST, 1, ("trial", "lease", "reason"),

@@ -266,6 +266,8 @@ def _promoted(state: State, p: dict[str, Any], seq: int) -> None:
 def _failed(state: State, p: dict[str, Any], seq: int) -> None:
     trial = _release(state, p)
     trial.status, trial.reason, trial.blame = FAILED, p["reason"], Blame(p["blame"])
+    if p["metrics"]:  # what was measured before it failed (a tower over space.max_params: its size)
+        trial.metrics = p["metrics"]
     state.failed.append(trial.id)
 
 

@@ -42,7 +42,8 @@ import msgpack
 from engine.state import Blame, Epoch, Kind, Resume
 from engine.work import Architecture, Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
-PROTOCOL = 6  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume; 6: bundles
+PROTOCOL = 7  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume; 6: bundles;
+#              7: a fail carries the metrics measured before the failure
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
@@ -349,7 +350,7 @@ TRAINER_MESSAGES: dict[str, Spec] = {
     "progress": {"lease": _integer(), "epochs": _each(_record(Epoch, EPOCH), MAX_EPOCHS, "epochs", into=list)},
     "result": {"lease": _integer(), "metrics": _metrics, "artifacts": _artifacts, "inherited": _names,
                "slots": _integer(0, MAX_SLOTS)},
-    "fail": {"lease": _integer(), "reason": _text(4000), "blame": _enum(Blame),
+    "fail": {"lease": _integer(), "reason": _text(4000), "blame": _enum(Blame), "metrics": _metrics,
              "slots": _integer(0, MAX_SLOTS)},
     "blob_put": {"digest": _digest, "offset": _integer(0, MAX_BLOB), "total": _integer(0, MAX_BLOB), "data": _chunk},
     "blob_get": {"digest": _digest, "offset": _integer(0, MAX_BLOB)},

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from engine import events as ev
@@ -243,13 +243,20 @@ class Scheduler:
         stops, self._stops = self._stops, []
         return stops
 
-    def fail(self, lease: int, reason: str, blame: Blame = Blame.CANDIDATE) -> tuple[bool, str]:
-        """Record that a candidate failed; ``blame`` is the candidate's own or the infrastructure's."""
+    def fail(self, lease: int, reason: str, blame: Blame = Blame.CANDIDATE,
+             metrics: Mapping[str, float] | None = None) -> tuple[bool, str]:
+        """Record that a candidate failed; ``blame`` is the candidate's own or the infrastructure's, ``metrics``
+        what its trainer measured before the failure (kept only when the run's trainers report them)."""
         held = self.state.leases.get(lease)
         if held is None:
             return False, "lease is not in flight (a repeated or late report)"
         self.deadlines.pop(lease, None)
-        self.emit(ev.TRIAL_FAILED, {"trial": held.trial, "lease": lease, "reason": reason, "blame": blame})
+        metrics = dict(metrics or {})
+        problem = problem_with(self.state.config.evaluator.kind, metrics)
+        if problem is not None:
+            reason, metrics = f"{reason} (its metrics were refused: {problem})", {}
+        self.emit(ev.TRIAL_FAILED, {"trial": held.trial, "lease": lease, "reason": reason, "blame": blame,
+                                    "metrics": metrics})
         return True, "recorded"
 
     def lose(self, lease: int, reason: str) -> None:
@@ -264,7 +271,7 @@ class Scheduler:
         limit = self.state.config.engine.max_losses
         if trial.losses >= limit:
             self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None, "blame": Blame.INFRASTRUCTURE,
-                                         "reason": f"lost {trial.losses} times; last: {reason}"})
+                                         "reason": f"lost {trial.losses} times; last: {reason}", "metrics": {}})
 
     def heartbeat(self, trainer: str, holder: str | None, leases: list[int], now: float) -> list[int]:
         """Renew the deadlines of a trainer's leases; returns those it should give up (not its own)."""

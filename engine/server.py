@@ -429,7 +429,8 @@ class EngineServer:
     def _on_fail(self, identity: bytes, session: Session, message: dict[str, Any],
                  replies: list[tuple[bytes, bytes]]) -> None:
         self._acknowledge(identity, session, message, replies,
-                          lambda: self.scheduler.fail(message["lease"], message["reason"], message["blame"]))
+                          lambda: self.scheduler.fail(message["lease"], message["reason"], message["blame"],
+                                                                  message["metrics"]))
 
     def _acknowledge(self, identity: bytes, session: Session, message: dict[str, Any],
                      replies: list[tuple[bytes, bytes]], record: Callable[[], tuple[bool, str]]) -> None:

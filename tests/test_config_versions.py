@@ -74,6 +74,18 @@ def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) ->
     assert config.space.head == "flatten" and config.version == CONFIG_VERSION
 
 
+def test_a_version_12_log_keeps_a_beam_blind_to_the_parameter_budget(tmp_path: Path) -> None:
+    """v13 added search.beam.budget; before it, the beam learned nothing from towers over space.max_params."""
+    stored = tower_config(space__max_params=20_000).to_dict()
+    del stored["search"]["beam"]["budget"]
+    stored["version"] = 12
+    record = msgpack.packb({"type": ev.SEARCH_STARTED, "v": 9, "at": 0.0,
+                            "payload": {"run_id": "old", "config": stored, "lineage": "0.1", "bundle": None}})
+    config = _replayed(tmp_path, record)
+    assert config.search.beam.budget == "ignore" and config.version == CONFIG_VERSION
+    assert tower_config().search.beam.budget == "learn", "new runs learn the sizes"
+
+
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:
     stored = nb201_config().to_dict()
     del stored["version"], stored["sharing"], stored["distillation"], stored["ensemble"]

@@ -104,7 +104,8 @@ def test_a_lease_carries_what_its_phase_needs_and_lets_go_of_the_rest() -> None:
 
 def test_a_lease_that_never_ran_fails_with_no_artifacts() -> None:
     held = HeldLease(ITEM)
-    held.finish(("fail", {"lease": 7, "reason": "an artifact it needs is unavailable", "blame": "infrastructure"}))
+    held.finish(("fail", {"lease": 7, "reason": "an artifact it needs is unavailable", "blame": "infrastructure",
+                         "metrics": {}}))
     assert held.phase is FINISHED and held.artifacts == {}
 
 

@@ -62,8 +62,9 @@ def test_old_versions_are_upcast_on_read_and_the_stored_bytes_never_change(tmp_p
         assert [raw for _, raw in log.read_raw()] == raws
 
 
-def test_trial_failed_v1_events_are_upcast_with_a_blame(tmp_path: Path) -> None:
-    """A real schema change: TrialFailed v2 says whose fault a failure was; v1 records read as v2."""
+def test_trial_failed_v1_events_are_upcast_with_a_blame_and_no_metrics(tmp_path: Path) -> None:
+    """Real schema changes: TrialFailed v2 says whose fault a failure was, v3 what was measured before it; v1
+    records read as v3."""
     old = [msgpack.packb({"type": ev.TRIAL_FAILED, "v": 1, "at": 0.0, "payload": payload}) for payload in (
         {"trial": 2, "lease": None, "reason": "lost 3 times; last: no heartbeat for 30s"},
         {"trial": 5, "lease": 6, "reason": "the loss became NaN"},
@@ -72,7 +73,8 @@ def test_trial_failed_v1_events_are_upcast_with_a_blame(tmp_path: Path) -> None:
         log.copy(old, expected_head=0)  # as an earlier Lineage stored them
         events = list(log.read())
         assert [raw for _, raw in log.read_raw()] == old, "stored bytes are never rewritten"
-    assert [(e.v, e.payload["blame"]) for e in events] == [(2, "infrastructure"), (2, "candidate")]
+    assert [(e.v, e.payload["blame"], e.payload["metrics"]) for e in events] == [
+        (3, "infrastructure", {}), (3, "candidate", {})]
 
 
 def test_a_version_2_config_reads_with_the_behaviour_it_ran_with(tmp_path: Path) -> None:

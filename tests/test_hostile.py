@@ -48,7 +48,7 @@ def message_of(kind: str, **replaced: bytes) -> bytes:
         "hello": hello_fields("x"), "ready": {"slots": 1}, "heartbeat": {"leases": [1]},
         "progress": {"lease": 5, "epochs": [{"epoch": 1, "metrics": {"val_acc": 1.0}}]},
         "result": {"lease": 5, "metrics": {"val_acc": 1.0}, "artifacts": {}, "inherited": [], "slots": 0},
-        "fail": {"lease": 5, "reason": "r", "blame": "candidate", "slots": 0},
+        "fail": {"lease": 5, "reason": "r", "blame": "candidate", "metrics": {}, "slots": 0},
         "blob_put": {"digest": "ab" * 32, "offset": 0, "total": 3, "data": b"abc"},
         "blob_get": {"digest": "ab" * 32, "offset": 0}, "bye": {},
     }
@@ -428,7 +428,7 @@ def test_an_honest_trainer_completes_its_search_through_every_attack(serve, trai
     for lease in list(served.state.leases):
         attacker.send("result", lease=lease, metrics={"val_accuracy": 0.9999, "hostile_marker": 1.0},
                       artifacts={}, inherited=[], slots=0)
-        attacker.send("fail", lease=lease, reason="forged", blame="candidate", slots=0)
+        attacker.send("fail", lease=lease, reason="forged", blame="candidate", metrics={}, slots=0)
         attacker.send("heartbeat", leases=[lease])
     attacker.send("blob_put", digest="ab" * 32, offset=0, total=Limits().upload_in_flight, data=b"x")
     for _ in range(50):

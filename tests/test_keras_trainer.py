@@ -68,8 +68,9 @@ def test_tensorboard_logs_are_written_per_trial(tmp_path: Path) -> None:
 
 def test_over_budget_and_diverging_candidates_fail_with_a_reason() -> None:
     evaluator = make_evaluator(keras_config(space__max_params=500))
-    with pytest.raises(EvaluationError, match=r"parameters exceed space.max_params = 500"):
+    with pytest.raises(EvaluationError, match=r"parameters exceed space.max_params = 500") as over:
         evaluator.evaluate(work(["dense_128"]), fetch=None)
+    assert over.value.metrics["params"] > 500, "the size goes with the failure, for the beam's budget model"
     diverging = make_evaluator(keras_config())
     with pytest.raises(EvaluationError, match="loss became NaN"):
         diverging.evaluate(work(["dense_32"], learning_rate=1e12, optimizer="sgd"), fetch=None)

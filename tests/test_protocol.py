@@ -30,7 +30,7 @@ EXAMPLES = {
                                         {"epoch": 2, "metrics": {"val_acc": 61.0, "val_loss": 0.8}}]},
     "result": {"lease": 5, "metrics": {"val_acc": 91.5, "params": 12}, "artifacts": {"weights": DIGEST},
                "inherited": ["b0_dense_64_dense"], "slots": 1},
-    "fail": {"lease": 5, "reason": "NaN loss", "blame": "candidate", "slots": 0},
+    "fail": {"lease": 5, "reason": "NaN loss", "blame": "candidate", "metrics": {}, "slots": 0},
     "blob_put": {"digest": DIGEST, "offset": 0, "total": 3, "data": b"abc"},
     "blob_get": {"digest": DIGEST, "offset": 0},
     "bye": {},

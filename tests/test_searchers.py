@@ -17,8 +17,8 @@ from engine.searchers import Proposer, proposal_seed
 from engine.searchers.beam import BeamSearch
 from engine.searchers.surrogate import LENGTH_GRID, NOISE_GRID, GaussianProcess, expected_improvement
 from engine.spaces import make_space
-from engine.state import State
-from trainers.evaluator import make_evaluator
+from engine.state import Blame, State
+from trainers.evaluator import EvaluationError, make_evaluator
 
 
 def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
@@ -27,6 +27,13 @@ def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
     log, state = create_run(tmp_path, config, sync=False)
     scheduler = Scheduler(state, now=0.0)
     evaluator = make_evaluator(config)
+
+    def settled(item, metrics: dict) -> None:
+        if settle is None:
+            scheduler.complete(item.lease, metrics, {})
+        else:
+            settle(scheduler, item, metrics)
+
     with log:
         while not scheduler.finish_if_done():
             if check is not None and state.queue == type(state.queue)() and state.proposals < state.budget:
@@ -35,11 +42,12 @@ def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
             if not items:
                 scheduler.finish_if_done()
                 break
-            metrics = evaluator.evaluate(items[0], fetch=lambda digest: b"").metrics
-            if settle is None:
-                scheduler.complete(items[0].lease, metrics, {})
+            try:
+                metrics = evaluator.evaluate(items[0], fetch=lambda digest: b"").metrics
+            except EvaluationError as exc:  # as a trainer daemon reports it
+                scheduler.fail(items[0].lease, str(exc), Blame.CANDIDATE, exc.metrics)
             else:
-                settle(scheduler, items[0], metrics)
+                settled(items[0], metrics)
             log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
         log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
     return state
@@ -235,6 +243,29 @@ def test_beam_steers_away_from_candidates_that_fail(tmp_path: Path) -> None:
     screened = sum(proposals_with_failing_block("gp", seed) for seed in range(3))
     uniform = sum(proposals_with_failing_block("none", seed) for seed in range(3))
     assert screened < uniform / 2, (screened, uniform)
+
+
+def test_a_budget_aware_beam_builds_fewer_towers_over_max_params_and_finds_as_good_ones(tmp_path: Path) -> None:
+    """Under ``space.max_params`` the synthetic trainer fails towers over it, reporting their size. With
+    ``search.beam.budget = "learn"`` the beam learns the sizes and proposes far fewer such towers than when it
+    only counts their failures as poor results, and the best tower it finds is at least as good."""
+    from trainers.synthetic import synthetic_accuracy, synthetic_params
+
+    def run(budget: str, seed: int) -> tuple[int, float]:
+        config = tower_config(search__trials=60, search__seed=seed, search__beam__budget=budget,
+                              search__beam__explore=0.3, space__max_depth=5, space__max_params=40_000)
+        state = search(tmp_path / f"{budget}-{seed}", config)
+        late = [t for t in state.trials.values() if t.position >= 20]
+        assert all(t.metrics["params"] == synthetic_params(t.architecture) for t in late if t.metrics), \
+            "failed towers carry the size their trainer reported"
+        fitting = [synthetic_accuracy(t.architecture, t.hyperparameters) for t in state.trials.values()
+                   if synthetic_params(t.architecture) <= 40_000]
+        return sum(t.id in state.failed for t in late), max(fitting)
+
+    aware = [run("learn", seed) for seed in range(4)]
+    blind = [run("ignore", seed) for seed in range(4)]
+    assert sum(n for n, _ in aware) < sum(n for n, _ in blind) / 2, (aware, blind)
+    assert np.median([b for _, b in aware]) >= np.median([b for _, b in blind]) - 0.01, (aware, blind)
 
 
 def test_a_cost_aware_beam_tries_fewer_costly_towers(tmp_path: Path) -> None:

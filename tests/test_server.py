@@ -40,7 +40,7 @@ def test_garbage_leaves_the_engine_serving_and_the_log_unchanged(serve) -> None:
     peer.send("result", lease=12345, metrics={"val_acc": 99.0}, artifacts={}, inherited=[], slots=0)
     assert peer.expect("ack") == {"lease": 12345, "accepted": False,
                                   "reason": "lease is not in flight (a repeated or late result)"}
-    peer.send("fail", lease=777, reason="nope", blame="candidate", slots=0)
+    peer.send("fail", lease=777, reason="nope", blame="candidate", metrics={}, slots=0)
     assert peer.expect("ack")["accepted"] is False
     peer.send("heartbeat", leases=[4242])
     assert peer.expect("beat") == {"unknown": [4242]}
@@ -128,6 +128,22 @@ def test_a_result_without_the_search_metric_fails_the_trial(serve) -> None:
     assert peer.expect("ack")["accepted"] is True
     [failed] = events_of(served, ev.TRIAL_FAILED)
     assert failed.payload["reason"] == "result refused: loss is not finite (nan)"
+    peer.close()
+
+
+def test_a_failure_keeps_the_size_its_trainer_measured_and_only_metrics_the_run_knows(serve) -> None:
+    served = serve(tower_config(space__max_params=10_000))
+    peer = Peer(served.endpoint)
+    peer.hello()
+    peer.send("ready", slots=2)
+    first, second = (item.lease for item in peer.expect("work")["items"])
+    peer.send("fail", lease=first, reason="12,000 parameters exceed space.max_params = 10,000", blame="candidate",
+              metrics={"params": 12_000.0}, slots=0)
+    peer.send("fail", lease=second, reason="too big", blame="candidate", metrics={"val_acc": 5.0}, slots=0)
+    assert peer.expect("ack")["accepted"] and peer.expect("ack")["accepted"]
+    sized, refused = (e.payload for e in events_of(served, ev.TRIAL_FAILED))
+    assert sized["metrics"] == {"params": 12_000.0} and served.state.trials[sized["trial"]].metrics == sized["metrics"]
+    assert refused["metrics"] == {} and "metrics were refused: val_acc is not a metric" in refused["reason"]
     peer.close()
 
 

@@ -52,7 +52,7 @@ from engine.work import WorkItem
 from trainers.client import EngineClient, EngineGone, EngineRefused, Message
 from trainers.datasets import DataError
 from trainers.evaluator import EvaluationError, Evaluator, make_evaluator
-from trainers.leases import HeldLease, Phase
+from trainers.leases import HeldLease, Phase, failure
 
 log = logging.getLogger("lineage.trainer")
 
@@ -394,7 +394,7 @@ class TrainerDaemon:
         if self._unusable is not None:
             # Not the candidate's fault: it goes on the record as the infrastructure's, and this trainer leaves.
             self.evaluated += 1
-            held.finish(("fail", {"lease": held.lease, "reason": self._unusable, "blame": Blame.INFRASTRUCTURE}))
+            held.finish(failure(held.lease, self._unusable, Blame.INFRASTRUCTURE))
             for other in waiting[1:]:
                 self._forget(other)
             self._deliver()
@@ -404,8 +404,7 @@ class TrainerDaemon:
             return  # the engine dropped it while its blobs downloaded
         if refused is not None:
             self.evaluated += 1
-            held.finish(("fail", {"lease": held.lease, "reason": f"an artifact it needs is unavailable: {refused}",
-                                  "blame": Blame.INFRASTRUCTURE}))
+            held.finish(failure(held.lease, f"an artifact it needs is unavailable: {refused}", Blame.INFRASTRUCTURE))
             self._deliver()
             return
         future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read,
@@ -449,11 +448,10 @@ class TrainerDaemon:
         try:
             outcome = held.future.result()
         except EvaluationError as exc:
-            held.finish(("fail", {"lease": lease, "reason": str(exc), "blame": Blame.CANDIDATE}))
+            held.finish(failure(lease, str(exc), Blame.CANDIDATE, exc.metrics))
         except Exception as exc:  # any crash of a candidate fails that trial, not the trainer
             log.exception("%s: evaluating trial %s crashed", self.name, held.item.trial)
-            held.finish(("fail", {"lease": lease, "reason": f"{type(exc).__name__}: {exc}",
-                                  "blame": Blame.CANDIDATE}))
+            held.finish(failure(lease, f"{type(exc).__name__}: {exc}", Blame.CANDIDATE))
         else:
             held.finish(("result", {"lease": lease, "metrics": outcome.metrics, "inherited": outcome.inherited}),
                         outcome.artifacts)
@@ -498,9 +496,7 @@ class TrainerDaemon:
                                for name, data in held.artifacts.items()}
                     fields = {**fields, "artifacts": digests}
                 except EngineRefused as exc:
-                    kind = "fail"
-                    fields = {"lease": held.lease, "reason": f"artifact upload refused: {exc}",
-                              "blame": Blame.INFRASTRUCTURE}
+                    kind, fields = failure(held.lease, f"artifact upload refused: {exc}", Blame.INFRASTRUCTURE)
             if held.phase is Phase.FINISHED:  # a heartbeat reply may have dropped it meanwhile
                 self._report(held, kind, fields)
 

@@ -41,7 +41,18 @@ class Outcome:
 
 
 class EvaluationError(RuntimeError):
-    """The candidate cannot be evaluated; the trial fails with this message as its reason."""
+    """The candidate cannot be evaluated; the trial fails with this message as its reason, and with the
+    ``metrics`` measured before it failed (a tower over ``space.max_params`` reports its ``params``, which the
+    beam's budget model learns from).
+
+    Example::
+
+        >>> raise EvaluationError("15,000 parameters exceed space.max_params = 14,000", {"params": 15000.0})
+    """
+
+    def __init__(self, message: str, metrics: dict[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.metrics = dict(metrics or {})
 
 
 class Evaluator(ABC):

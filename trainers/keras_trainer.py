@@ -117,7 +117,8 @@ class KerasEvaluator(Evaluator):
         model = self._build(work.architecture, hyperparameters, f"trial_{work.trial}")
         params = model.count_params()
         if self.max_params and params > self.max_params:
-            raise EvaluationError(f"{params:,} parameters exceed space.max_params = {self.max_params:,}")
+            raise EvaluationError(f"{params:,} parameters exceed space.max_params = {self.max_params:,}",
+                                  {"params": float(params)})
         inherited = self._inherit(model, work, fetch) if work.inherit and not work.resume else []
         features, targets = self.data.features, self.data.targets
         student, train_targets, validation_targets = model, targets["train"], targets["validation"]

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 
-from engine.state import Epoch
+from engine.state import Blame, Epoch
 from engine.work import WorkItem
 from trainers.client import Message
 
@@ -35,6 +35,12 @@ class Phase(Enum):
 
 class PhaseError(RuntimeError):
     """A lease was asked for a transition its phase does not allow (a bug in the daemon)."""
+
+
+def failure(lease: int, reason: str, blame: Blame, metrics: dict[str, float] | None = None) -> Message:
+    """The FAIL report of ``lease`` (``metrics``: what was measured before it failed, such as the parameter count
+    of a tower over ``space.max_params``)."""
+    return "fail", {"lease": lease, "reason": reason, "blame": blame, "metrics": dict(metrics or {})}
 
 
 @dataclass

@@ -4,7 +4,9 @@ It lets the engine, the tests and the demo run searches over the block tower wit
 Its "validation accuracy" is a smooth function of the blocks (each block name has a fixed quality),
 their order, the depth and the hyperparameters, plus small noise seeded by the trial, so searching
 it has real structure: some towers are better and mutations can find them. It also writes a small
-"weights" artifact and reads its parent's, exercising the artifact path of a real trainer.
+"weights" artifact and reads its parent's, exercising the artifact path of a real trainer. Its
+parameter count is a fixed size per block, and like the Keras trainer it fails a tower over
+``space.max_params`` unevaluated, reporting its size.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.config import Config
+from engine.space_options import TowerOptions
 from engine.state import Artifact
 from engine.work import WorkItem
-from trainers.evaluator import Evaluator, Fetch, Outcome, Report, stable_fraction
+from trainers.evaluator import EvaluationError, Evaluator, Fetch, Outcome, Report, stable_fraction
 
 
 def synthetic_accuracy(architecture: Sequence[str], hyperparameters: Mapping[str, Any]) -> float:
@@ -37,6 +40,11 @@ def synthetic_accuracy(architecture: Sequence[str], hyperparameters: Mapping[str
     return min(max(accuracy, 0.01), 0.99)
 
 
+def synthetic_params(architecture: Sequence[str]) -> float:
+    """The parameter count of a tower: 1,000 to 21,000 a block, fixed by the block's name."""
+    return float(sum(1000 + int(stable_fraction("size", name) * 20000) for name in architecture))
+
+
 class SyntheticEvaluator(Evaluator):
     """Scores towers with :func:`synthetic_accuracy` plus noise seeded by the trial."""
 
@@ -46,9 +54,14 @@ class SyntheticEvaluator(Evaluator):
     def __init__(self, config: Config) -> None:
         super().__init__(config)
         self.delay = config.evaluator.delay
+        self.max_params = config.space.max_params if isinstance(config.space, TowerOptions) else 0
 
     def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
         started = time.perf_counter()
+        params = synthetic_params(work.architecture)
+        if self.max_params and params > self.max_params:
+            raise EvaluationError(f"{params:,.0f} parameters exceed space.max_params = {self.max_params:,}",
+                                  {"params": params})
         if self.delay:
             time.sleep(self.delay)
         rng = random.Random(work.seed)
@@ -61,7 +74,7 @@ class SyntheticEvaluator(Evaluator):
             metrics={
                 "val_accuracy": accuracy,
                 "val_loss": -math.log(max(accuracy, 1e-6)),
-                "params": float(sum(1000 + int(stable_fraction("size", n) * 20000) for n in work.architecture)),
+                "params": params,
                 "inherited_bytes": float(inherited_bytes),
                 "train_seconds": time.perf_counter() - started,
             },
