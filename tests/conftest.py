@@ -79,6 +79,26 @@ def engine_cli(cli_env: dict[str, str], tmp_path: Path) -> Callable[..., subproc
 
 
 @pytest.fixture
+def engine_here(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+                ) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``engine ARGS`` in this process, from ``tmp_path``: the same ``main`` as the command, for the commands
+    that load TensorFlow (export, predict, evaluate) in tests that loaded it already, where a child process would
+    spend seconds starting it again. ``engine_cli`` runs the command itself."""
+    from engine.cli import main
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        monkeypatch.chdir(tmp_path)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        if check and code != 0:
+            raise AssertionError(f"engine {' '.join(args)} exited {code}:\n{err}")
+        return subprocess.CompletedProcess(["engine", *args], code, out, err)
+
+    return run
+
+
+@pytest.fixture
 def spawn(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Start ``engine ARGS`` in the background; every process still alive at teardown is killed."""
     processes: list[subprocess.Popen] = []

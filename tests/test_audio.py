@@ -193,7 +193,8 @@ def test_the_log_mel_front_end_gives_each_clip_the_same_features_alone_or_in_a_b
     assert np.all(np.isfinite(silence)), "silence is floored, not minus infinity"
 
 
-def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_path: Path, engine_cli) -> None:
+def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_path: Path, engine_cli,
+                                                                          engine_here) -> None:
     """The MFCC front end (log-mel, then the cepstrum) inside the exported model: a WAV file in, the prediction
     the trained tower gives the clip's features out; towers end by pooling (space.head), in export too."""
     pytest.importorskip("keras")
@@ -205,7 +206,6 @@ def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_pa
     config_path = write_toml(tmp_path / "keywords.toml", three_trial_search(
         ["conv1d_16_k3", "maxpool1d", "conv1d_32_k3"], KEYWORDS, epochs=4, head="pool"))
     engine_cli("run", "--run", "run", "--config", str(config_path), "--quiet", timeout=300)
-    engine_cli("export", "--run", "run", "--out", "model")
     state = state_at(tmp_path / "run")
     assert state.config.data.task == "classification" and state.config.data.audio.front_end == "mfcc"
     data = load_dataset(load_config(config_path).data)
@@ -215,19 +215,20 @@ def test_an_exported_model_takes_wav_files_and_predicts_what_training_saw(tmp_pa
     # A clip of the test split, given to `engine predict` as the WAV file it was read from.
     paths = [p for name in data.classes for p in wav_files(root / name)]
     test = split_indices(len(paths), 0.15, 0.15, 0)["test"]
-    exported = load_model(tmp_path / "model")
     assert state.config.space.head == "pool"
     tower = rebuild(tmp_path / "run", state.best_trial(), data, state.config.space.head)
+    engine_here("export", "--run", "run", "--out", "model")
     assert tower.get_layer("head_pool") is not None
     expected = tower.predict(data.features["test"], verbose=0)
+    exported = load_model(tmp_path / "model")
     for position in (0, 1):
         row = predict(exported, paths[test[position]])[0]
         assert row["file"] == str(paths[test[position]])
         assert np.allclose(list(row["probabilities"].values()), expected[position], atol=1e-4)
     assert [r["file"] for r in predict(exported, root / "low")] == list(map(str, wav_files(root / "low")))
-    lines = engine_cli("predict", "--model", "model", "--input", str(root / "high")).stdout.splitlines()
+    lines = engine_here("predict", "--model", "model", "--input", str(root / "high")).stdout.splitlines()
     assert len(lines) == 20 and all(line.startswith(str(root / "high")) for line in lines)
     right = sum(line.endswith(": high") for line in lines)
     assert right >= 15, f"tones this far apart are told apart ({right} of 20)"
-    bad = engine_cli("predict", "--model", "model", "--input", str(tmp_path / "keywords.toml"), check=False)
+    bad = engine_here("predict", "--model", "model", "--input", str(tmp_path / "keywords.toml"), check=False)
     assert bad.returncode != 0 and "no .wav clips to predict" in bad.stderr

@@ -1,5 +1,5 @@
 """The ``engine`` command end to end, in child processes: run, serve, trainer, status, log, replay,
-fork and keys, as a user would type them."""
+fork and keys, as a user would type them (the refusals of ``fork``, many, run its ``main`` in this process)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_serve_with_separate_trainer_daemons_and_a_live_log(tmp_path: Path, spaw
 
 
 def test_fork_continues_a_run_with_overrides_and_leaves_the_parent_alone(finished_run: Path, tmp_path: Path,
-                                                                         engine_cli) -> None:
+                                                                         engine_cli, engine_here) -> None:
     parent_bytes = (finished_run / "events.lmdb" / "data.mdb").read_bytes()
     child = tmp_path / "evo"
     out = engine_cli("fork", "--run", str(finished_run), "--at", "60", "--into", str(child),
@@ -147,14 +147,14 @@ def test_fork_continues_a_run_with_overrides_and_leaves_the_parent_alone(finishe
         (["--at", "10", "--set", "search.beam.kk=3"], "search.beam.kk"),
         (["--at", "100", "--set", "search.trials=3"], "below the"),
     ]:
-        result = engine_cli("fork", "--run", str(finished_run), "--into", str(tmp_path / "no"), *args, check=False)
+        result = engine_here("fork", "--run", str(finished_run), "--into", str(tmp_path / "no"), *args, check=False)
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert not (tmp_path / "no").exists()
-    taken = engine_cli("fork", "--run", str(finished_run), "--at", "10", "--into", str(child), check=False)
+    taken = engine_here("fork", "--run", str(finished_run), "--at", "10", "--into", str(child), check=False)
     assert taken.returncode == 1 and "already exists" in taken.stderr
     (tmp_path / "a-file").write_text("x")
-    into_file = engine_cli("fork", "--run", str(finished_run), "--at", "10", "--into", str(tmp_path / "a-file"),
-                           check=False)
+    into_file = engine_here("fork", "--run", str(finished_run), "--at", "10", "--into", str(tmp_path / "a-file"),
+                            check=False)
     assert into_file.returncode == 1 and "not an empty folder" in into_file.stderr
 
 

@@ -36,7 +36,7 @@ seed = 3
 [evaluator]
 delay = 0.3
 [engine]
-lease_timeout = 6.0
+lease_timeout = 4.0
 heartbeat = 0.5
 """
 TABLE = """
@@ -160,7 +160,7 @@ def test_a_search_across_three_hosts_survives_latency_loss_a_partition_and_a_dro
             lab.impair("t1", up=False)  # t1's host is cut off for 2.5 lease timeouts
             partition = time.monotonic()
             hosts.wait_completed(hosts.completed() + 4, 60, engine, t2)
-            time.sleep(max(0.0, 15.0 - (time.monotonic() - partition)))
+            time.sleep(max(0.0, 10.0 - (time.monotonic() - partition)))
             lab.impair("t1", up=True)
             hosts.wait_completed(hosts.completed() + 4, 60, engine, t1, t2)
 

@@ -165,23 +165,24 @@ def test_array_inputs_to_predict_read_from_npy_and_npz(tmp_path: Path) -> None:
         read_inputs(exported, tmp_path / "other.npz")
 
 
-def test_the_cli_exports_predicts_and_evaluates(churn_run: Path, tmp_path: Path, engine_cli) -> None:
+def test_the_cli_exports_predicts_and_evaluates(churn_run: Path, tmp_path: Path, engine_cli, engine_here) -> None:
+    """The commands themselves export (``engine_cli``: a child process); the rest runs their ``main`` here."""
     engine_cli("export", "--run", str(churn_run), "--out", str(tmp_path / "m"), "--trial",
                str(status_json(engine_cli, churn_run)["leaderboard"][-1]["trial"]))
-    lines = engine_cli("predict", "--model", str(tmp_path / "m"), "--input",
-                       str(ROOT / "examples" / "data" / "customers.csv")).stdout.splitlines()
+    lines = engine_here("predict", "--model", str(tmp_path / "m"), "--input",
+                        str(ROOT / "examples" / "data" / "customers.csv")).stdout.splitlines()
     assert len(lines) == 600 and set(lines) <= {"no", "yes"}
-    report = json.loads(engine_cli("evaluate", "--model", str(tmp_path / "m"), "--json").stdout)
+    report = json.loads(engine_here("evaluate", "--model", str(tmp_path / "m"), "--json").stdout)
     assert report["examples"] == 90 and 0.5 <= report["accuracy"] <= 1.0
     status = engine_cli("status", "--run", str(churn_run)).stdout
     assert "pareto front (val_accuracy against parameters):" in status
 
     broken = tmp_path / "broken.csv"
     broken.write_text("tenure_months,plan\n3,basic\n")
-    bad = engine_cli("predict", "--model", str(tmp_path / "m"), "--input", str(broken), check=False)
+    bad = engine_here("predict", "--model", str(tmp_path / "m"), "--input", str(broken), check=False)
     assert bad.returncode == 1 and "columns ['region', 'support_calls', 'monthly_charge'] are missing" in bad.stderr
-    nothing = engine_cli("export", "--run", str(churn_run), "--out", str(tmp_path / "x"), "--trial", "1",
-                         check=False)
+    nothing = engine_here("export", "--run", str(churn_run), "--out", str(tmp_path / "x"), "--trial", "1",
+                          check=False)
     assert nothing.returncode == 1 and "trial 1 cannot be exported" in nothing.stderr
 
 

@@ -183,11 +183,11 @@ def test_a_fork_taken_after_an_ensemble_step_keeps_that_ensemble(knowledge_run: 
 
 
 def test_the_best_ensemble_exports_as_one_model_and_evaluates_beside_the_best_single(knowledge_run: Path,
-                                                                                    tmp_path: Path, engine_cli):
+                                                                                    tmp_path: Path, engine_here):
     from engine.runs import state_at
     from trainers.export import ExportError, Pick, choose_trial
 
-    engine_cli("export", "--run", str(knowledge_run), "--out", str(tmp_path / "ens"))  # what the search hands back
+    engine_here("export", "--run", str(knowledge_run), "--out", str(tmp_path / "ens"))  # what the search hands back
     metadata = json.loads((tmp_path / "ens" / "lineage.json").read_text())
     state = state_at(knowledge_run)
     assert metadata["kind"] == "ensemble" and len(metadata["members"]) >= 2
@@ -198,9 +198,9 @@ def test_the_best_ensemble_exports_as_one_model_and_evaluates_beside_the_best_si
     with pytest.raises(ExportError, match="no ensemble that beats its best single tower"):
         choose_trial(state, None, Pick.ENSEMBLE)
     assert abs(sum(m["weight"] for m in metadata["members"]) - 1) < 1e-6
-    report = json.loads(engine_cli("evaluate", "--model", str(tmp_path / "ens"), "--json").stdout)
+    report = json.loads(engine_here("evaluate", "--model", str(tmp_path / "ens"), "--json").stdout)
     assert 0 <= report["accuracy"] <= 1 and 0 <= report["best_single"]["accuracy"] <= 1
-    text = engine_cli("evaluate", "--model", str(tmp_path / "ens")).stdout
+    text = engine_here("evaluate", "--model", str(tmp_path / "ens")).stdout
     assert "best single member:" in text
 
 

@@ -163,7 +163,7 @@ def test_a_report_at_an_earlier_event_shows_the_search_as_it_stood_then(tmp_path
     assert "at event 40" in render(early)
 
 
-def test_bad_report_requests_get_one_line_and_write_nothing(tmp_path: Path, engine_cli) -> None:
+def test_bad_report_requests_get_one_line_and_write_nothing(tmp_path: Path, engine_cli, engine_here) -> None:
     run = handmade_run(tmp_path)
     with EventLog.open_reader(run) as log:
         head = log.head
@@ -171,7 +171,7 @@ def test_bad_report_requests_get_one_line_and_write_nothing(tmp_path: Path, engi
             (["--run", str(tmp_path / "nothing")], "has no event log"),
             (["--run", str(run), "--at", str(head + 1)], f"--at {head + 1} is outside the log"),
             (["--run", str(run), "--at", "0"], "--at 0 is outside the log")):
-        result = engine_cli("report", *args, "--out", str(tmp_path / "r.html"), check=False)
+        result = engine_here("report", *args, "--out", str(tmp_path / "r.html"), check=False)
         assert result.returncode != 0 and message in result.stderr and len(result.stderr.splitlines()) == 1
         assert not (tmp_path / "r.html").exists()
     result = engine_cli("report", "--run", str(run), "--at", "30", "--out", str(tmp_path / "r.html"))

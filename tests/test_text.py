@@ -172,7 +172,7 @@ length = 10
 """
 
 
-def test_an_exported_text_model_takes_raw_strings(tmp_path: Path, engine_cli) -> None:
+def test_an_exported_text_model_takes_raw_strings(tmp_path: Path, engine_cli, engine_here) -> None:
     pytest.importorskip("keras")
     from engine.runs import state_at
     from trainers.export import load_model, predict, rebuild
@@ -181,10 +181,10 @@ def test_an_exported_text_model_takes_raw_strings(tmp_path: Path, engine_cli) ->
     config_path = write_toml(tmp_path / "languages.toml", three_trial_search(
         ["embedding_16", "conv1d_16_k3", "global_avg_pool1d", "dense_32"], LANGUAGES, epochs=8))
     engine_cli("run", "--run", "run", "--config", str(config_path), "--quiet", timeout=300)
-    engine_cli("export", "--run", "run", "--out", "model")
     state = state_at(tmp_path / "run")
     data = load_dataset(load_config(config_path).data)
     tower = rebuild(tmp_path / "run", state.best_trial(), data, "flatten")
+    engine_here("export", "--run", "run", "--out", "model")
     expected = tower.predict(data.features["test"], verbose=0)
 
     fresh = sentences(30, seed=7)
@@ -196,5 +196,5 @@ def test_an_exported_text_model_takes_raw_strings(tmp_path: Path, engine_cli) ->
         assert np.allclose(list(row["probabilities"].values()), probabilities, atol=1e-4)
     right = sum(row["class"] == language for row, (_, language) in zip(rows[5:], fresh, strict=True))
     assert right >= 24, f"made-up languages this far apart are told apart ({right} of 30)"
-    lines = engine_cli("predict", "--model", "model", "--input", str(tmp_path / "new.csv")).stdout.splitlines()
+    lines = engine_here("predict", "--model", "model", "--input", str(tmp_path / "new.csv")).stdout.splitlines()
     assert [line for line in lines] == [row["class"] for row in rows]
