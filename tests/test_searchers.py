@@ -27,13 +27,7 @@ def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
     log, state = create_run(tmp_path, config, sync=False)
     scheduler = Scheduler(state, now=0.0)
     evaluator = make_evaluator(config)
-
-    def settled(item, metrics: dict) -> None:
-        if settle is None:
-            scheduler.complete(item.lease, metrics, {})
-        else:
-            settle(scheduler, item, metrics)
-
+    settle = settle or (lambda scheduler, item, metrics: scheduler.complete(item.lease, metrics, {}))
     with log:
         while not scheduler.finish_if_done():
             if check is not None and state.queue == type(state.queue)() and state.proposals < state.budget:
@@ -47,7 +41,7 @@ def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
             except EvaluationError as exc:  # as a trainer daemon reports it
                 scheduler.fail(items[0].lease, str(exc), Blame.CANDIDATE, exc.metrics)
             else:
-                settled(items[0], metrics)
+                settle(scheduler, items[0], metrics)
             log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
         log.append([raw for _, raw in scheduler.take()], expected_head=log.head)
     return state

@@ -43,16 +43,13 @@ from typing import Any
 import zmq
 
 from engine.artifacts import ArtifactStore
-from engine.bundle import localise, unpack
-from engine.config import Config
 from engine.protocol import MAX_EPOCHS
 from engine.state import Blame, Epoch
-from engine.stopping import rungs
 from engine.work import WorkItem
 from trainers.client import EngineClient, EngineGone, EngineRefused, Message
-from trainers.datasets import DataError
-from trainers.evaluator import EvaluationError, Evaluator, make_evaluator
+from trainers.evaluator import EvaluationError
 from trainers.leases import HeldLease, Phase, failure
+from trainers.run_setup import RunSetup, set_up
 
 log = logging.getLogger("lineage.trainer")
 
@@ -98,9 +95,7 @@ class TrainerDaemon:
         self.cache = ArtifactStore(cache_dir or default_cache())
         self.evaluated = 0
         self._stop = threading.Event()
-        self._evaluator: Evaluator | None = None
-        self._unusable: str | None = None  # why this trainer cannot evaluate the run's candidates
-        self._rungs: frozenset[int] = frozenset()  # epochs the run's stopping rule judges trials at (asha)
+        self._setup = RunSetup()  # the run served: its evaluator, or why this trainer cannot evaluate its candidates
         self._run_id: str | None = None
         self._leases: dict[int, HeldLease] = {}  # in the order the engine handed them out
         self._asked = False
@@ -154,8 +149,8 @@ class TrainerDaemon:
                 except EngineRefused as exc:
                     log.error("%s: %s", self.name, exc)
                     return 2
-                if self._unusable is not None:
-                    log.error("%s: %s", self.name, self._unusable)
+                if self._setup.unusable is not None:
+                    log.error("%s: %s", self.name, self._setup.unusable)
                     return 2
                 if self.once or not self._done or self._limit_reached() or self._idle_too_long():
                     return 0
@@ -275,22 +270,8 @@ class TrainerDaemon:
                             self.name, welcome["run"], self._run_id)
                 for held in list(self._leases.values()):
                     self._forget(held)
-            self._evaluator, self._unusable = None, None
-            try:
-                config = Config.from_dict(welcome["config"])
-                if welcome["bundle"] is not None:
-                    config = localise(config, self._unpacked(welcome["bundle"]))
-                asha = config.search.asha
-                self._rungs = frozenset(rungs(asha.min_epochs, asha.eta, config.training.epochs)
-                                        if config.search.stopping == "asha" else ())
-                self._evaluator = make_evaluator(config)
-            except (EngineGone, EngineRefused):
-                raise  # the bundle's download did not finish: the next hello tries again, or the trainer leaves
-            except DataError as exc:
-                self._unusable = f"trainer {self.name} cannot read the data: {exc}"
-            except Exception as exc:  # a missing package, a block that does not import
-                self._unusable = f"trainer {self.name} cannot evaluate this run's candidates: " \
-                                 f"{type(exc).__name__}: {exc}"
+            self._setup = set_up(self.name, welcome["config"], welcome["bundle"], self.cache.root / "bundles",
+                                 lambda digest: self.client.download(digest, **self._transfer_options()))
             self._run_id = welcome["run"]
         if welcome["name"] != self.name:
             log.warning("%s: another trainer holds this name; the engine knows this trainer as %s",
@@ -300,21 +281,10 @@ class TrainerDaemon:
             self._become(f"serving {self._run_id}", logging.INFO,
                          f"connected to {self.client.endpoint} (run {self._run_id})")
 
-    def _unpacked(self, digest: str) -> Path:
-        """The run's files (its bundle), downloaded from the engine once per machine and unpacked by digest."""
-        root = self.cache.root / "bundles" / digest
-        if not root.is_dir():
-            started = time.monotonic()
-            payload = self.client.download(digest, **self._transfer_options())
-            unpack(payload, root)
-            log.info("%s: the run's files (%.1f MB) downloaded and unpacked in %s in %.1fs", self.name,
-                     len(payload) / 1e6, root, time.monotonic() - started)
-        return root
-
     def _wanted(self) -> int:
         if self._done or self._stop.is_set():
             return 0
-        if self._unusable is not None:  # one candidate, to fail with the reason, so the run hears of it
+        if self._setup.unusable is not None:  # one candidate, to fail with the reason, so the run hears of it
             return 0 if self.evaluated or self._leases else 1
         held = len(self._in(Phase.WAITING, Phase.RUNNING, Phase.ABANDONED))  # those not evaluated yet
         slots = self.prefetch - held
@@ -391,10 +361,10 @@ class TrainerDaemon:
         if self._evaluating() is not None or not waiting:
             return
         held = waiting[0]
-        if self._unusable is not None:
+        if self._setup.unusable is not None:
             # Not the candidate's fault: it goes on the record as the infrastructure's, and this trainer leaves.
             self.evaluated += 1
-            held.finish(failure(held.lease, self._unusable, Blame.INFRASTRUCTURE))
+            held.finish(failure(held.lease, self._setup.unusable, Blame.INFRASTRUCTURE))
             for other in waiting[1:]:
                 self._forget(other)
             self._deliver()
@@ -407,7 +377,7 @@ class TrainerDaemon:
             held.finish(failure(held.lease, f"an artifact it needs is unavailable: {refused}", Blame.INFRASTRUCTURE))
             self._deliver()
             return
-        future = self._executor.submit(self._evaluator.evaluate, held.item, self.cache.read,
+        future = self._executor.submit(self._setup.evaluator.evaluate, held.item, self.cache.read,
                                        functools.partial(self._epoch_done, held))
         held.start(future)
         future.add_done_callback(self._ring)
@@ -415,7 +385,7 @@ class TrainerDaemon:
     def _fetch(self, item: WorkItem) -> EngineRefused | None:
         """Download into the cache what ``item`` needs; the engine's refusal if it refused one."""
         needs = list(item.needs)
-        if self._evaluator.wants_parent_artifacts:
+        if self._setup.evaluator.wants_parent_artifacts:
             needs += list(item.parent_artifacts.values())
         try:
             for digest in needs:
@@ -461,7 +431,7 @@ class TrainerDaemon:
         """An epoch the worker thread trained for ``held``; whether to train on. Wakes the main loop when a
         report is due, so the engine hears of the epoch (and can stop the trial) at once."""
         held.curve.append(epoch)
-        held.urgent = held.urgent or epoch.epoch in self._rungs
+        held.urgent = held.urgent or epoch.epoch in self._setup.rungs
         if held.urgent or time.monotonic() - held.sent_at >= PROGRESS_EVERY:
             self._ring(None)
         return not held.stopping
@@ -515,7 +485,7 @@ class TrainerDaemon:
             self._last_beat = now
 
     def _drained(self) -> bool:
-        unusable = self._unusable is not None and self.evaluated > 0
+        unusable = self._setup.unusable is not None and self.evaluated > 0
         return not self._leases and (self._done or self._limit_reached() or unusable)
 
     def _leave(self) -> None:

@@ -37,8 +37,8 @@ candidates at least as likely to fit as not are eligible (a probabilistic constr
 al., 2014), and among them expected improvement is multiplied by that probability (constrained
 expected improvement, Gardner et al., 2014); a Thompson pick keeps the best sample among them. A
 size is nearly additive over blocks, which a linear model captures and a GP's kernel does not: on
-a synthetic run it told fitting from oversized towers apart with a mean chance of 0.75 against
-0.29, where a GP of the same features gave 0.67 against 0.45. Over-budget failures then no longer
+a synthetic run it gave towers that fit a mean chance of 0.77 and oversized ones 0.24, where a GP
+of the same features gave 0.67 against 0.45. Over-budget failures then no longer
 count as poor results: the size model explains them. Without it, 29-42% of a budgeted keyword
 search's towers were built only to fail.
 """
