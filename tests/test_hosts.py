@@ -117,12 +117,29 @@ class Hosts:
                 assert process.poll() is None, f"a process exited early ({process.args[4:8]}):\n{self.tail()}"
             time.sleep(0.2)
 
-    def evaluating(self, trainer: str) -> bool:
-        """Whether ``trainer``'s latest lease is neither completed nor lost yet."""
+    def in_flight(self, trainer: str) -> int | None:
+        """``trainer``'s latest lease while it is neither completed nor lost, else None."""
         events = self.events()
         leases = [e.seq for e in events if e.type == ev.TRIAL_ASSIGNED and e.payload["trainer"] == trainer]
-        ended = {e.payload["lease"] for e in events if e.type in (ev.TRIAL_COMPLETED, ev.TRIAL_LOST)}
-        return bool(leases) and leases[-1] not in ended
+        completed = {e.payload["lease"] for e in events if e.type in (ev.TRIAL_COMPLETED, ev.TRIAL_LOST)}
+        return leases[-1] if leases and leases[-1] not in completed else None
+
+    def completed_lease(self, lease: int) -> bool:
+        return any(e.type == ev.TRIAL_COMPLETED and e.payload["lease"] == lease for e in self.events())
+
+    def cut_while_evaluating(self, trainer: str) -> None:
+        """Cut ``trainer``'s host off while it holds a lease whose result has not reached the engine, so that
+        the result can only come late. A trial takes 0.3 s: a cut that comes after the result got through is
+        undone and tried again."""
+        for _ in range(20):
+            lease = wait_for(lambda: self.in_flight(trainer), timeout=30)
+            time.sleep(0.05)  # the work message is through the router (no delay now) and being evaluated
+            self.lab.impair(trainer, up=False)
+            time.sleep(1.0)  # a result sent before the cut has been recorded by now
+            if not self.completed_lease(lease):
+                return
+            self.lab.impair(trainer, up=True)
+        raise AssertionError(f"no cut caught {trainer} evaluating in 20 tries")
 
     def tail(self) -> str:
         return "\n".join(f"--- {name}\n{(self.root / f'{name}.log').read_text()[-1500:]}" for name in self.lab.names)
@@ -156,9 +173,8 @@ def test_a_search_across_three_hosts_survives_latency_loss_a_partition_and_a_dro
             hosts.wait_completed(20, 120, engine, t1, t2)
             lab.heal()
 
-            wait_for(lambda: hosts.evaluating("t1"), timeout=30)  # cut off while it evaluates (0.3 s a trial)
-            lab.impair("t1", up=False)  # t1's host is cut off for 2.5 lease timeouts
-            partition = time.monotonic()
+            hosts.cut_while_evaluating("t1")  # t1's host is cut off for 2.5 lease timeouts
+            partition = time.monotonic() - 1.0
             hosts.wait_completed(hosts.completed() + 4, 60, engine, t2)
             time.sleep(max(0.0, 10.0 - (time.monotonic() - partition)))
             lab.impair("t1", up=True)
