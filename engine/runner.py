@@ -117,6 +117,11 @@ def run_local(
         if server.returning:  # nothing to search: no trainers, no grace for trainers of other engines
             server.stop()
             return
+        if bind.rsplit(":", 1)[-1] in ("0", "*"):
+            # A resumed run's leases in flight were held by trainers of an earlier engine, on a port this one
+            # does not listen on: none can report, so their trials go back to the queue now, not after
+            # engine.lease_timeout.
+            server.scheduler.lose_all("its trainer served an earlier engine, on a port no longer listened on")
         extra = []
         if keys is not None:
             extra = ["--server-key", str(Path(keys) / "server.key"), "--key", str(Path(keys) / "trainer.key_secret")]

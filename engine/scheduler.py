@@ -273,6 +273,11 @@ class Scheduler:
             self.emit(ev.TRIAL_FAILED, {"trial": trial.id, "lease": None, "blame": Blame.INFRASTRUCTURE,
                                          "reason": f"lost {trial.losses} times; last: {reason}", "metrics": {}})
 
+    def lose_all(self, reason: str) -> None:
+        """Lose every lease in flight at once: their trainers cannot come back (nothing waits out their timeout)."""
+        for lease in list(self.state.leases):
+            self.lose(lease, reason)
+
     def heartbeat(self, trainer: str, holder: str | None, leases: list[int], now: float) -> list[int]:
         """Renew the deadlines of a trainer's leases; returns those it should give up (not its own)."""
         unknown = []

@@ -90,7 +90,7 @@ def test_an_engine_killed_mid_run_resumes_and_loses_no_result(tmp_path: Path, sp
                       for e in events(run) if e.type == ev.TRIAL_COMPLETED}
 
     second = spawn(*serve)
-    assert second.wait(timeout=120) == 0, second.log_path.read_text()
+    assert second.wait(timeout=20) == 0, second.log_path.read_text()
     for trainer in trainers:
         assert trainer.wait(timeout=30) == 0
 
@@ -110,8 +110,11 @@ def test_an_engine_killed_mid_run_resumes_and_loses_no_result(tmp_path: Path, sp
     assert "reproduce exactly" in engine_cli("replay", "--run", str(run), "--verify").stdout
 
 
-def test_killing_the_engine_run_command_stops_its_trainers(tmp_path: Path, spawn) -> None:
-    config = write_toml(tmp_path / "slow.toml", SLOW.format(trials=50))
+def test_killing_the_engine_run_command_stops_its_trainers_and_run_again_requeues_their_leases_at_once(
+        tmp_path: Path, spawn, engine_cli) -> None:
+    # A lease timeout no test waits out: the leases of the killed run's trainers must go back to the queue at once.
+    config = write_toml(tmp_path / "slow.toml", SLOW.format(trials=12).replace("lease_timeout = 1.5",
+                                                                                "lease_timeout = 600"))
     run = tmp_path / "run"
     parent = spawn("run", "--run", str(run), "--config", str(config), "--trainers", "2", "--quiet")
     endpoints = wait_for(lambda: read_endpoints(run))
@@ -125,6 +128,15 @@ def test_killing_the_engine_run_command_stops_its_trainers(tmp_path: Path, spawn
         return subprocess.run(["kill", "-0", pid], capture_output=True).returncode != 0 or _zombie(pid)
 
     wait_for(lambda: all(gone(pid) for pid in children), timeout=30)
+
+    in_flight = {e.seq for e in events(run) if e.type == ev.TRIAL_ASSIGNED} - {
+        e.payload["lease"] for e in events(run) if e.type in (ev.TRIAL_COMPLETED, ev.TRIAL_LOST)}
+    assert in_flight, "the killed run's trainers held leases"
+    engine_cli("run", "--run", str(run), "--trainers", "1", "--quiet", timeout=120)
+    log = events(run)
+    lost = {e.payload["lease"]: e.payload["reason"] for e in log if e.type == ev.TRIAL_LOST}
+    assert set(lost) == in_flight and all("earlier engine" in reason for reason in lost.values())
+    assert sum(e.type == ev.TRIAL_COMPLETED for e in log) == 12 and log[-1].type == ev.SEARCH_FINISHED
 
 
 def _zombie(pid: str) -> bool:

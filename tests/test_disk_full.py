@@ -37,10 +37,8 @@ def small_disk(tmp_path: Path):
 def test_a_full_disk_stops_the_engine_clearly_and_the_run_resumes_when_space_returns(small_disk, tmp_path: Path,
                                                                                       engine_cli) -> None:
     disk, filler = small_disk
-    # The lease in flight when the disk filled expires before its trial goes to the resumed run's trainer:
-    # a short lease timeout keeps that wait short.
     config = write_toml(tmp_path / "search.toml", f'[space]\nkind = "nb201"\n[search]\nalgorithm = "random"\n'
-                        f'trials = {TRIALS}\n[engine]\nlease_timeout = 3.0\nheartbeat = 0.5\n')
+                        f'trials = {TRIALS}\n')
     run = disk / "run"
     full = engine_cli("run", "--run", str(run), "--config", str(config), "--trainers", "1", "--quiet",
                       check=False, timeout=300)
