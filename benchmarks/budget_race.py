@@ -224,8 +224,25 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
              "stopped": {rule: stops.count(rule) for rule in sorted(set(stops))},
              "promotions": state.promotions, f"first_{TRIAL_LIMIT}_trials": within_limit,
              "epochs_per_trial": sum(len(e.payload["epochs"]) for e in events if e.type == ev.EPOCHS_REPORTED)
-             / max(1, len({r["candidate"] for r in results}))}
+             / max(1, len({r["candidate"] for r in results})),
+             "towers": towers(state)}
     return summarize(race, name, seed, launched, minutes, results, test_curve, extra, chosen=chosen)
+
+
+def towers(state: State) -> list[dict[str, Any]]:
+    """Every tower the run proposed, in order, with what became of it: what a look at a search's choices needs
+    once its run folder is gone."""
+    rows = []
+    for trial in state.trials.values():
+        if trial.kind != Kind.TOWER:
+            continue
+        metrics = trial.metrics or {}
+        rows.append({"trial": trial.id, "architecture": list(trial.architecture), "hp": trial.hyperparameters,
+                     "parent": trial.parent, "mutation": trial.mutation, "status": str(trial.status),
+                     "params": metrics.get("params"), "val_accuracy": metrics.get("val_accuracy"),
+                     "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
+                     "stop": trial.stop.rule if trial.stop else None, "reason": trial.reason})
+    return rows
 
 
 # -- Optuna TPE ------------------------------------------------------------------------------------
