@@ -74,6 +74,7 @@ class Lab:
         self.address = {name: f"{SUBNET}.{i + 1}" for i, name in enumerate(self.names)}
         self.links = {name: Link() for name in self.names}
         self.counts: Counter[str] = Counter()  # forwarded, lost, cut
+        self.last_sent: dict[str, float] = {}  # host -> when the router last passed on a packet it sent
         self._rng = random.Random(seed)
         self._fds: dict[str, int] = {}
         self._host_of_ip = {bytes(int(part) for part in ip.split(".")): name for name, ip in self.address.items()}
@@ -184,6 +185,7 @@ class Lab:
             return
         delay = sum(max(0.0, link.delay + self._rng.uniform(-link.jitter, link.jitter)) for link in links)
         self.counts["forwarded"] += 1
+        self.last_sent[source] = time.monotonic()
         heapq.heappush(queue, (time.monotonic() + delay, next(order), self._fds[target], packet))
 
 

@@ -84,7 +84,7 @@ def test_every_event_is_linked_and_a_change_breaks_the_chain_where_it_shows(tmp_
 
 
 def test_a_log_from_before_links_verifies_and_its_chain_begins_where_a_newer_engine_appends(tmp_path: Path,
-                                                                                             engine_cli) -> None:
+                                                                                             engine_here) -> None:
     log, state = create_run(tmp_path / "new", nb201_config(search__trials=6), sync=False)
     with log:
         drive(log, state, [("ready", 0, 2, None, False), ("complete", 0, 0, 0.5, False),
@@ -93,13 +93,13 @@ def test_a_log_from_before_links_verifies_and_its_chain_begins_where_a_newer_eng
     run = rewritten(old, tmp_path / "old")
     assert chain.check(enumerate(old, 1)).first is None
     assert verify(run).chain.first is None
-    result = engine_cli("replay", "--run", str(run), "--verify")
+    result = engine_here("replay", "--run", str(run), "--verify")
     assert "hash chain: none" in result.stdout
 
     with EventLog.open_writer(run, sync=False) as log:  # what an engine of today appends to it
         log.append([ev.TYPES.encode(ev.SEARCH_FINISHED, {"reason": "enough"}, at=0.0)], expected_head=len(old))
     assert verify(run).chain == chain.Chain(len(old) + 1, len(old) + 1, chain.digest(stored(run)[-1]).hex())
-    result = engine_cli("replay", "--run", str(run), "--verify")
+    result = engine_here("replay", "--run", str(run), "--verify")
     assert f"hash chain: events {len(old) + 1}-{len(old) + 1} linked" in result.stdout
 
     later_unlinked = stored(run) + [old[-1]]
@@ -108,7 +108,7 @@ def test_a_log_from_before_links_verifies_and_its_chain_begins_where_a_newer_eng
 
 
 @pytest.mark.parametrize("parent_linked", [True, False], ids=["linked parent", "parent from before links"])
-def test_a_fork_goes_on_from_its_parents_chain(parent_linked: bool, tmp_path: Path, engine_cli) -> None:
+def test_a_fork_goes_on_from_its_parents_chain(parent_linked: bool, tmp_path: Path, engine_here) -> None:
     log, state = create_run(tmp_path / "made", nb201_config(search__trials=6), sync=False)
     with log:
         drive(log, state, [("ready", 0, 2, None, False), ("complete", 0, 0, 0.5, False),
@@ -121,7 +121,7 @@ def test_a_fork_goes_on_from_its_parents_chain(parent_linked: bool, tmp_path: Pa
     assert child[:at] == raws[:at]
     assert msgpack.unpackb(child[at])[chain.LINK] == chain.digest(raws[at - 1])
     assert verify(tmp_path / "child").chain.first == (1 if parent_linked else at + 1)
-    engine_cli("replay", "--run", str(tmp_path / "child"), "--verify")
+    engine_here("replay", "--run", str(tmp_path / "child"), "--verify")
 
     tampered = list(child)
     tampered[at - 1] = raws[at]  # the parent's event after the fork point, in place of the fork point's own

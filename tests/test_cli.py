@@ -31,7 +31,9 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def test_engine_run_searches_with_two_trainers_and_prints_the_leaderboard(tmp_path: Path, engine_cli) -> None:
-    result = engine_cli("run", "--run", str(tmp_path / "tower"), "--config", str(TOWER), "--trials", "25")
+    # 0.3 s a trial: neither trainer finishes the 25 before the other has started.
+    result = engine_cli("run", "--run", str(tmp_path / "tower"), "--config", str(TOWER), "--trials", "25",
+                        "--set", "evaluator.delay=0.3")
     assert "leaderboard (val_accuracy, max):" in result.stdout
     assert "finished: budget of 25 trials spent" in result.stdout
     assert "25/25 trials" in result.stderr, "a progress line while it works"

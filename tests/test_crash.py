@@ -38,7 +38,7 @@ def raw_events(run: Path) -> list[tuple[int, bytes]]:
         return list(log.read_raw())
 
 
-def test_a_trainer_killed_mid_trial_has_its_candidate_rerun(tmp_path: Path, spawn, engine_cli) -> None:
+def test_a_trainer_killed_mid_trial_has_its_candidate_rerun(tmp_path: Path, spawn, engine_here) -> None:
     config = write_toml(tmp_path / "slow.toml", SLOW.format(trials=10))
     run, endpoint = tmp_path / "run", f"tcp://127.0.0.1:{free_port()}"
     engine = spawn("serve", "--run", str(run), "--config", str(config), "--bind", endpoint, "--pub",
@@ -72,10 +72,10 @@ def test_a_trainer_killed_mid_trial_has_its_candidate_rerun(tmp_path: Path, spaw
     proposed = {e.seq for e in log if e.type == ev.CANDIDATE_PROPOSED}
     assert proposed == {e.payload["trial"] for e in completed.values()} and len(proposed) == 10, \
         "nothing lost, nothing failed"
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(run), "--verify").stdout
+    assert "reproduce exactly" in engine_here("replay", "--run", str(run), "--verify").stdout
 
 
-def test_an_engine_killed_mid_run_resumes_and_loses_no_result(tmp_path: Path, spawn, engine_cli) -> None:
+def test_an_engine_killed_mid_run_resumes_and_loses_no_result(tmp_path: Path, spawn, engine_here) -> None:
     config = write_toml(tmp_path / "slow.toml", SLOW.format(trials=16))
     run, endpoint = tmp_path / "run", f"tcp://127.0.0.1:{free_port()}"
     serve = ["serve", "--run", str(run), "--bind", endpoint, "--pub", "tcp://127.0.0.1:0"]
@@ -105,9 +105,9 @@ def test_an_engine_killed_mid_run_resumes_and_loses_no_result(tmp_path: Path, sp
     proposed = {e.seq for e in log if e.type == ev.CANDIDATE_PROPOSED}
     assert proposed == {trial for trial, _ in results_after} and len(proposed) == 16
     # The restarted engine's own final state (printed as it exits) is the state a replay rebuilds.
-    replayed = engine_cli("status", "--run", str(run)).stdout
+    replayed = engine_here("status", "--run", str(run)).stdout
     assert second.out_path.read_text() == replayed
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(run), "--verify").stdout
+    assert "reproduce exactly" in engine_here("replay", "--run", str(run), "--verify").stdout
 
 
 def test_killing_the_engine_run_command_stops_its_trainers_and_run_again_requeues_their_leases_at_once(

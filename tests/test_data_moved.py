@@ -101,12 +101,12 @@ def _run_whose_data_moved(tmp_path: Path, *, ship: bool = True) -> tuple[Path, i
     return run, completed
 
 
-def test_a_run_whose_data_moved_replays_verifies_forks_and_resumes(tmp_path: Path, engine_cli) -> None:
+def test_a_run_whose_data_moved_replays_verifies_forks_and_resumes(tmp_path: Path, engine_cli, engine_here) -> None:
     run, completed = _run_whose_data_moved(tmp_path)
     assert completed >= 2
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(run), "--verify").stdout
-    assert json.loads(engine_cli("status", "--run", str(run), "--json").stdout)["completed"] == completed
-    assert "SearchStarted" in engine_cli("log", "--run", str(run)).stdout
+    assert "reproduce exactly" in engine_here("replay", "--run", str(run), "--verify").stdout
+    assert json.loads(engine_here("status", "--run", str(run), "--json").stdout)["completed"] == completed
+    assert "SearchStarted" in engine_here("log", "--run", str(run)).stdout
     engine_cli("fork", "--run", str(run), "--at", "3", "--into", str(tmp_path / "fork"),
                "--set", "search.trials=8")
     assert state_at(tmp_path / "fork").config.search.trials == 8

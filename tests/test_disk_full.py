@@ -35,7 +35,7 @@ def small_disk(tmp_path: Path):
 
 
 def test_a_full_disk_stops_the_engine_clearly_and_the_run_resumes_when_space_returns(small_disk, tmp_path: Path,
-                                                                                      engine_cli) -> None:
+                                                                                      engine_cli, engine_here) -> None:
     disk, filler = small_disk
     config = write_toml(tmp_path / "search.toml", f'[space]\nkind = "nb201"\n[search]\nalgorithm = "random"\n'
                         f'trials = {TRIALS}\n')
@@ -47,10 +47,10 @@ def test_a_full_disk_stops_the_engine_clearly_and_the_run_resumes_when_space_ret
     assert "Traceback" not in full.stderr and "engine serve --run" in full.stderr
     stopped = state_at(run)
     assert 0 < len(stopped.completed) < TRIALS
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(run), "--verify").stdout
+    assert "reproduce exactly" in engine_here("replay", "--run", str(run), "--verify").stdout
 
     filler.unlink()
     engine_cli("run", "--run", str(run), "--trainers", "1", "--quiet", timeout=300)
     resumed = state_at(run)
     assert len(resumed.completed) == TRIALS and resumed.finished is not None
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(run), "--verify").stdout
+    assert "reproduce exactly" in engine_here("replay", "--run", str(run), "--verify").stdout

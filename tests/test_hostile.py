@@ -284,7 +284,7 @@ def test_metrics_are_checked_against_the_run(serve) -> None:
 # -- 5. refusals are logged and counted ------------------------------------------------------------
 
 
-def test_refused_handshakes_and_sessions_are_logged_and_counted(serve, tmp_path: Path, engine_cli, caplog) -> None:
+def test_refused_handshakes_and_sessions_are_logged_and_counted(serve, tmp_path: Path, engine_here, caplog) -> None:
     caplog.set_level(logging.WARNING, logger="lineage.engine")
     paths = make_keys(tmp_path / "keys")
     served = serve(nb201_config(), keys=tmp_path / "keys")
@@ -303,7 +303,7 @@ def test_refused_handshakes_and_sessions_are_logged_and_counted(serve, tmp_path:
     rude.send("ready", slots=1)
     assert rude.expect("error")["code"] == "hello"
     wait_for(lambda: (read_endpoints(served.log.run_dir) or {}).get("refused", {}).get(refused.SESSIONS))
-    status = engine_cli("status", "--run", str(served.log.run_dir)).stdout
+    status = engine_here("status", "--run", str(served.log.run_dir)).stdout
     assert "refused" in status and "1 CurveZMQ handshake" in status, status
 
 

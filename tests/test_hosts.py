@@ -129,11 +129,16 @@ class Hosts:
 
     def cut_while_evaluating(self, trainer: str) -> None:
         """Cut ``trainer``'s host off while it holds a lease whose result has not reached the engine, so that
-        the result can only come late. A trial takes 0.3 s: a cut that comes after the result got through is
-        undone and tried again."""
+        the result can only come late. The engine logs a lease before it sends it: the cut waits for a packet
+        from the trainer's host sent after that (its kernel's acknowledgement of the work message). A trial
+        takes 0.3 s: a cut that comes after the result got through is undone and tried again."""
         for _ in range(20):
             lease = wait_for(lambda: self.in_flight(trainer), timeout=30)
-            time.sleep(0.05)  # the work message is through the router (no delay now) and being evaluated
+            seen = time.monotonic()
+            try:
+                wait_for(lambda seen=seen: self.lab.last_sent.get(trainer, 0.0) > seen, timeout=2)
+            except AssertionError:
+                continue
             self.lab.impair(trainer, up=False)
             time.sleep(1.0)  # a result sent before the cut has been recorded by now
             if not self.completed_lease(lease):

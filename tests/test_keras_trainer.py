@@ -174,7 +174,7 @@ def test_the_cli_exports_predicts_and_evaluates(churn_run: Path, tmp_path: Path,
     assert len(lines) == 600 and set(lines) <= {"no", "yes"}
     report = json.loads(engine_here("evaluate", "--model", str(tmp_path / "m"), "--json").stdout)
     assert report["examples"] == 90 and 0.5 <= report["accuracy"] <= 1.0
-    status = engine_cli("status", "--run", str(churn_run)).stdout
+    status = engine_here("status", "--run", str(churn_run)).stdout
     assert "pareto front (val_accuracy against parameters):" in status
 
     broken = tmp_path / "broken.csv"
@@ -210,14 +210,14 @@ epochs = 1
     assert used <= {"my_blocks:SqueezeExcite", "my_blocks:dilated_conv"} and used
 
 
-def test_engine_run_with_no_config_searches_mnist1d(tmp_path: Path, engine_cli) -> None:
+def test_engine_run_with_no_config_searches_mnist1d(tmp_path: Path, engine_cli, engine_here) -> None:
     result = engine_cli("run", "--set", "search.trials=2", "--set", "training.epochs=1", "--set", "data.samples=300",
                         "--trainers", "1", "--quiet", timeout=300)
     assert "runs/mnist1d-" in result.stderr
     [run] = list((tmp_path / "runs").iterdir())
     status = status_json(engine_cli, run)
     assert status["completed"] == 2 and status["space"] == "tower"
-    assert ev.SEARCH_FINISHED in engine_cli("log", "--run", str(run)).stdout
+    assert ev.SEARCH_FINISHED in engine_here("log", "--run", str(run)).stdout
 
 
 def test_engine_run_stops_with_the_reason_when_its_trainers_cannot_load_the_data(tmp_path: Path, spawn) -> None:

@@ -129,7 +129,7 @@ def knowledge_run(tmp_path_factory) -> Path:
     return folder / "run"
 
 
-def test_every_trained_tower_has_its_learning_curve_in_the_log(knowledge_run: Path, engine_cli) -> None:
+def test_every_trained_tower_has_its_learning_curve_in_the_log(knowledge_run: Path, engine_here) -> None:
     """Trainers report each epoch as they train; the log keeps the curves, and replay rebuilds them."""
     state = state_at(knowledge_run)
     towers = [t for t in state.trials.values() if t.status is Status.COMPLETED and t.kind is Kind.TOWER]
@@ -139,13 +139,14 @@ def test_every_trained_tower_has_its_learning_curve_in_the_log(knowledge_run: Pa
         # A student's validation loss is its distillation loss: only its accuracy is reported.
         assert {"val_accuracy"} <= set(tower.curve[-1].metrics) <= {"val_accuracy", "val_loss"}
         assert "val_loss" in tower.curve[-1].metrics or tower.teacher is not None
-    replayed = json.loads(engine_cli("replay", "--run", str(knowledge_run), "--json").stdout)
+    replayed = json.loads(engine_here("replay", "--run", str(knowledge_run), "--json").stdout)
     curves = {t["trial"]: t["curve"] for t in replayed["trials"]}
     assert curves[towers[0].id] == [epoch.as_dict() for epoch in towers[0].curve]
-    assert "EpochsReported" in engine_cli("log", "--run", str(knowledge_run)).stdout
+    assert "EpochsReported" in engine_here("log", "--run", str(knowledge_run)).stdout
 
 
-def test_a_run_with_all_three_replays_to_the_same_ensemble_and_verifies(knowledge_run: Path, engine_cli) -> None:
+def test_a_run_with_all_three_replays_to_the_same_ensemble_and_verifies(knowledge_run: Path, engine_cli,
+                                                                        engine_here) -> None:
     from engine import events as ev
     from engine.log import EventLog
 
@@ -161,13 +162,13 @@ def test_a_run_with_all_three_replays_to_the_same_ensemble_and_verifies(knowledg
     assert replicas and all(p["inherit"]["mode"] == "off" for p in replicas), "replicas start from fresh weights"
     inherited = [e.payload["inherited"] for e in events if e.type == ev.TRIAL_COMPLETED]
     assert any(inherited), "some child copied layers"
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(knowledge_run), "--verify").stdout
-    replayed = json.loads(engine_cli("replay", "--run", str(knowledge_run), "--json").stdout)
+    assert "reproduce exactly" in engine_here("replay", "--run", str(knowledge_run), "--verify").stdout
+    replayed = json.loads(engine_here("replay", "--run", str(knowledge_run), "--json").stdout)
     assert replayed["ensemble"] == status["ensemble"]
 
 
 def test_a_fork_taken_after_an_ensemble_step_keeps_that_ensemble(knowledge_run: Path, tmp_path: Path,
-                                                                 engine_cli) -> None:
+                                                                 engine_cli, engine_here) -> None:
     from engine import events as ev
     from engine.log import EventLog
 
@@ -175,7 +176,7 @@ def test_a_fork_taken_after_an_ensemble_step_keeps_that_ensemble(knowledge_run: 
         events = list(log.read())
     ensembles = {e.seq for e in events if e.type == ev.CANDIDATE_PROPOSED and e.payload["kind"] == "ensemble"}
     step = next(e for e in events if e.type == ev.TRIAL_COMPLETED and e.payload["trial"] in ensembles)
-    parent_view = json.loads(engine_cli("replay", "--run", str(knowledge_run), "--at", str(step.seq), "--json").stdout)
+    parent_view = json.loads(engine_here("replay", "--run", str(knowledge_run), "--at", str(step.seq), "--json").stdout)
     engine_cli("fork", "--run", str(knowledge_run), "--at", str(step.seq), "--into", str(tmp_path / "fork"),
                "--set", "search.algorithm=random")
     forked = status_json(engine_cli, tmp_path / "fork")

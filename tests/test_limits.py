@@ -52,7 +52,7 @@ def test_sizes_read_as_a_person_writes_them() -> None:
 # -- messages a second ----------------------------------------------------------------------------
 
 
-def test_a_flooding_peer_is_dropped_unread_and_told_once_a_second(serve, engine_cli) -> None:
+def test_a_flooding_peer_is_dropped_unread_and_told_once_a_second(serve, engine_here) -> None:
     served = serve(nb201_config(), limits=Limits(message_rate=50.0))  # bursts of 100
     flooder, honest = Peer(served.endpoint), Peer(served.endpoint)
     flooder.hello("flooder")
@@ -78,7 +78,7 @@ def test_a_flooding_peer_is_dropped_unread_and_told_once_a_second(serve, engine_
     honest.send("ready", slots=1)
     assert len(honest.expect("work")["items"]) == 1
     wait_for(lambda: (read_endpoints(served.log.run_dir) or {}).get("trainers") == 2)
-    status = engine_cli("status", "--run", str(served.log.run_dir)).stdout
+    status = engine_here("status", "--run", str(served.log.run_dir)).stdout
     assert "to 2 trainers" in status and "messages over their senders' rate" in status, status
 
 

@@ -246,7 +246,7 @@ def test_a_keras_tower_paused_and_resumed_trains_like_one_that_was_not(tmp_path:
         evaluator.evaluate(item(4, resume=Resume(2, digest("c"))), fetch=lambda _: b"not a checkpoint")
 
 
-def test_a_search_with_asha_promote_pauses_and_resumes_real_trainings(tmp_path: Path, engine_cli) -> None:
+def test_a_search_with_asha_promote_pauses_and_resumes_real_trainings(tmp_path: Path, engine_cli, engine_here) -> None:
     pytest.importorskip("keras")
     config = stopping_search(tmp_path / "promote.toml", "asha-promote", trials=6, epochs=4, samples=1200)
     engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
@@ -259,9 +259,9 @@ def test_a_search_with_asha_promote_pauses_and_resumes_real_trainings(tmp_path: 
     assert finished and all(t.stop is None for t in finished), "a trial promoted to the end trained all 4 epochs"
     assert all([e.epoch for e in t.curve] == [1, 2, 3, 4] for t in finished), "its curve spans its leases"
     assert all(t.stop.rule == "pause" for t in state.trials.values() if t.metrics["epochs"] < 4)
-    result = engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
+    result = engine_here("replay", "--run", str(tmp_path / "run"), "--verify").stdout
     assert f", {state.promotions} promotions" in result and "reproduce exactly" in result
-    assert "resumes from its checkpoint after epoch 1" in engine_cli("log", "--run", str(tmp_path / "run")).stdout
+    assert "resumes from its checkpoint after epoch 1" in engine_here("log", "--run", str(tmp_path / "run")).stdout
 
 
 # -- any interleaving -----------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def _first_event(run: Path):
         return next(log.read(1, 1), None)
 
 
-def test_a_trainer_with_none_of_the_runs_files_trains_it_from_the_bundle(tmp_path: Path, spawn, engine_cli) -> None:
+def test_a_trainer_with_none_of_the_runs_files_trains_it_from_the_bundle(tmp_path: Path, spawn, engine_cli,
+                                                                         engine_here) -> None:
     config = user_folder(tmp_path / "user")
     run, endpoint = tmp_path / "run", f"tcp://127.0.0.1:{free_port()}"
     engine = spawn("serve", "--run", str(run), "--config", str(config), "--bind", endpoint, "--pub",
@@ -77,7 +78,7 @@ def test_a_trainer_with_none_of_the_runs_files_trains_it_from_the_bundle(tmp_pat
     status = status_json(engine_cli, run)
     assert status["completed"] == 2 and status["failed"] == 0, status
     assert "the run's files" in trainer.log_path.read_text()
-    assert f"files shipped to trainers: bundle {digest}" in engine_cli("status", "--run", str(run)).stdout
+    assert f"files shipped to trainers: bundle {digest}" in engine_here("status", "--run", str(run)).stdout
     assert (elsewhere / "cache" / "bundles" / digest / "blocks" / "0" / "my_blocks.py").is_file()
 
 

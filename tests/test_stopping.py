@@ -147,7 +147,7 @@ def test_a_keras_trainer_told_to_stop_ends_after_that_epoch_and_reports_a_comple
     assert 0 <= outcome.metrics["val_accuracy"] <= 1
 
 
-def test_a_timed_search_ends_about_one_epoch_after_its_budget(tmp_path: Path, engine_cli) -> None:
+def test_a_timed_search_ends_about_one_epoch_after_its_budget(tmp_path: Path, engine_cli, engine_here) -> None:
     pytest.importorskip("keras")
     config = write_toml(tmp_path / "timed.toml", """
 [search]
@@ -187,10 +187,11 @@ patience = 0
     # What the trainer still trains is what it had not reported (reports go at most once a second) and the
     # epoch it was in; then it evaluates and uploads the trial.
     assert ended - deadline < 2 + 2 * epoch_seconds + 5, f"{ended - deadline:.1f}s after an 18s budget"
-    assert "reproduce exactly" in engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
+    assert "reproduce exactly" in engine_here("replay", "--run", str(tmp_path / "run"), "--verify").stdout
 
 
-def test_a_search_with_asha_stops_trials_through_their_trainers_and_verifies(tmp_path: Path, engine_cli) -> None:
+def test_a_search_with_asha_stops_trials_through_their_trainers_and_verifies(tmp_path: Path, engine_cli,
+                                                                             engine_here) -> None:
     pytest.importorskip("keras")
     config = stopping_search(tmp_path / "asha.toml", "asha", trials=8, epochs=8, samples=1500)
     engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
@@ -214,6 +215,6 @@ def test_a_search_with_asha_stops_trials_through_their_trainers_and_verifies(tmp
         assert trial.metrics["epochs"] <= trial.stop.epoch + 2
     full = [t for t in state.trials.values() if t.stop is None]
     assert all(t.metrics["epochs"] == 8 for t in full)
-    result = engine_cli("replay", "--run", str(tmp_path / "run"), "--verify").stdout
+    result = engine_here("replay", "--run", str(tmp_path / "run"), "--verify").stdout
     assert f", {len(stopped)} stop decisions" in result and "reproduce exactly" in result
-    assert "stop after epoch" in engine_cli("log", "--run", str(tmp_path / "run")).stdout
+    assert "stop after epoch" in engine_here("log", "--run", str(tmp_path / "run")).stdout

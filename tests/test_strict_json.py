@@ -52,18 +52,18 @@ def test_strict_json_writes_non_finite_floats_as_strings() -> None:
     assert strict_loads(text) == {"a": "NaN", "b": [1, "Infinity"], "c": [{"d": "-Infinity"}], "e": 2.5}
 
 
-def test_log_status_and_replay_json_are_strict_for_an_old_log(tmp_path: Path, engine_cli) -> None:
+def test_log_status_and_replay_json_are_strict_for_an_old_log(tmp_path: Path, engine_here) -> None:
     run = tmp_path / "old"
     old_run(run)
 
-    records = [strict_loads(line) for line in engine_cli("log", "--run", str(run), "--json").stdout.splitlines()]
+    records = [strict_loads(line) for line in engine_here("log", "--run", str(run), "--json").stdout.splitlines()]
     [completed] = [r for r in records if r["type"] == ev.TRIAL_COMPLETED]
     assert completed["payload"]["metrics"] == {"val_acc": 91.0, "val_loss": "NaN", "other": "Infinity",
                                                "low": "-Infinity"}
 
-    status = strict_loads(engine_cli("status", "--run", str(run), "--json").stdout)
+    status = strict_loads(engine_here("status", "--run", str(run), "--json").stdout)
     assert status["best"]["metrics"]["val_loss"] == "NaN" and status["best"]["metrics"]["other"] == "Infinity"
 
-    state = strict_loads(engine_cli("replay", "--run", str(run), "--json").stdout)
+    state = strict_loads(engine_here("replay", "--run", str(run), "--json").stdout)
     [trial] = state["trials"]
     assert trial["metrics"]["val_loss"] == "NaN" and trial["metrics"]["low"] == "-Infinity"
