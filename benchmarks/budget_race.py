@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from run_towers import towers  # noqa: E402
 from within_trials import TRIAL_LIMIT, best_tower, first_trials  # noqa: E402
 
 from engine import events as ev  # noqa: E402
@@ -227,22 +228,6 @@ def lineage(race: Race, name: str, seed: int, minutes: float, workdir: Path,
              / max(1, len({r["candidate"] for r in results})),
              "towers": towers(state)}
     return summarize(race, name, seed, launched, minutes, results, test_curve, extra, chosen=chosen)
-
-
-def towers(state: State) -> list[dict[str, Any]]:
-    """Every tower the run proposed, in order, with what became of it: what a look at a search's choices needs
-    once its run folder is gone."""
-    rows = []
-    for trial in state.trials.values():
-        if trial.kind != Kind.TOWER:
-            continue
-        metrics = trial.metrics or {}
-        rows.append({"trial": trial.id, "architecture": list(trial.architecture), "hp": trial.hyperparameters,
-                     "parent": trial.parent, "mutation": trial.mutation, "status": str(trial.status),
-                     "params": metrics.get("params"), "val_accuracy": metrics.get("val_accuracy"),
-                     "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
-                     "stop": trial.stop.rule if trial.stop else None, "reason": trial.reason})
-    return rows
 
 
 # -- Optuna TPE ------------------------------------------------------------------------------------
