@@ -74,6 +74,10 @@ class BeamOptions:
                          "counts trainers report, of failed towers too, gives each candidate its probability of "
                          "fitting the budget, which weighs its promise) or ignore (towers over it fail when built "
                          "and count as poor results)", ("learn", "ignore"))
+    size_model: str = option("blocks", "what the size model of budget = learn reads of a tower: blocks (how many "
+                             "of each block and which follows which, so a tower one block deeper is predicted near "
+                             "its parent's size) or positions (which block sits at each depth, as before config v14)",
+                             ("blocks", "positions"))
     candidates: int = option(256, "most mutations the surrogate ranks per proposal", check=positive)
     history: int = option(256, "most completed trials the surrogate is fitted on", check=positive)
     depth_start: int = option(2, "allowed tower depth at the start", check=positive)

@@ -48,6 +48,12 @@ def _started_record(config: dict, version: int) -> bytes:
                           "payload": {"run_id": "old", "config": config, "lineage": "0.1"}})
 
 
+def _versioned_record(config: dict) -> bytes:
+    """A SearchStarted record of event version 9, its config carrying its own version (configs do since v8)."""
+    return msgpack.packb({"type": ev.SEARCH_STARTED, "v": 9, "at": 0.0,
+                          "payload": {"run_id": "old", "config": config, "lineage": "0.1", "bundle": None}})
+
+
 def _replayed(tmp_path: Path, record: bytes) -> Config:
     with EventLog.create(tmp_path / "run", sync=False) as log:
         log.copy([record], expected_head=0)  # as that Lineage stored it
@@ -68,9 +74,7 @@ def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) ->
     stored = tower_config(evaluator__kind="keras", space__head="pool").to_dict()
     del stored["space"]["head"]
     stored["version"] = 11  # configs carry their own version since v8
-    record = msgpack.packb({"type": ev.SEARCH_STARTED, "v": 9, "at": 0.0,
-                            "payload": {"run_id": "old", "config": stored, "lineage": "0.1", "bundle": None}})
-    config = _replayed(tmp_path, record)
+    config = _replayed(tmp_path, _versioned_record(stored))
     assert config.space.head == "flatten" and config.version == CONFIG_VERSION
 
 
@@ -79,11 +83,19 @@ def test_a_version_12_log_keeps_a_beam_blind_to_the_parameter_budget(tmp_path: P
     stored = tower_config(space__max_params=20_000).to_dict()
     del stored["search"]["beam"]["budget"]
     stored["version"] = 12
-    record = msgpack.packb({"type": ev.SEARCH_STARTED, "v": 9, "at": 0.0,
-                            "payload": {"run_id": "old", "config": stored, "lineage": "0.1", "bundle": None}})
-    config = _replayed(tmp_path, record)
+    config = _replayed(tmp_path, _versioned_record(stored))
     assert config.search.beam.budget == "ignore" and config.version == CONFIG_VERSION
     assert tower_config().search.beam.budget == "learn", "new runs learn the sizes"
+
+
+def test_a_version_13_log_keeps_a_size_model_that_reads_positions(tmp_path: Path) -> None:
+    """v14 added search.beam.size_model; before it, the size model read which block sat at each depth."""
+    stored = tower_config(space__max_params=20_000).to_dict()
+    del stored["search"]["beam"]["size_model"]
+    stored["version"] = 13
+    config = _replayed(tmp_path, _versioned_record(stored))
+    assert config.search.beam.size_model == "positions" and config.version == CONFIG_VERSION
+    assert tower_config().search.beam.size_model == "blocks", "new runs read blocks and their neighbours"
 
 
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:

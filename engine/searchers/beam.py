@@ -32,7 +32,12 @@ the others.
 
 Under ``space.max_params`` with ``search.beam.budget = "learn"`` (the default) a Bayesian linear
 model of the log of the parameter counts trainers reported (towers that failed over the budget
-report theirs too) in the blocks gives each candidate its probability of fitting the budget. Only
+report theirs too) in the blocks gives each candidate its probability of fitting the budget. It reads
+how many of each block a tower holds and which block follows which (``search.beam.size_model =
+"blocks"``, ``Space.size_features``): a block's weights depend on the channels before it, and an
+inserted block then changes few features. Reading which block sits at each depth (``"positions"``,
+runs before config v14) made every child of a keyword search's best tower that added a convolution
+look oversized, and that search never grew its best tower past 3,596 parameters of 14,599. Only
 candidates at least as likely to fit as not are eligible (a probabilistic constraint, Gelbart et
 al., 2014), and among them expected improvement is multiplied by that probability (constrained
 expected improvement, Gardner et al., 2014); a Thompson pick keeps the best sample among them. A
@@ -63,11 +68,12 @@ from engine.searchers.surrogate import (
     normal_cdf,
 )
 from engine.space_options import TowerOptions
-from engine.spaces import Neighbour
+from engine.spaces import Neighbour, SizeFeatures
 from engine.state import TOWER, Blame, State, Trial
 
 TIE = 1e-9
 FIT_CHANCE = 0.5  # under space.max_params, the least probability of fitting a proposed tower must have
+INTERACTIONS = (0.25, 0.5, 1.0)  # weights of a size model's interaction features, chosen by the evidence
 MAX_ROWS = 20_000  # dense feature rows kept between proposals
 
 
@@ -239,9 +245,9 @@ class BeamSearch(Searcher):
 
     def _fit_chance(self, state: State, rows: list[tuple[str, Any, dict[str, Any]]]) -> np.ndarray:
         """Each row's probability of having at most ``space.max_params`` parameters: known for an architecture
-        a trainer measured, else predicted by a linear model of the log parameter count in the architecture's
-        features, fitted on the latest ``history`` measured architectures (all ones without a budget or with
-        fewer than two measured). Size is the architecture's alone, so the size model reads no hyperparameters."""
+        a trainer measured, else predicted by :func:`fit_chances` from the latest ``history`` measured
+        architectures (all ones without a budget). Size is the architecture's alone, so it reads no
+        hyperparameters."""
         if not self.max_params:
             return np.ones(len(rows))
         sizes: dict[str, tuple[Any, float]] = {}
@@ -250,21 +256,23 @@ class BeamSearch(Searcher):
             if trial.kind == TOWER and params:
                 name = self.space.describe(trial.architecture, {})
                 sizes.pop(name, None)  # the latest last
-                sizes[name] = (trial.architecture, math.log(params))
+                sizes[name] = (trial.architecture, params)
         measured = list(sizes.values())[-self.options.history:]
         if len(measured) < 2:
             return np.ones(len(rows))
-        train = [self.space.encode(architecture, {}) for architecture, _ in measured]
-        wanted = [self.space.encode(architecture, {}) for _, architecture, _ in rows]
-        vectorizer = Vectorizer(train + wanted)
-        model = LinearModel().fit(vectorizer.transform(train), np.array([size for _, size in measured]))
-        mean, std = model.predict(vectorizer.transform(wanted))
-        chance = normal_cdf((math.log(self.max_params) - mean) / std)
+        chance = fit_chances([(self._size_features(architecture), params) for architecture, params in measured],
+                             [self._size_features(architecture) for _, architecture, _ in rows], self.max_params)
         for i, (_, architecture, _) in enumerate(rows):
             known = sizes.get(self.space.describe(architecture, {}))
             if known is not None:
-                chance[i] = float(known[1] <= math.log(self.max_params))
+                chance[i] = float(known[1] <= self.max_params)
         return chance
+
+    def _size_features(self, architecture: Any) -> SizeFeatures:
+        """What the size model reads of an architecture, as ``search.beam.size_model`` says."""
+        if self.options.size_model == "blocks":
+            return self.space.size_features(architecture)
+        return SizeFeatures(self.space.encode(architecture, {}), {})
 
     def _cost_discount(self, scored: list[Trial], vectorizer: Vectorizer, candidates: np.ndarray) -> np.ndarray:
         """What each candidate's promise is multiplied by for its predicted cost: 1 / seconds**cost
@@ -280,3 +288,29 @@ class BeamSearch(Searcher):
         mean, _ = GaussianProcess().fit(train, log_seconds).predict(candidates)
         # Relative to the cheapest candidate, so the discount stays near 1 and EI's scale is kept.
         return np.exp(-self.options.cost * (mean - mean.min()))
+
+
+def fit_chances(measured: list[tuple[SizeFeatures, float]], wanted: list[SizeFeatures], max_params: int,
+                interactions: tuple[float, ...] = INTERACTIONS) -> np.ndarray:
+    """Each of ``wanted``'s probability of at most ``max_params`` parameters, by a Bayesian linear model of the log
+    parameter count fitted on ``measured`` (features, parameter count) pairs. The interactions are weighed by
+    whichever of ``interactions`` gives the sizes seen the highest evidence: where sizes add up over blocks they
+    only add doubt, where a block's size depends on its neighbour they carry it.
+
+    Example::
+
+        >>> fit_chances([(space.size_features(a), params[a]) for a in seen], [space.size_features(b)], 40_000)
+    """
+    scales = interactions if any(features.interactions for features, _ in measured) else (0.0,)
+    sizes = np.array([math.log(params) for _, params in measured])
+    best = None
+    for scale in scales:
+        train = [features.weighted(scale) for features, _ in measured]
+        wanted_rows = [features.weighted(scale) for features in wanted]
+        # Features only candidates have are columns too: their weights keep the prior's doubt.
+        vectorizer = Vectorizer(train + wanted_rows)
+        model = LinearModel().fit(vectorizer.transform(train), sizes)
+        if best is None or model.log_evidence > best[0].log_evidence:
+            best = (model, vectorizer.transform(wanted_rows))
+    mean, std = best[0].predict(best[1])
+    return normal_cdf((math.log(max_params) - mean) / std)

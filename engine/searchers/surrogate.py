@@ -132,6 +132,12 @@ class LinearModel:
             residuals = centred - design @ self._weights
             freedom = max(len(y) - float(np.trace(design @ self._inverse @ design.T)), 1.0)
             self._noise = max(float(residuals @ residuals) / freedom, floor)
+        weights = x * math.sqrt(spread)
+        covariance = weights @ weights.T + self._noise * np.eye(len(y))  # of the centred targets, under the prior
+        factor = np.linalg.cholesky(covariance)
+        projected = solve_triangular(factor, centred, lower=True, check_finite=False)
+        #: log p(y | the features, the fitted noise), up to a constant: compares feature sets on the same targets
+        self.log_evidence = -0.5 * float(projected @ projected) - float(np.log(np.diag(factor)).sum())
         return self
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.space_options import SpaceOptions, space_options
-from engine.spaces.base import Neighbour, Space, SpaceError
+from engine.spaces.base import Neighbour, SizeFeatures, Space, SpaceError
 from engine.spaces.nb201 import NB201Space
 from engine.spaces.tower import TowerSpace
 
@@ -21,4 +21,4 @@ def make_space(options: SpaceOptions | Mapping[str, Any]) -> Space:
     return SPACES[options.kind](options)
 
 
-__all__ = ["SPACES", "Neighbour", "Space", "SpaceError", "make_space"]
+__all__ = ["SPACES", "Neighbour", "SizeFeatures", "Space", "SpaceError", "make_space"]

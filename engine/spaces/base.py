@@ -28,6 +28,19 @@ Architecture = Any
 Hyperparameters = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SizeFeatures:
+    """What a model of an architecture's parameter count reads: ``main`` effects (how many of each block) and
+    ``interactions`` (which block follows which), whose weight the model fits to the sizes it has seen."""
+
+    main: dict[str, float]
+    interactions: dict[str, float]
+
+    def weighted(self, interaction: float) -> dict[str, float]:
+        """One feature dict, the interactions scaled by ``interaction`` (their names kept apart by a prefix)."""
+        return {**self.main, **{f"&{name}": value * interaction for name, value in self.interactions.items()}}
+
+
 class SpaceError(ValueError):
     """A candidate (or a space configuration) that is not valid; the message says why."""
 
@@ -101,6 +114,11 @@ class Space(ABC):
     @abstractmethod
     def encode(self, architecture: Architecture, hyperparameters: Hyperparameters) -> dict[str, float]:
         """Sparse numeric features of a member, for surrogate models."""
+
+    def size_features(self, architecture: Architecture) -> SizeFeatures:
+        """Features of an architecture for a model of its parameter count: its encoding here, without
+        interactions; spaces whose sizes follow their structure say more."""
+        return SizeFeatures(self.encode(architecture, {}), {})
 
     def depth(self, architecture: Architecture) -> int | None:
         """How many blocks deep a member is, for spaces whose depth grows (None otherwise)."""
