@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -55,12 +56,18 @@ def _key(seq: int) -> bytes:
 
 class _Environments:
     """LMDB allows one open environment per file per process: readers in the writer's process
-    share the writer's environment, counted so the last one to close really closes it."""
+    share the writer's environment, counted so the last one to close really closes it. A lock
+    keeps two threads (the dashboard's requests) from both opening the same file."""
 
     def __init__(self) -> None:
         self._open: dict[str, list] = {}  # path -> [environment, users, writable]
+        self._lock = threading.Lock()
 
     def acquire(self, path: Path, writable: bool, **options) -> lmdb.Environment:
+        with self._lock:
+            return self._acquire(path, writable, **options)
+
+    def _acquire(self, path: Path, writable: bool, **options) -> lmdb.Environment:
         key = str(path.resolve())
         entry = self._open.get(key)
         if entry is None:
@@ -75,6 +82,10 @@ class _Environments:
         return entry[0]
 
     def release(self, environment: lmdb.Environment) -> None:
+        with self._lock:
+            self._release(environment)
+
+    def _release(self, environment: lmdb.Environment) -> None:
         for key, entry in list(self._open.items()):
             if entry[0] is environment:
                 entry[1] -= 1

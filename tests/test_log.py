@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,3 +117,25 @@ def test_a_reader_in_another_process_follows_the_writer_as_the_map_grows(tmp_pat
 def test_reading_a_directory_without_a_log_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="has no event log"):
         EventLog.open_reader(tmp_path)
+
+
+def test_threads_opening_and_closing_readers_of_one_run_share_its_environment(tmp_path: Path) -> None:
+    # The dashboard answers requests on threads; each opens a reader while others close theirs.
+    with EventLog.create(tmp_path) as log:
+        log.append([record(1)], expected_head=0)
+    errors: list[Exception] = []
+
+    def read_many() -> None:
+        try:
+            for _ in range(300):
+                with EventLog.open_reader(tmp_path) as reader:
+                    assert reader.head == 1
+        except Exception as exc:  # noqa: BLE001 - any failure on a thread is what this test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read_many) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
