@@ -9,6 +9,19 @@ from pathlib import Path
 import pytest
 from support import ServedRun, free_port, nb201_config, wait_for
 
+from engine.binding import ServerError
+
+
+def _serve_when_free(run_dir: Path, endpoint: str) -> ServedRun | None:
+    """The next run at the same address, or None while the first run's listener is still closing: libzmq
+    closes a socket on its I/O thread, after close() returns, so the port can stay taken for a moment."""
+    try:
+        return ServedRun(run_dir, nb201_config(search__trials=4, search__seed=1), bind=endpoint)
+    except ServerError as exc:
+        if "Address already in use" not in str(exc):
+            raise
+        return None
+
 
 def test_a_daemon_waits_for_the_next_run_at_its_address(tmp_path: Path, trainer_thread, caplog) -> None:
     caplog.set_level(logging.INFO, logger="lineage.trainer")
@@ -21,7 +34,7 @@ def test_a_daemon_waits_for_the_next_run_at_its_address(tmp_path: Path, trainer_
         assert thread.is_alive(), "a daemon outlives the run it served"
     finally:
         first.stop()
-    second = ServedRun(tmp_path / "second", nb201_config(search__trials=4, search__seed=1), bind=endpoint)
+    second = wait_for(lambda: _serve_when_free(tmp_path / "second", endpoint), timeout=10)
     try:
         wait_for(lambda: second.state.finished, timeout=60)
         assert sorted(len(run.state.completed) for run in (first, second)) == [3, 4]
