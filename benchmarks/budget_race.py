@@ -35,6 +35,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -440,9 +441,23 @@ def main(race: Race) -> int:
     parser.add_argument("--small-params", type=int, default=0, metavar="N",
                         help=f"also report each Lineage run's most accurate tower with at most N parameters among "
                              f"its first {TRIAL_LIMIT} trials (the Pareto front's pick for a small-model target)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the runs' folders (logs, checkpoints, exported models) for analysis; by default "
+                             "they are removed once the figures are written (every tower is in the JSON)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix=f"lineage-{race.name}-"))
+    try:
+        return _race(race, args, workdir)
+    finally:
+        if args.keep:
+            print(f"kept the runs' folders in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _race(race: Race, args: argparse.Namespace, workdir: Path) -> int:
+    """Runs every system on every seed in ``workdir``, writes ``args.out`` after each run and prints the table."""
     runs = []
     for seed in args.seeds:
         for system in args.systems:
@@ -464,7 +479,7 @@ def main(race: Race) -> int:
                   f"{last['trials_to_target']} trials", file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"minutes": args.minutes, "overrides": args.overrides, "runs": runs,
-                                                "workdir": str(workdir)}, indent=2))
+                                            "workdir": str(workdir)}, indent=2))
 
     print(f"\n{race.name}, {args.minutes:g} minutes per run on {os.cpu_count()} cores, seeds {args.seeds} (medians; "
           f"test accuracy of the model each system would hand back at each quarter of the budget)")
