@@ -478,8 +478,9 @@ def _race(race: Race, args: argparse.Namespace, workdir: Path) -> int:
                   f"{race.target_validation:.0%} val after {last['seconds_to_target']} s / "
                   f"{last['trials_to_target']} trials", file=sys.stderr, flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
+            kept = {"workdir": str(workdir)} if args.keep else {}  # removed at the end otherwise
             args.out.write_text(json.dumps({"minutes": args.minutes, "overrides": args.overrides, "runs": runs,
-                                            "workdir": str(workdir)}, indent=2))
+                                            **kept}, indent=2))
 
     print(f"\n{race.name}, {args.minutes:g} minutes per run on {os.cpu_count()} cores, seeds {args.seeds} (medians; "
           f"test accuracy of the model each system would hand back at each quarter of the budget)")
