@@ -65,6 +65,11 @@ class BeamOptions:
                                "sample of the surrogate's posterior, so every family keeps a chance) or ei (the "
                                "highest expected improvement, which can collapse onto one family)",
                                ("thompson", "ei"))
+    niches: int = option(0, "families (towers that start with the same block) besides the best tower's that "
+                         "exploring proposals keep mutating, each from its own best towers, so a family is judged "
+                         "by its best member rather than by random draws stopped at the first rung; an exploring "
+                         "proposal goes to one of them or to a fresh random tower, uniformly (0: always fresh)",
+                         check=non_negative)
     screen: str = option("gp", "how to choose among the beam's mutations: gp (a Gaussian-process surrogate ranks "
                          "them by expected improvement) or none (uniform)", ("gp", "none"))
     cost: float = option(0.0, "how much a candidate's predicted cost (seconds per epoch, learned from the times "

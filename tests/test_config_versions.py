@@ -98,6 +98,15 @@ def test_a_version_13_log_keeps_a_size_model_that_reads_positions(tmp_path: Path
     assert tower_config().search.beam.size_model == "blocks", "new runs read blocks and their neighbours"
 
 
+def test_a_version_14_log_keeps_exploring_with_fresh_towers_only(tmp_path: Path) -> None:
+    """v15 added search.beam.niches; before it, every exploring proposal was a fresh random tower."""
+    stored = tower_config(search__beam__niches=2).to_dict()
+    del stored["search"]["beam"]["niches"]
+    stored["version"] = 14
+    config = _replayed(tmp_path, _versioned_record(stored))
+    assert config.search.beam.niches == 0 and config.version == CONFIG_VERSION
+
+
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:
     stored = nb201_config().to_dict()
     del stored["version"], stored["sharing"], stored["distillation"], stored["ensemble"]

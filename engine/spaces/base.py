@@ -120,6 +120,10 @@ class Space(ABC):
         interactions; spaces whose sizes follow their structure say more."""
         return SizeFeatures(self.encode(architecture, {}), {})
 
+    def family(self, architecture: Architecture) -> str | None:
+        """The family a member belongs to, for searchers that keep families apart (None: the space has none)."""
+        return None
+
     def depth(self, architecture: Architecture) -> int | None:
         """How many blocks deep a member is, for spaces whose depth grows (None otherwise)."""
         return None

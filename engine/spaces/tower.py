@@ -51,6 +51,12 @@ class TowerSpace(Space):
     def max_depth(self) -> int:
         return self._max_depth
 
+    def family(self, architecture: Architecture) -> str | None:
+        """A tower's first block: it sets the resolution and channels every later block works on, so towers
+        that differ only after it are variations of one design (a keyword search's DS-CNN stem family, its
+        frequency-strided family)."""
+        return architecture[0] if architecture else None
+
     def depth(self, architecture: Architecture) -> int:
         return len(architecture)
 
