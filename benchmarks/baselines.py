@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from budget_race import ROOT, search_config, test_accuracy
+from race import ROOT, search_config, test_accuracy
 
 from engine.config import Config
 from engine.state import TOWER, Artifact

@@ -68,7 +68,8 @@ class BeamOptions:
     niches: int = option(0, "families (towers that start with the same block) besides the best tower's that "
                          "exploring proposals keep mutating, each from its own best towers, so a family is judged "
                          "by its best member rather than by random draws stopped at the first rung; an exploring "
-                         "proposal goes to one of them or to a fresh random tower, uniformly (0: always fresh)",
+                         "proposal goes to one of them or founds a family (a child of the beam that starts with "
+                         "another block), uniformly (0: exploring proposals are fresh random towers)",
                          check=non_negative)
     screen: str = option("gp", "how to choose among the beam's mutations: gp (a Gaussian-process surrogate ranks "
                          "them by expected improvement) or none (uniform)", ("gp", "none"))

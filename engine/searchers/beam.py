@@ -28,7 +28,9 @@ ASHA's first rung), so exploring with them cannot bring a second family in. With
 an exploring proposal instead mutates, with probability N / (N + 1), the best towers of one of the N best
 families (towers that share their first block, ``Space.family``) other than the best tower's: the child stays
 in the family and is screened as ``explore_pick`` says. A family then climbs from its own best towers, as the
-beam does from the best of all; the remaining share stays fresh random towers, which can found new families.
+beam does from the best of all. The remaining share founds families: a child of the beam that starts with
+another block (its first block replaced, removed or preceded by another), so a new family is tried with the
+best towers' later blocks rather than as a random tower.
 
 With ``search.beam.cost`` above 0 the surrogate's choice is cost-aware: a second GP, fitted on the
 log of the seconds per epoch each completed trial reported, predicts what a candidate will cost,
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -138,15 +140,16 @@ class BeamSearch(Searcher):
         return Proposal(child.architecture, child.hyperparameters, parent.id, child.mutation)
 
     def _explore(self, state: State, rng: random.Random) -> Proposal | None:
-        """A mutation of the best towers of a family the beam has left behind (``niches``), or a fresh member of
-        the whole space: the best of ``explore_draws`` untried random draws."""
+        """With ``niches``, a mutation of the best towers of a family the beam has left behind or a child of the beam
+        that founds a family; else (or when none is left) a fresh member of the whole space: the best of
+        ``explore_draws`` untried random draws."""
         if self.options.niches:
             niches = self._niches(state)
-            pick = rng.randrange(len(niches) + 1)  # the last choice: a fresh tower, which may start a family
-            if pick < len(niches):
-                found = self._from_niche(state, niches[pick], rng)
-                if found is not None:
-                    return found
+            pick = rng.randrange(len(niches) + 1)
+            # The last choice founds a family: a child of the beam that starts with another block.
+            found = self._from_niche(state, niches[pick], rng) if pick < len(niches) else self._new_family(state, rng)
+            if found is not None:
+                return found
         draws: dict[str, Proposal] = {}
         for _ in range(self.options.explore_draws):
             found = self.random_new(state, rng)
@@ -173,8 +176,22 @@ class BeamSearch(Searcher):
         """An untried one-mutation child of a family's best ``towers`` that stays in the family, screened by
         the surrogate as ``explore_pick`` says."""
         family = self.space.family(towers[0].architecture)
-        candidates = [(parent, child) for parent, child in self._new_children(state, towers, None)
-                      if self.space.family(child.architecture) == family]
+        return self._pick_child(state, towers, lambda child: child == family, rng)
+
+    def _new_family(self, state: State, rng: random.Random) -> Proposal | None:
+        """An untried one-mutation child of the beam that leaves the best tower's family (its first block replaced,
+        removed or preceded by another): a new family starts from the best towers' later blocks, not from a random
+        tower that an early-stopping rung would end."""
+        parents = [state.trials[t] for t in state.top]
+        leader = self.space.family(parents[0].architecture)
+        return self._pick_child(state, parents, lambda child: child != leader, rng)
+
+    def _pick_child(self, state: State, parents: list[Trial], keep: Callable[[str | None], bool],
+                    rng: random.Random) -> Proposal | None:
+        """An untried one-mutation child of ``parents`` whose family ``keep`` accepts, screened by the surrogate as
+        ``explore_pick`` says."""
+        candidates = [(parent, child) for parent, child in self._new_children(state, parents, None)
+                      if keep(self.space.family(child.architecture))]
         if not candidates:
             return None
         if self.options.screen == "none" or len(state.completed) < 2:
