@@ -133,11 +133,7 @@ class BeamSearch(Searcher):
             if found is not None:
                 return found
             raise SpaceExhausted(f"no untried candidate found after {state.proposals} proposals")
-        if self.options.screen == "none" or len(state.completed) < 2:
-            parent, child = rng.choice(candidates)
-        else:
-            parent, child = self._screen(state, candidates, rng)
-        return Proposal(child.architecture, child.hyperparameters, parent.id, child.mutation)
+        return self._choose(state, candidates, rng)
 
     def _explore(self, state: State, rng: random.Random) -> Proposal | None:
         """With ``niches``, a mutation of the best towers of a family the beam has left behind or a child of the beam
@@ -169,8 +165,7 @@ class BeamSearch(Searcher):
             family = self.space.family(trial.architecture)
             if family is not None:
                 families.setdefault(family, []).append(trial)
-        others = list(families.values())[1:] if state.top else []
-        return [towers[: self.options.k] for towers in others[: self.options.niches]]
+        return [towers[: self.options.k] for towers in list(families.values())[1: 1 + self.options.niches]]
 
     def _from_niche(self, state: State, towers: list[Trial], rng: random.Random) -> Proposal | None:
         """An untried one-mutation child of a family's best ``towers`` that stays in the family, screened by
@@ -192,12 +187,16 @@ class BeamSearch(Searcher):
         ``explore_pick`` says."""
         candidates = [(parent, child) for parent, child in self._new_children(state, parents, None)
                       if keep(self.space.family(child.architecture))]
-        if not candidates:
-            return None
+        return self._choose(state, candidates, rng, self.options.explore_pick) if candidates else None
+
+    def _choose(self, state: State, candidates: list[tuple[Trial, Neighbour]], rng: random.Random,
+                pick: str = "ei") -> Proposal:
+        """One of the (parent, child) ``candidates`` as a proposal: screened by the surrogate as ``pick`` says, or
+        uniform without screening (or before two trials have completed)."""
         if self.options.screen == "none" or len(state.completed) < 2:
             parent, child = rng.choice(candidates)
         else:
-            parent, child = self._screen(state, candidates, rng, self.options.explore_pick)
+            parent, child = self._screen(state, candidates, rng, pick)
         return Proposal(child.architecture, child.hyperparameters, parent.id, child.mutation)
 
     def _children(self, parent: Trial, limit: int | None) -> list[tuple[str, Neighbour]]:
