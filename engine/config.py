@@ -71,6 +71,10 @@ class BeamOptions:
                          "proposal goes to one of them or founds a family (a child of the beam that starts with "
                          "another block), uniformly (0: exploring proposals are fresh random towers)",
                          check=non_negative)
+    founding: str = option("fewest", "which family a founding proposal of niches starts: fewest (one of the families "
+                           "with the fewest towers so far, uniformly, so every first block is tried from the beam "
+                           "early; the surrogate picks the child within it) or screened (any family other than the "
+                           "best tower's, the surrogate's pick, as before config v16)", ("fewest", "screened"))
     screen: str = option("gp", "how to choose among the beam's mutations: gp (a Gaussian-process surrogate ranks "
                          "them by expected improvement) or none (uniform)", ("gp", "none"))
     cost: float = option(0.0, "how much a candidate's predicted cost (seconds per epoch, learned from the times "

@@ -78,33 +78,24 @@ def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) ->
     assert config.space.head == "flatten" and config.version == CONFIG_VERSION
 
 
-def test_a_version_12_log_keeps_a_beam_blind_to_the_parameter_budget(tmp_path: Path) -> None:
-    """v13 added search.beam.budget; before it, the beam learned nothing from towers over space.max_params."""
-    stored = tower_config(space__max_params=20_000).to_dict()
-    del stored["search"]["beam"]["budget"]
-    stored["version"] = 12
+# Options of search.beam each version added: (the version before it, the option, what older runs did, the default).
+BEAM_OPTIONS = [
+    (12, "budget", "ignore", "learn"),         # the beam ignored space.max_params
+    (13, "size_model", "positions", "blocks"),  # the size model read which block sat at each depth
+    (14, "niches", 0, 0),                      # every exploring proposal was a fresh random tower
+    (15, "founding", "screened", "fewest"),    # the surrogate chose which family a founding proposal started
+]
+
+
+@pytest.mark.parametrize(("version", "option", "before", "default"), BEAM_OPTIONS, ids=[o[1] for o in BEAM_OPTIONS])
+def test_a_log_stored_before_a_beam_option_keeps_the_behaviour_it_ran_with(tmp_path: Path, version: int,
+                                                                          option: str, before, default) -> None:
+    stored = tower_config(space__max_params=20_000, search__beam__niches=2).to_dict()
+    del stored["search"]["beam"][option]
+    stored["version"] = version
     config = _replayed(tmp_path, _versioned_record(stored))
-    assert config.search.beam.budget == "ignore" and config.version == CONFIG_VERSION
-    assert tower_config().search.beam.budget == "learn", "new runs learn the sizes"
-
-
-def test_a_version_13_log_keeps_a_size_model_that_reads_positions(tmp_path: Path) -> None:
-    """v14 added search.beam.size_model; before it, the size model read which block sat at each depth."""
-    stored = tower_config(space__max_params=20_000).to_dict()
-    del stored["search"]["beam"]["size_model"]
-    stored["version"] = 13
-    config = _replayed(tmp_path, _versioned_record(stored))
-    assert config.search.beam.size_model == "positions" and config.version == CONFIG_VERSION
-    assert tower_config().search.beam.size_model == "blocks", "new runs read blocks and their neighbours"
-
-
-def test_a_version_14_log_keeps_exploring_with_fresh_towers_only(tmp_path: Path) -> None:
-    """v15 added search.beam.niches; before it, every exploring proposal was a fresh random tower."""
-    stored = tower_config(search__beam__niches=2).to_dict()
-    del stored["search"]["beam"]["niches"]
-    stored["version"] = 14
-    config = _replayed(tmp_path, _versioned_record(stored))
-    assert config.search.beam.niches == 0 and config.version == CONFIG_VERSION
+    assert getattr(config.search.beam, option) == before and config.version == CONFIG_VERSION
+    assert getattr(tower_config().search.beam, option) == default
 
 
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ families (towers that share their first block, ``Space.family``) other than the 
 in the family and is screened as ``explore_pick`` says. A family then climbs from its own best towers, as the
 beam does from the best of all. The remaining share founds families: a child of the beam that starts with
 another block (its first block replaced, removed or preceded by another), so a new family is tried with the
-best towers' later blocks rather than as a random tower.
+best towers' later blocks rather than as a random tower. Which family is founded is, with ``search.beam.founding
+= "fewest"`` (the default), one of those with the fewest towers so far, so every first block is tried from the
+beam in turn; ``"screened"`` (before config v16) left the choice to the surrogate.
 
 With ``search.beam.cost`` above 0 the surrogate's choice is cost-aware: a second GP, fitted on the
 log of the seconds per epoch each completed trial reported, predicts what a candidate will cost,
@@ -62,6 +64,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -176,10 +179,22 @@ class BeamSearch(Searcher):
     def _new_family(self, state: State, rng: random.Random) -> Proposal | None:
         """An untried one-mutation child of the beam that leaves the best tower's family (its first block replaced,
         removed or preceded by another): a new family starts from the best towers' later blocks, not from a random
-        tower that an early-stopping rung would end."""
+        tower that an early-stopping rung would end. With ``founding = "fewest"`` the family is one of those with
+        the fewest towers so far, drawn uniformly: the surrogate, left to choose, kept founding cheap pooling-first
+        families (its cost discount favours them) and tried a keyword search's best family first at its 124th
+        tower."""
         parents = [state.trials[t] for t in state.top]
         leader = self.space.family(parents[0].architecture)
-        return self._pick_child(state, parents, lambda child: child != leader, rng)
+        if self.options.founding == "screened":
+            return self._pick_child(state, parents, lambda child: child != leader, rng)
+        reachable = {self.space.family(child.architecture) for _, child in self._new_children(state, parents, None)}
+        families = sorted(family for family in reachable - {leader} if family is not None)
+        if not families:
+            return None
+        towers = Counter(self.space.family(t.architecture) for t in state.trials.values() if t.kind == TOWER)
+        fewest = min(towers[family] for family in families)
+        target = rng.choice([family for family in families if towers[family] == fewest])
+        return self._pick_child(state, parents, lambda child: child == target, rng)
 
     def _pick_child(self, state: State, parents: list[Trial], keep: Callable[[str | None], bool],
                     rng: random.Random) -> Proposal | None:
