@@ -25,5 +25,7 @@ def towers(state: State) -> list[dict[str, Any]]:
                      "parent": trial.parent, "mutation": trial.mutation, "status": str(trial.status),
                      "params": metrics.get("params"), "val_accuracy": metrics.get("val_accuracy"),
                      "epochs": metrics.get("epochs"), "train_seconds": metrics.get("train_seconds"),
-                     "stop": trial.stop.rule if trial.stop else None, "reason": trial.reason})
+                     "stop": trial.stop.rule if trial.stop else None, "reason": trial.reason,
+                     # validation accuracy after each epoch: how well a rung's ranking foretold the end
+                     "curve": [point.metrics.get("val_accuracy") for point in trial.curve]})
     return rows
