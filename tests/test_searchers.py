@@ -126,14 +126,14 @@ def test_beam_founds_the_families_with_the_fewest_towers_first(tmp_path: Path) -
     tried before any is tried twice."""
     config = tower_config(search__trials=50, search__beam__initial=4, search__beam__explore=1.0,
                           search__beam__niches=1, search__beam__k=3, space__max_depth=3)
-    at_proposal: dict[int, tuple[str, list[int], dict[str, int]]] = {}
+    at_proposal: dict[int, tuple[str, list[int], dict[str, int], set[str]]] = {}
 
     def remember(state: State) -> None:
         towers: dict[str, int] = {}
         for trial in state.trials.values():
             towers[trial.architecture[0]] = towers.get(trial.architecture[0], 0) + 1
         leader = state.trials[state.top[0]].architecture[0] if state.top else ""
-        at_proposal[state.seq + 1] = (leader, list(state.top), towers)
+        at_proposal[state.seq + 1] = (leader, list(state.top), towers, set(state.keys))
 
     state = search(tmp_path, config, check=remember)
     space = make_space(config.space)
@@ -141,12 +141,13 @@ def test_beam_founds_the_families_with_the_fewest_towers_first(tmp_path: Path) -
     for trial in state.trials.values():
         if trial.position < 4 or trial.parent not in at_proposal[trial.id][1]:
             continue
-        leader, top, towers = at_proposal[trial.id]
+        leader, top, towers, tried = at_proposal[trial.id]
         if trial.architecture[0] in (leader, state.trials[trial.parent].architecture[0]):
             continue  # the beam's own mutation, or a niche's from a tower that is in the beam too
-        reachable = {child.architecture[0] for t in top
-                     for child in space.neighbours(state.trials[t].architecture, state.trials[t].hyperparameters,
-                                                   None, config.search.mutations.weights())} - {leader}
+        children = [child for t in top for child in space.neighbours(
+            state.trials[t].architecture, state.trials[t].hyperparameters, None, config.search.mutations.weights())]
+        reachable = {child.architecture[0] for child in children
+                     if space.describe(child.architecture, child.hyperparameters) not in tried} - {leader}
         assert towers.get(trial.architecture[0], 0) == min(towers.get(family, 0) for family in reachable), trial.id
         founded.append(trial.architecture[0])
     assert len(founded) >= 10 and len(set(founded)) >= 5, founded
