@@ -90,8 +90,12 @@ class ServedRun:
         self.log, self.state = open_run(run_dir, config, sync=False)
         server_args.setdefault("bind", "tcp://127.0.0.1:0")
         server_args.setdefault("pub", "tcp://127.0.0.1:0")
-        self.server = EngineServer(self.log, self.state, **server_args)
-        self.server.start()
+        try:
+            self.server = EngineServer(self.log, self.state, **server_args)
+            self.server.start()
+        except BaseException:
+            self.log.close()  # a run whose address was taken is not left locked by this writer
+            raise
         self.endpoint = self.server.endpoint
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._serve, daemon=True)
