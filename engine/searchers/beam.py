@@ -187,14 +187,16 @@ class BeamSearch(Searcher):
         leader = self.space.family(parents[0].architecture)
         if self.options.founding == "screened":
             return self._pick_child(state, parents, lambda child: child != leader, rng)
-        reachable = {self.space.family(child.architecture) for _, child in self._new_children(state, parents, None)}
-        families = sorted(family for family in reachable - {leader} if family is not None)
+        children = [(parent, child, self.space.family(child.architecture))
+                    for parent, child in self._new_children(state, parents, None)]
+        families = sorted({family for *_, family in children if family is not None and family != leader})
         if not families:
             return None
         towers = Counter(self.space.family(t.architecture) for t in state.trials.values() if t.kind == TOWER)
         fewest = min(towers[family] for family in families)
         target = rng.choice([family for family in families if towers[family] == fewest])
-        return self._pick_child(state, parents, lambda child: child == target, rng)
+        candidates = [(parent, child) for parent, child, family in children if family == target]
+        return self._choose(state, candidates, rng, self.options.explore_pick)
 
     def _pick_child(self, state: State, parents: list[Trial], keep: Callable[[str | None], bool],
                     rng: random.Random) -> Proposal | None:
