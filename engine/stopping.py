@@ -8,7 +8,10 @@ The scheduler asks :func:`decide` right after it records a trial's ``EpochsRepor
   MLSys 2020). Rungs sit at ``min_epochs * eta**k`` epochs, below ``training.epochs``. A trial that reaches a rung
   goes on only if its value there is among the best ``n // eta`` of the ``n`` trials that reached it (itself
   included); while fewer than ``eta`` have, only if it is the best of them (the rule Optuna's
-  ``SuccessiveHalvingPruner`` documents for the first trials at a rung).
+  ``SuccessiveHalvingPruner`` documents for the first trials at a rung). With ``children = "parent"`` a mutated
+  tower also goes on while its value is within ``parent_margin`` of its parent's at the same rung: a keyword
+  search's best towers ranked near the cutoff after 2 epochs (Spearman -0.36 against their final values among the
+  best 40), so the population alone stopped most of a good tower's children for noise.
 - ``median``: after ``warmup`` epochs, a trial whose best value so far is below the median of the other trials'
   values at the same epoch stops, once at least ``min_trials`` others reached it (Optuna's ``MedianPruner``).
 
@@ -111,6 +114,9 @@ def _asha(state: State, trial: Trial, since: int) -> Decision | None:
         value = _value(state, trial, rung)
         if value is None:
             continue
+        parent = _parent_value(state, trial, rung)
+        if parent is not None and value >= parent - options.parent_margin * abs(parent):
+            continue
         others = [v for v in (_value(state, other, rung) for other in _peers(state, trial)) if v is not None]
         ranked = sorted([value, *others], reverse=True)
         promoted = len(ranked) // options.eta
@@ -125,8 +131,21 @@ def _asha(state: State, trial: Trial, since: int) -> Decision | None:
         else:
             reason = (f"{metric} {_shown(value, state):.4g} after {rung} epochs is below the best of the first "
                       f"{len(ranked)} trials there ({_shown(cutoff, state):.4g})")
+        if parent is not None:
+            figures["parent"] = _shown(parent, state)
+            reason += f" and not within {options.parent_margin:.0%} of its parent's {_shown(parent, state):.4g}"
         return Decision(rung, "asha", reason, figures)
     return None
+
+
+def _parent_value(state: State, trial: Trial, rung: int) -> float | None:
+    """With ``children = "parent"``, the value at ``rung`` of the tower ``trial`` mutated (None: no such rule or
+    parent, or a parent that started another way or never reached the rung, which says nothing of it)."""
+    parent = state.trials.get(trial.parent) if trial.parent is not None else None
+    if (state.config.search.asha.children != "parent" or parent is None or parent.kind != TOWER
+            or _inherits(parent) != _inherits(trial)):
+        return None
+    return _value(state, parent, rung)
 
 
 def _median(state: State, trial: Trial, since: int) -> Decision | None:

@@ -79,23 +79,26 @@ def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) ->
 
 
 # Options of search.beam each version added: (the version before it, the option, what older runs did, the default).
-BEAM_OPTIONS = [
-    (12, "budget", "ignore", "learn"),         # the beam ignored space.max_params
-    (13, "size_model", "positions", "blocks"),  # the size model read which block sat at each depth
-    (14, "niches", 0, 0),                      # every exploring proposal was a fresh random tower
-    (15, "founding", "screened", "fewest"),    # the surrogate chose which family a founding proposal started
+SEARCH_OPTIONS = [
+    (12, "beam", "budget", "ignore", "learn"),         # the beam ignored space.max_params
+    (13, "beam", "size_model", "positions", "blocks"),  # the size model read which block sat at each depth
+    (14, "beam", "niches", 0, 0),                      # every exploring proposal was a fresh random tower
+    (15, "beam", "founding", "screened", "fewest"),    # the surrogate chose which family a founding proposal started
+    (16, "asha", "children", "population", "population"),  # ASHA judged a mutated tower against all trials
 ]
 
 
-@pytest.mark.parametrize(("version", "option", "before", "default"), BEAM_OPTIONS, ids=[o[1] for o in BEAM_OPTIONS])
-def test_a_log_stored_before_a_beam_option_keeps_the_behaviour_it_ran_with(tmp_path: Path, version: int,
-                                                                          option: str, before, default) -> None:
+@pytest.mark.parametrize(("version", "section", "option", "before", "default"), SEARCH_OPTIONS,
+                         ids=[o[2] for o in SEARCH_OPTIONS])
+def test_a_log_stored_before_a_search_option_keeps_the_behaviour_it_ran_with(tmp_path: Path, version: int,
+                                                                            section: str, option: str, before,
+                                                                            default) -> None:
     stored = tower_config(space__max_params=20_000, search__beam__niches=2).to_dict()
-    del stored["search"]["beam"][option]
+    del stored["search"][section][option]
     stored["version"] = version
     config = _replayed(tmp_path, _versioned_record(stored))
-    assert getattr(config.search.beam, option) == before and config.version == CONFIG_VERSION
-    assert getattr(tower_config().search.beam, option) == default
+    assert getattr(getattr(config.search, section), option) == before and config.version == CONFIG_VERSION
+    assert getattr(getattr(tower_config().search, section), option) == default
 
 
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:

@@ -84,6 +84,27 @@ def test_children_that_inherit_weights_compete_only_with_each_other() -> None:
     assert scheduler.state.trials[child.trial].stop is None, "a scratch trial's head start is not its rival's"
 
 
+@pytest.mark.parametrize("children", ["parent", "population"])
+def test_a_child_within_the_margin_of_its_parent_at_a_rung_goes_on_below_the_cutoff(children: str) -> None:
+    scheduler = scheduler_for("asha", search__asha__min_epochs=2, search__asha__eta=2,
+                              search__asha__children=children, search__asha__parent_margin=0.2)
+    parent, fast, faster, adoptive, near, far, adopted = scheduler.assign("t1", 7)
+    trials = scheduler.state.trials
+    trials[adoptive.trial].inherit = {"mode": "parent", "sources": [fast.trial], "weights": [1.0]}
+    for item, value in ((parent, 0.5), (fast, 0.8), (faster, 0.9), (adoptive, 0.5)):
+        scheduler.progress(item.lease, points(value, value))
+    for child, its_parent in ((near, parent), (far, parent), (adopted, adoptive)):
+        trials[child.trial].parent = its_parent.trial
+    scheduler.progress(near.lease, points(0.3, 0.41))  # within 20% of its parent's 0.5, far below the cutoff 0.8
+    scheduler.progress(far.lease, points(0.3, 0.39))
+    scheduler.progress(adopted.lease, points(0.3, 0.45))  # its parent started from weights: a head start, no measure
+    assert (trials[near.trial].stop is None) == (children == "parent")
+    far_stop = trials[far.trial].stop
+    assert far_stop is not None and far_stop.figures["cutoff"] == 0.8
+    assert far_stop.figures.get("parent") == (0.5 if children == "parent" else None)
+    assert trials[adopted.trial].stop is not None
+
+
 def test_the_median_rule_stops_a_trial_whose_best_so_far_is_below_the_others_median() -> None:
     scheduler = scheduler_for("median", search__median__warmup=1, search__median__min_trials=3)
     *others, slow, late = scheduler.assign("t1", 5)
