@@ -78,7 +78,8 @@ def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) ->
     assert config.space.head == "flatten" and config.version == CONFIG_VERSION
 
 
-# Options of search.beam each version added: (the version before it, the option, what older runs did, the default).
+# Search options each version added: (the version before it, the section of search, the option, what older runs
+# did, the default).
 SEARCH_OPTIONS = [
     (12, "beam", "budget", "ignore", "learn"),         # the beam ignored space.max_params
     (13, "beam", "size_model", "positions", "blocks"),  # the size model read which block sat at each depth
