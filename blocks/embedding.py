@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.registry import Block, layers, register
+from blocks.registry import Block, Count, Shape, layers, register
 
 EMBEDDING = "embedding"
 #: The dimensions of the embedding a tower over tokens gets when it does not start with an embedding block.
@@ -44,6 +44,10 @@ class TokenEmbedding(Block):
     def build(self, x: Any, name: str) -> Any:
         raise TypeError("an embedding needs the vocabulary's size: the tower builder calls embed()")
 
+    def counted(self, shape: Shape, vocabulary: int) -> Count:
+        """What :meth:`embed` makes of token ids of ``shape``."""
+        return Count(vocabulary * self.dimensions, (*shape, self.dimensions))
+
 
 @register("bag_of_tokens_32", dimensions=32)
 @register("bag_of_tokens_64", dimensions=64)
@@ -60,3 +64,6 @@ class TokenBag(TokenEmbedding):
 
         vectors = super().embed(x, name, vocabulary)
         return TokenMean(name=f"{name}_mean")([vectors, x])
+
+    def counted(self, shape: Shape, vocabulary: int) -> Count:
+        return Count(vocabulary * self.dimensions, (self.dimensions,))

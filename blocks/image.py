@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.registry import Block, batch_norm, layers, register
+from blocks.registry import Block, Count, Shape, batch_norm, batch_norm_params, halved, layers, register
 
 
 class _ImageFamily(Block):
@@ -25,6 +25,17 @@ def _conv_bn_relu(x: Any, filters: int, name: str, strides: int | tuple[int, int
     return k.Activation("relu", name=f"{name}_relu")(batch_norm(f"{name}_bn")(x))
 
 
+def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def _conv_bn_relu_count(shape: Shape, filters: int, strides: int | tuple[int, int] = 1,
+                        kernel: int | tuple[int, int] = 3) -> Count:
+    (kh, kw), (sh, sw) = _pair(kernel), _pair(strides)
+    params = kh * kw * shape[-1] * filters + batch_norm_params(filters)
+    return Count(params, (halved(shape[0], sh), halved(shape[1], sw), filters))
+
+
 @register("conv2d_16", filters=16)
 @register("conv2d_32", filters=32)
 @register("conv2d_64", filters=64)
@@ -37,6 +48,9 @@ class Conv2D(_ImageFamily):
     def build(self, x: Any, name: str) -> Any:
         return _conv_bn_relu(x, self.filters, name)
 
+    def count(self, shape: Shape) -> Count:
+        return _conv_bn_relu_count(shape, self.filters)
+
 
 @register("downsample_conv2d_32", filters=32)
 @register("downsample_conv2d_64", filters=64)
@@ -48,6 +62,9 @@ class DownsampleConv2D(_ImageFamily):
 
     def build(self, x: Any, name: str) -> Any:
         return _conv_bn_relu(x, self.filters, name, strides=2)
+
+    def count(self, shape: Shape) -> Count:
+        return _conv_bn_relu_count(shape, self.filters, strides=2)
 
 
 @register("downsample_time_conv2d_32", filters=32, strides=(2, 1))
@@ -62,6 +79,9 @@ class AxisDownsampleConv2D(_ImageFamily):
     def build(self, x: Any, name: str) -> Any:
         return _conv_bn_relu(x, self.filters, name, strides=self.strides)
 
+    def count(self, shape: Shape) -> Count:
+        return _conv_bn_relu_count(shape, self.filters, strides=self.strides)
+
 
 @register("stem_conv2d_64_k10x4", filters=64)
 class StemConv2D(_ImageFamily):
@@ -72,6 +92,9 @@ class StemConv2D(_ImageFamily):
 
     def build(self, x: Any, name: str) -> Any:
         return _conv_bn_relu(x, self.filters, name, strides=2, kernel=(10, 4))
+
+    def count(self, shape: Shape) -> Count:
+        return _conv_bn_relu_count(shape, self.filters, strides=2, kernel=(10, 4))
 
 
 @register("ds_conv2d_32", filters=32)
@@ -89,6 +112,11 @@ class DepthwiseSeparableConv2D(_ImageFamily):
         x = k.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{name}_depthwise")(x)
         x = k.Activation("relu", name=f"{name}_depthwise_relu")(batch_norm(f"{name}_depthwise_bn")(x))
         return _conv_bn_relu(x, self.filters, f"{name}_pointwise", kernel=1)
+
+    def count(self, shape: Shape) -> Count:
+        depthwise = 9 * shape[-1] + batch_norm_params(shape[-1])
+        pointwise = _conv_bn_relu_count(shape, self.filters, kernel=1)
+        return Count(depthwise + pointwise.params, pointwise.shape)
 
 
 @register("resnet_16", filters=16)
@@ -108,6 +136,12 @@ class ResNetBlock(_ImageFamily):
         if x.shape[-1] != self.filters:
             x = k.Conv2D(self.filters, 1, use_bias=False, name=f"{name}_project")(x)
         return k.Activation("relu", name=f"{name}_out")(k.Add(name=f"{name}_add")([x, h]))
+
+    def count(self, shape: Shape) -> Count:
+        first = _conv_bn_relu_count(shape, self.filters)
+        second = _conv_bn_relu_count(first.shape, self.filters)
+        project = 0 if shape[-1] == self.filters else shape[-1] * self.filters
+        return Count(first.params + second.params + project, first.shape)
 
 
 @register("nasa_cell_16", filters=16)
@@ -139,6 +173,12 @@ class NASACell(_ImageFamily):
         merged = k.Concatenate(name=f"{name}_concat")(branches)
         return k.Conv2D(f, 1, padding="same", activation="relu", name=f"{name}_out")(merged)
 
+    def count(self, shape: Shape) -> Count:
+        f = self.filters
+        separable = sum(kernel * kernel * f + f * f + f for kernel in (3, 5, 3))  # depthwise, pointwise, bias
+        params = (shape[-1] * f + f) + separable + (4 * f * f + f)  # base, branches, projection of the four
+        return Count(params, (*shape[:2], f))
+
 
 @register("maxpool2d", kind="max")
 @register("avgpool2d", kind="average")
@@ -152,6 +192,9 @@ class Pool2D(_ImageFamily):
         pool = layers().MaxPooling2D if self.kind == "max" else layers().AveragePooling2D
         return pool(2, padding="same", name=f"{name}_pool")(x)
 
+    def count(self, shape: Shape) -> Count:
+        return Count(0, (halved(shape[0]), halved(shape[1]), shape[-1]))
+
 
 @register("global_avg_pool2d")
 class GlobalAveragePool2D(Block):
@@ -163,3 +206,6 @@ class GlobalAveragePool2D(Block):
 
     def build(self, x: Any, name: str) -> Any:
         return layers().GlobalAveragePooling2D(name=f"{name}_pool")(x)
+
+    def count(self, shape: Shape) -> Count:
+        return Count(0, (shape[-1],))

@@ -21,7 +21,10 @@ Example::
     16
 
 Keras is imported only when a block is built (``layers()``), so the engine, which only needs
-names and properties, never loads TensorFlow.
+names and properties, never loads TensorFlow. For the same reason a block may say how many weights it makes
+without building them (``count``, from its input's shape): under ``space.max_params`` the engine then refuses
+a tower over the budget before a trainer builds it. A block that does not (a user block, a whole network)
+leaves that to a model learned from the sizes trainers report.
 """
 
 from __future__ import annotations
@@ -54,8 +57,21 @@ class BlockError(KeyError):
         return str(self.args[0])
 
 
+Shape = tuple[int, ...]  # one example's shape, without the batch axis
+
+
+@dataclass(frozen=True)
+class Count:
+    """What a block makes of an input shape, counted without Keras: its weights (``params``, every weight Keras'
+    ``count_params`` counts, batch norm's moving statistics too) and the shape of its output."""
+
+    params: int
+    shape: Shape
+
+
 class Block(ABC):
-    """Base class of every block. Subclasses set the three class properties and ``build``."""
+    """Base class of every block. Subclasses set the three class properties and ``build``, and may say what
+    ``build`` makes without building it (``count``)."""
 
     family: ClassVar[str]
     order_matters: ClassVar[bool]
@@ -64,6 +80,21 @@ class Block(ABC):
     @abstractmethod
     def build(self, x: Any, name: str) -> Any:
         """Apply this block's layers to tensor ``x``; every layer's name starts with ``name``."""
+
+    def count(self, shape: Shape) -> Count | None:
+        """The weights ``build`` makes on input of ``shape`` and its output's shape; None: not known without
+        building it."""
+        return None
+
+
+def halved(length: int, stride: int = 2) -> int:
+    """A length after a stride with "same" padding (rounded up)."""
+    return -(-length // stride)
+
+
+def batch_norm_params(channels: int) -> int:
+    """Batch norm's weights: a scale, an offset and two moving statistics per channel."""
+    return 4 * channels
 
 
 def layers() -> Any:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks.registry import Block, batch_norm, layers, register
+from blocks.registry import Block, Count, Shape, batch_norm, batch_norm_params, halved, layers, register
 
 
 class _SequenceFamily(Block):
     family = "sequence"
     order_matters = True
     keeps_order = True
+
+
+def _conv(kernel: int, inputs: int, filters: int, bias: bool = True) -> int:
+    return kernel * inputs * filters + (filters if bias else 0)
 
 
 @register("conv1d_8_k5", filters=8, kernel=5)
@@ -30,6 +34,9 @@ class Conv1D(_SequenceFamily):
     def build(self, x: Any, name: str) -> Any:
         return layers().Conv1D(self.filters, self.kernel, padding="same", activation="relu", name=f"{name}_conv")(x)
 
+    def count(self, shape: Shape) -> Count:
+        return Count(_conv(self.kernel, shape[-1], self.filters), (shape[0], self.filters))
+
 
 @register("downsample_conv1d_16", filters=16)
 @register("downsample_conv1d_25", filters=25)
@@ -43,6 +50,9 @@ class DownsampleConv1D(_SequenceFamily):
 
     def build(self, x: Any, name: str) -> Any:
         return layers().Conv1D(self.filters, 5, strides=2, padding="same", activation="relu", name=f"{name}_conv")(x)
+
+    def count(self, shape: Shape) -> Count:
+        return Count(_conv(5, shape[-1], self.filters), (halved(shape[0]), self.filters))
 
 
 @register("residual_conv1d_32", filters=32, kernel=3)
@@ -64,6 +74,12 @@ class ResidualConv1D(_SequenceFamily):
             x = k.Conv1D(self.filters, 1, use_bias=False, name=f"{name}_project")(x)
         return k.Activation("relu", name=f"{name}_out")(k.Add(name=f"{name}_add")([x, h]))
 
+    def count(self, shape: Shape) -> Count:
+        inputs, f = shape[-1], self.filters
+        project = 0 if inputs == f else _conv(1, inputs, f, bias=False)
+        params = _conv(self.kernel, inputs, f) + _conv(self.kernel, f, f) + 2 * batch_norm_params(f) + project
+        return Count(params, (shape[0], f))
+
 
 @register("maxpool1d", kind="max")
 @register("avgpool1d", kind="average")
@@ -76,6 +92,9 @@ class Pool1D(_SequenceFamily):
     def build(self, x: Any, name: str) -> Any:
         pool = layers().MaxPooling1D if self.kind == "max" else layers().AveragePooling1D
         return pool(2, padding="same", name=f"{name}_pool")(x)
+
+    def count(self, shape: Shape) -> Count:
+        return Count(0, (halved(shape[0]), shape[-1]))
 
 
 @register("global_avg_pool1d", kind="average")
@@ -95,6 +114,9 @@ class GlobalPool1D(Block):
         pool = layers().GlobalMaxPooling1D if self.kind == "max" else layers().GlobalAveragePooling1D
         return pool(name=f"{name}_pool")(x)
 
+    def count(self, shape: Shape) -> Count:
+        return Count(0, (shape[-1],))
+
 
 @register("lstm_32", cell="lstm", units=32)
 @register("lstm_64", cell="lstm", units=64)
@@ -111,6 +133,15 @@ class Recurrent(_SequenceFamily):
         cell = layers().LSTM if self.cell == "lstm" else layers().GRU
         return cell(self.units, return_sequences=True, name=f"{name}_{self.cell}")(x)
 
+    def count(self, shape: Shape) -> Count:
+        return Count(recurrent_params(self.cell, shape[-1], self.units), (shape[0], self.units))
+
+
+def recurrent_params(cell: str, inputs: int, units: int) -> int:
+    """An LSTM's four gates, or a GRU's three (Keras' GRU keeps a second bias per gate: ``reset_after``)."""
+    gates, biases = (4, 1) if cell == "lstm" else (3, 2)
+    return gates * units * (inputs + units + biases)
+
 
 @register("bilstm_32", units=32)
 class BidirectionalLSTM(_SequenceFamily):
@@ -122,6 +153,9 @@ class BidirectionalLSTM(_SequenceFamily):
     def build(self, x: Any, name: str) -> Any:
         k = layers()
         return k.Bidirectional(k.LSTM(self.units, return_sequences=True), name=f"{name}_bilstm")(x)
+
+    def count(self, shape: Shape) -> Count:
+        return Count(2 * recurrent_params("lstm", shape[-1], self.units), (shape[0], 2 * self.units))
 
 
 @register("attention_2h", heads=2, key_dim=16)
@@ -142,3 +176,9 @@ class SelfAttention(_SequenceFamily):
         h = k.Dense(2 * width, activation="relu", name=f"{name}_ff1")(x)
         h = k.Dense(width, name=f"{name}_ff2")(h)
         return k.LayerNormalization(name=f"{name}_norm2")(k.Add(name=f"{name}_add2")([x, h]))
+
+    def count(self, shape: Shape) -> Count:
+        width, inner = shape[-1], self.heads * self.key_dim
+        attention = 3 * (width * inner + inner) + inner * width + width  # query, key, value; output
+        feed_forward = (width * 2 * width + 2 * width) + (2 * width * width + width)
+        return Count(attention + feed_forward + 2 * 2 * width, shape)  # two layer norms: a scale and an offset

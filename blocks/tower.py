@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,7 +23,7 @@ from typing import Any
 
 from blocks.embedding import DEFAULT_DIMENSIONS, EMBEDDING, TokenEmbedding
 from blocks.ordering import NETWORK, Problem, Reason
-from blocks.registry import BlockError, layers, lookup
+from blocks.registry import BlockError, Shape, layers, lookup
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -87,28 +88,77 @@ def _shape(x: Any) -> tuple:
     return tuple(x.shape[1:])
 
 
-def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
-    """Reshape ``x`` into what a block of ``family`` takes, or say why it cannot."""
-    k = layers()
-    rank = len(_shape(x))
+def _taken(shape: Shape, block: str, position: int, family: str) -> Shape:
+    """The shape a block of ``family`` takes ``shape`` as (flattened for a dense block, given one channel where
+    it has one axis too few), or why it cannot."""
+    rank = len(shape)
     if family in (NETWORK, EMBEDDING):
         if position:
             raise BuildError(str(Problem(position, block, Reason.NETWORK_NOT_FIRST, family=family)))
-        return x
+        return shape
     if family == "dense":
-        return k.Flatten(name=f"{scope}_flatten")(x) if rank > 1 else x
+        return (math.prod(shape),)
     wanted = {"sequence": 2, "image": 3}[family]
     if rank == wanted:
-        return x
-    if family == "sequence" and rank == 1:
-        return k.Reshape((_shape(x)[0], 1), name=f"{scope}_as_sequence")(x)
-    if family == "image" and rank == 2:
-        return k.Reshape((*_shape(x), 1), name=f"{scope}_as_image")(x)
+        return shape
+    if rank == wanted - 1 and family in ("sequence", "image"):
+        return (*shape, 1)
     kinds = {1: "flat features", 2: "a sequence", 3: "an image"}
     raise BuildError(
         f"block {position} ({block}) takes {'a sequence' if family == 'sequence' else 'an image'}, "
-        f"but gets {kinds.get(rank, f'a rank-{rank} tensor')} of shape {_shape(x)}"
+        f"but gets {kinds.get(rank, f'a rank-{rank} tensor')} of shape {shape}"
     )
+
+
+def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
+    """Reshape ``x`` into what a block of ``family`` takes, or say why it cannot."""
+    shape = _shape(x)
+    taken = _taken(shape, block, position, family)
+    if taken == shape:
+        return x
+    if family == "dense":
+        return layers().Flatten(name=f"{scope}_flatten")(x)
+    return layers().Reshape(taken, name=f"{scope}_as_{family}")(x)
+
+
+def _head_params(features: int, data: DataSpec) -> int:
+    return (features + 1) * data.outputs  # the output layer; the regression head's rescaling has no weights
+
+
+def count_params(architecture: Sequence[str], data: DataSpec, head: Head | str = Head.FLATTEN) -> int | None:
+    """The weights :func:`build_tower` would make (what Keras' ``count_params`` says of its model), counted without
+    Keras from each block's :meth:`~blocks.registry.Block.count`; None where a block cannot say (a user block, a
+    whole network). Raises :class:`BuildError` where the tower cannot be built.
+
+    Example::
+
+        >>> count_params(["conv1d_32_k3", "maxpool1d", "dense_64"], DataSpec((40,), "classification", 10))
+        41802
+    """
+    specs = []
+    for position, block in enumerate(architecture):
+        try:
+            specs.append(lookup(block))
+        except BlockError as exc:
+            raise BuildError(f"block {position}: {exc}") from None
+    shape, params = tuple(data.input_shape), 0
+    if data.tokens and not (specs and specs[0].family == EMBEDDING):
+        counted = TokenEmbedding(DEFAULT_DIMENSIONS).counted(shape, data.tokens)
+        shape, params = counted.shape, counted.params
+    for position, (block, spec) in enumerate(zip(architecture, specs, strict=True)):
+        shape = _taken(shape, block, position, spec.family)
+        if spec.family == EMBEDDING:
+            if not data.tokens:
+                raise BuildError(f"block {position} ({block}) takes token ids (a csv text column), but gets "
+                                 f"{InputKind.of_shape(shape)} of shape {shape}")
+            counted = spec.create().counted(shape, data.tokens)
+        else:
+            counted = spec.create().count(shape)
+        if counted is None:
+            return None
+        shape, params = counted.shape, params + counted.params
+    features = shape[-1] if len(shape) > 1 and Head(head) == Head.POOL else math.prod(shape)
+    return params + _head_params(features, data)
 
 
 def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any], data: DataSpec,

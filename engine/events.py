@@ -161,6 +161,7 @@ TRIAL_PROMOTED = "TrialPromoted"
 TRIAL_FAILED = "TrialFailed"
 TRIAL_LOST = "TrialLost"
 SEARCH_FINISHED = "SearchFinished"
+DATA_DESCRIBED = "DataDescribed"
 
 TYPES = EventTypes(
     [
@@ -227,6 +228,13 @@ TYPES = EventTypes(
         EventType(
             TRIAL_LOST, 1, ("trial", "lease", "reason"),
             "A lease ended without a result (silent trainer); the candidate goes back to the queue.",
+        ),
+        EventType(
+            DATA_DESCRIBED, 1, ("shape", "outputs", "tokens", "task"),
+            "The first trainer that read the run's data described what towers are built on (engine/state.py "
+            "TowerInput): one example's shape as the first block takes it, the outputs, the vocabulary's size (0: "
+            "no token ids) and the task. Recorded once; under space.max_params the beam counts towers' weights "
+            "from it.",
         ),
         EventType(
             SEARCH_FINISHED, 1, ("reason",),

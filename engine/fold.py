@@ -39,6 +39,7 @@ from engine.state import (
     Resume,
     State,
     Stop,
+    TowerInput,
     Trial,
     ensemble_merit,
     keeps_ensemble,
@@ -144,6 +145,8 @@ def _reconfigure(state: State, config: Config) -> None:
     state.config = config
     state.ranking = ranking_of(config)
     state.finished = None
+    if old is not None and old.data != config.data:  # a fork onto other data: its trainers describe it anew
+        state.tower_input = None
     if old is None or (old.search.metric, old.search.mode) != (config.search.metric, config.search.mode):
         for trial_id in state.completed:
             trial = state.trials[trial_id]
@@ -278,6 +281,11 @@ def _lost(state: State, p: dict[str, Any], seq: int) -> None:
     state.queue.appendleft(trial.id)
 
 
+def _described(state: State, p: dict[str, Any], seq: int) -> None:
+    if state.tower_input is None:  # the first description stands: every trainer reads the same data
+        state.tower_input = TowerInput(tuple(p["shape"]), p["outputs"], p["tokens"], p["task"])
+
+
 def _finished(state: State, p: dict[str, Any], seq: int) -> None:
     state.finished = p["reason"]
 
@@ -336,5 +344,6 @@ _HANDLERS = {
     ev.TRIAL_COMPLETED: _completed,
     ev.TRIAL_FAILED: _failed,
     ev.TRIAL_LOST: _lost,
+    ev.DATA_DESCRIBED: _described,
     ev.SEARCH_FINISHED: _finished,
 }

@@ -4,12 +4,12 @@ A message is one msgpack map ``{"p": PROTOCOL, "t": <type>, ...fields}`` in one 
 (ROUTER on the engine, DEALER on trainers). Incoming frames are size-limited (by ZeroMQ's
 ``MAXMSGSIZE`` and again here) and validated field by field before anything can become an event.
 
-Trainer -> engine: ``hello``, ``ready``, ``heartbeat``, ``progress`` (the validation metrics of the
-epochs trained since the last one, at most about once a second per lease), ``result``, ``fail``,
-``blob_put``, ``blob_get``, ``bye``. Engine -> trainer: ``welcome``, ``work``, ``ack``, ``beat``, ``blob_ok``,
-``blob``, ``error``, ``stop`` (train this lease no further than the current epoch, then report). The items
-of ``work`` are the records of ``engine/work.py``: the engine sends ``item.to_message()``, and decoding
-checks each of their fields and gives back :class:`WorkItem` objects.
+Trainer -> engine: ``hello``, ``data`` (what towers are built on, once the run's data is read), ``ready``,
+``heartbeat``, ``progress`` (the validation metrics of the epochs trained since the last one, at most about once a
+second per lease), ``result``, ``fail``, ``blob_put``, ``blob_get``, ``bye``. Engine -> trainer: ``welcome``,
+``work``, ``ack``, ``beat``, ``blob_ok``, ``blob``, ``error``, ``stop`` (train this lease no further than the
+current epoch, then report). The items of ``work`` are the records of ``engine/work.py``: the engine sends
+``item.to_message()``, and decoding checks each of their fields and gives back :class:`WorkItem` objects.
 
 Nothing a peer sends can make decoding recurse or an error grow: containers nested deeper than
 ``MAX_DEPTH`` are refused before any field is looked at, and an error names the field and what it
@@ -39,16 +39,16 @@ from typing import Any
 
 import msgpack
 
-from engine.state import Blame, Epoch, Kind, Resume
+from engine.state import Blame, Epoch, Kind, Resume, TowerInput
 from engine.work import Architecture, Ensemble, Inherit, Member, Source, Teacher, WorkItem
 
-PROTOCOL = 7  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume; 6: bundles;
-#              7: a fail carries the metrics measured before the failure
+PROTOCOL = 8  # 4: progress (per-epoch reports) and stop; 5: work items pause (until) and resume; 6: bundles;
+#              7: a fail carries the metrics measured before the failure; 8: data (what towers are built on)
 CHUNK = 1 << 20
 MAX_FRAME = CHUNK + (64 << 10)
 MAX_BLOB = 4 << 30
 MAX_SLOTS = 64
-MAX_DEPTH = 16  # engine messages nest 7 deep (a work item's inherited sources); trainer messages 2
+MAX_DEPTH = 16  # engine messages nest 7 deep (a work item's inherited sources); trainer messages 3
 MAX_ERROR = 200
 
 Validator = Callable[[str, Any], Any]  # checks field ``name``'s value and returns it decoded
@@ -341,11 +341,26 @@ MAX_EPOCHS = 1000  # epochs in one progress message: a reconnected trainer sends
 #: One reported epoch: its number (from 1) and the validation metrics after it.
 EPOCH: Spec = {"epoch": _integer(1, 1_000_000), "metrics": _metrics}
 
+MAX_RANK = 4  # axes of one example a tower takes (an image's height, width and channels: 3)
+
+
+def _axes(name: str, value: Any) -> tuple[int, ...]:
+    axes = _each(_integer(1, 1 << 24), MAX_RANK, "axes")(name, value)
+    if not axes:
+        raise ProtocolError(f"{name} must hold at least one axis")
+    return axes
+
+
+#: What towers are built on (engine/state.py TowerInput).
+TOWER_INPUT: Spec = {"shape": _axes, "outputs": _integer(1, 1 << 20),
+                     "tokens": _integer(0, 1 << 31), "task": _choice("classification", "regression")}
+
 #: What a trainer may send, field by field. Every field is required.
 TRAINER_MESSAGES: dict[str, Spec] = {
     "hello": {"name": _text(128), "host": _text(255), "pid": _integer(), "leases": _integers(MAX_SLOTS),
               "secret": _secret},
     "ready": {"slots": _integer(1, MAX_SLOTS)},
+    "data": {"input": _record(TowerInput, TOWER_INPUT)},
     "heartbeat": {"leases": _integers(MAX_SLOTS)},
     "progress": {"lease": _integer(), "epochs": _each(_record(Epoch, EPOCH), MAX_EPOCHS, "epochs", into=list)},
     "result": {"lease": _integer(), "metrics": _metrics, "artifacts": _artifacts, "inherited": _names,

@@ -29,7 +29,7 @@ from engine import events as ev
 from engine.fold import fold
 from engine.metrics import problem_with
 from engine.searchers import Proposer, SpaceExhausted
-from engine.state import ENSEMBLE, TOWER, Artifact, Blame, Epoch, State, Trial, score
+from engine.state import ENSEMBLE, TOWER, Artifact, Blame, Epoch, State, TowerInput, Trial, score
 from engine.stopping import Decision, decide, pause_epoch, promotion
 from engine.work import Inherit, Member, Source, Teacher, WorkItem, architecture_of
 
@@ -206,6 +206,16 @@ class Scheduler:
         self.emit(ev.TRIAL_COMPLETED, {"trial": held.trial, "lease": lease, "metrics": metrics,
                                         "artifacts": artifacts, "inherited": list(inherited)})
         return True, "recorded"
+
+    def describe(self, described: TowerInput) -> str | None:
+        """Record what towers are built on, as a trainer that read the run's data described it; the first
+        description stands. Returns what is wrong with a later one that differs, if anything is."""
+        known = self.state.tower_input
+        if known is None:
+            self.emit(ev.DATA_DESCRIBED, described.as_dict())
+        elif known != described:
+            return f"it describes the data as {described.as_dict()}, another trainer as {known.as_dict()}"
+        return None
 
     def progress(self, lease: int, epochs: Iterable[Epoch]) -> str | None:
         """Record the epochs a trainer reported for a lease in flight: those after the last one recorded (a

@@ -390,6 +390,13 @@ class EngineServer:
                   replies: list[tuple[bytes, bytes]]) -> None:
         replies.append((identity, self._work(identity, session, message["slots"])))
 
+    def _on_data(self, identity: bytes, session: Session, message: dict[str, Any],
+                 replies: list[tuple[bytes, bytes]]) -> None:
+        """Record what towers are built on (the first trainer's word stands). No reply."""
+        problem = self.scheduler.describe(message["input"])
+        if problem:
+            self.watch.note(refused.REPORTS, session.name, problem)
+
     def _on_heartbeat(self, identity: bytes, session: Session, message: dict[str, Any],
                       replies: list[tuple[bytes, bytes]]) -> None:
         unknown = self.scheduler.heartbeat(session.name, session.holder, message["leases"], time.monotonic())

@@ -89,6 +89,23 @@ class Resume(NamedTuple):
     checkpoint: str
 
 
+@dataclass(frozen=True)
+class TowerInput:
+    """What towers are built on, as a trainer that read the run's data describes it: one example's ``shape`` as a
+    tower's first block takes it (audio as its spectrogram's frames x bands), the number of ``outputs`` (classes,
+    or regression targets), the vocabulary's size where examples are token ids (``tokens``; 0 otherwise) and the
+    ``task``. Under ``space.max_params`` the beam counts a candidate tower's weights from it."""
+
+    shape: tuple[int, ...]
+    outputs: int
+    tokens: int
+    task: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """As a DataDescribed event records it and a trainer sends it."""
+        return {"shape": list(self.shape), "outputs": self.outputs, "tokens": self.tokens, "task": self.task}
+
+
 PAUSE = "pause"  # the Stop rule of a trial paused at a rung (search.stopping = asha-promote)
 
 TOWER, ENSEMBLE = Kind.TOWER, Kind.ENSEMBLE
@@ -168,6 +185,7 @@ class State:
     ensemble: int | None = None  # the best completed ensemble
     stopped: list[int] = field(default_factory=list)  # completed trials that were stopped early (or paused)
     promotions: int = 0  # paused trials resumed (search.stopping = asha-promote)
+    tower_input: TowerInput | None = None  # what towers are built on, once a trainer described the data
 
     @property
     def budget(self) -> int:

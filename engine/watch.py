@@ -27,13 +27,14 @@ RENAMED = "renamed"        # hellos under a name another live session holds (giv
 REPLIES = "replies"        # replies dropped: the peer does not read them, or is gone
 UPLOADS = "uploads"        # blob chunks refused (bad total, over quota, wrong digest)
 FORGOTTEN = "forgotten"    # sessions silent past the lease timeout
-REPORTS = "reports"        # epoch reports refused (metrics the run does not know, out of bounds, out of order)
+REPORTS = "reports"        # epoch reports refused (metrics the run does not know, out of bounds, out of order), data
+#                            descriptions that differ from the first
 RATE = "rate"              # messages dropped unread: their peer sent more a second than its limit
 
 _DESCRIPTIONS = {
     FRAMES: "rejected a frame", HANDSHAKES: "refused a CurveZMQ handshake", SESSIONS: "refused a message",
     RENAMED: "renamed a trainer", REPLIES: "dropped a reply", UPLOADS: "refused a blob chunk",
-    FORGOTTEN: "forgot a silent session", REPORTS: "refused an epoch report", RATE: "dropped a message",
+    FORGOTTEN: "forgot a silent session", REPORTS: "refused a report", RATE: "dropped a message",
 }
 _NOUNS = {  # singular, plural
     FRAMES: ("invalid frame", "invalid frames"), HANDSHAKES: ("CurveZMQ handshake", "CurveZMQ handshakes"),

@@ -46,6 +46,7 @@ def message_of(kind: str, **replaced: bytes) -> bytes:
     """A valid trainer message of ``kind`` with some fields replaced by raw encoded values."""
     examples = {
         "hello": hello_fields("x"), "ready": {"slots": 1}, "heartbeat": {"leases": [1]},
+        "data": {"input": {"shape": [40], "outputs": 10, "tokens": 0, "task": "classification"}},
         "progress": {"lease": 5, "epochs": [{"epoch": 1, "metrics": {"val_acc": 1.0}}]},
         "result": {"lease": 5, "metrics": {"val_acc": 1.0}, "artifacts": {}, "inherited": [], "slots": 0},
         "fail": {"lease": 5, "reason": "r", "blame": "candidate", "metrics": {}, "slots": 0},

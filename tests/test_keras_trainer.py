@@ -239,3 +239,41 @@ def test_engine_run_stops_with_the_reason_when_its_trainers_cannot_load_the_data
     assert "all 2 local trainers exited" in message and "no such file" in message
     with EventLog.open_reader(run) as log:
         assert not [e for e in log.read() if e.type == ev.TRIAL_COMPLETED]
+
+
+def test_a_keras_trainer_describes_the_data_and_the_engine_proposes_no_tower_over_max_params(
+        tmp_path: Path, engine_cli, engine_here) -> None:
+    """The trainer tells the engine what towers are built on once it has read the data (a DataDescribed event,
+    before the first proposal); the engine counts each candidate's weights from its blocks, and no tower is
+    built only to fail over ``space.max_params``. Replay re-derives the proposals from the log alone."""
+    config = write_toml(tmp_path / "budget.toml", """
+[search]
+trials = 6
+[space]
+kind = "tower"
+blocks = ["conv1d_64_k5", "dense_256", "dense_32", "maxpool1d"]
+max_depth = 3
+max_params = 15000
+[data]
+dataset = "mnist1d"
+samples = 600
+[training]
+epochs = 1
+""")
+    engine_cli("run", "--run", str(tmp_path / "run"), "--config", str(config), "--trainers", "1", "--quiet",
+               timeout=300)
+    from blocks.tower import DataSpec, count_params
+    from engine.log import EventLog
+    from engine.runs import state_at
+    from engine.state import TowerInput
+
+    with EventLog.open_reader(tmp_path / "run") as log:
+        kinds = [event.type for event in log.read()]
+    assert kinds.index(ev.DATA_DESCRIBED) < kinds.index(ev.CANDIDATE_PROPOSED) and kinds.count(ev.DATA_DESCRIBED) == 1
+    state = state_at(tmp_path / "run")
+    assert state.tower_input == TowerInput((40,), 10, 0, "classification")
+    assert len(state.completed) == 6 and not state.failed
+    data = DataSpec((40,), "classification", 10)
+    for trial in state.trials.values():
+        assert trial.metrics["params"] == count_params(trial.architecture, data) <= 15_000
+    assert "reproduce exactly" in engine_here("replay", "--run", str(tmp_path / "run"), "--verify").stdout

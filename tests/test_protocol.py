@@ -25,6 +25,7 @@ from engine.state import Blame
 EXAMPLES = {
     "hello": {"name": "t1", "host": "h", "pid": 12, "leases": [3, 4], "secret": "0f" * 16},
     "ready": {"slots": 2},
+    "data": {"input": {"shape": [51, 10], "outputs": 12, "tokens": 0, "task": "classification"}},
     "heartbeat": {"leases": [1]},
     "progress": {"lease": 5, "epochs": [{"epoch": 1, "metrics": {"val_acc": 40.5}},
                                         {"epoch": 2, "metrics": {"val_acc": 61.0, "val_loss": 0.8}}]},
@@ -42,6 +43,8 @@ def test_every_trainer_message_round_trips(kind: str) -> None:
     got, fields = decode(encode(kind, **EXAMPLES[kind]), TRAINER_MESSAGES)
     if kind == "progress":  # epochs decode as Epoch records
         fields = {**fields, "epochs": [epoch.as_dict() for epoch in fields["epochs"]]}
+    if kind == "data":  # and a description as a TowerInput
+        fields = {"input": fields["input"].as_dict()}
     assert (got, fields) == (kind, EXAMPLES[kind])
 
 
@@ -75,6 +78,12 @@ def test_engine_messages_are_not_accepted_from_trainers() -> None:
     ({"p": P, "t": "result", "lease": 1, "metrics": {}, "artifacts": {}, "inherited": [7], "slots": 0},
      "layer names"),
     ({"p": P, "t": "hello", "name": "x" * 500, "host": "h", "pid": 1, "leases": [], "secret": "0" * 32}, "hello.name"),
+    ({"p": P, "t": "data", "input": {"shape": [], "outputs": 2, "tokens": 0, "task": "classification"}},
+     "data.input.shape must hold at least one axis"),
+    ({"p": P, "t": "data", "input": {"shape": [8, 0], "outputs": 2, "tokens": 0, "task": "classification"}},
+     r"data.input.shape\[1\]"),
+    ({"p": P, "t": "data", "input": {"shape": [8], "outputs": 2, "tokens": 0, "task": "ranking"}},
+     "data.input.task must be one of"),
     ({"p": P, "t": "nonsense"}, "unknown message type"),
     ([1, 2, 3], "must be a msgpack map"),
 ])

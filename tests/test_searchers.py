@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from support import ROOT, nb201_config, tower_config
 
+from blocks.tower import DataSpec, count_params
 from engine.config import Config
 from engine.runs import create_run
 from engine.scheduler import Scheduler
@@ -17,16 +18,20 @@ from engine.searchers import Proposer, proposal_seed
 from engine.searchers.beam import BeamSearch
 from engine.searchers.surrogate import LENGTH_GRID, NOISE_GRID, GaussianProcess, expected_improvement
 from engine.spaces import make_space
-from engine.state import Blame, State
+from engine.state import Blame, State, TowerInput
 from trainers.evaluator import EvaluationError, make_evaluator
 
 
-def search(tmp_path: Path, config: Config, check=None, settle=None) -> State:
-    """Run a whole search in-process: one trainer, results from the run's evaluator, handed to
-    ``settle(scheduler, item, metrics)`` when given (it may fail the item or change its metrics)."""
+def search(tmp_path: Path, config: Config, check=None, settle=None, described: TowerInput | None = None,
+           evaluator=None) -> State:
+    """Run a whole search in-process: one trainer, results from the run's evaluator (or ``evaluator``), handed to
+    ``settle(scheduler, item, metrics)`` when given (it may fail the item or change its metrics). ``described``:
+    what the trainer says towers are built on, before it asks for work."""
     log, state = create_run(tmp_path, config, sync=False)
     scheduler = Scheduler(state, now=0.0)
-    evaluator = make_evaluator(config)
+    if described is not None:
+        scheduler.describe(described)
+    evaluator = evaluator or make_evaluator(config)
     settle = settle or (lambda scheduler, item, metrics: scheduler.complete(item.lease, metrics, {}))
     with log:
         while not scheduler.finish_if_done():
@@ -331,6 +336,34 @@ def test_a_budget_aware_beam_builds_fewer_towers_over_max_params_or_finds_better
     assert sum(n for n, _ in positions) < sum(n for n, _ in blind) / 2, (positions, blind)
     assert np.median([b for _, b in positions]) >= np.median([b for _, b in blind]) - 0.01, (positions, blind)
     assert np.median([b for _, b in blocks]) >= np.median([b for _, b in positions]), (blocks, positions)
+
+
+def test_a_beam_told_what_towers_are_built_on_proposes_none_over_max_params(tmp_path: Path) -> None:
+    """Once a trainer described the data (a DataDescribed event), the beam counts each candidate's weights from
+    its blocks and proposes no tower over ``space.max_params``; before that, and for blocks that cannot count
+    their own, it learns sizes from what trainers report, and some towers are built only to fail."""
+    described = TowerInput((40,), 10, 0, "classification")
+    data = DataSpec(described.shape, described.task, described.outputs)
+    budget = 20_000
+
+    def settle(scheduler: Scheduler, item, metrics: dict[str, float]) -> None:  # a trainer's Keras count
+        params = count_params(item.architecture, data)
+        if params > budget:
+            scheduler.fail(item.lease, f"{params:,} parameters exceed space.max_params", Blame.CANDIDATE,
+                           {"params": float(params)})
+        else:
+            scheduler.complete(item.lease, {**metrics, "params": float(params)}, {})
+
+    def failures(told: bool, seed: int) -> int:
+        config = tower_config(search__trials=40, search__seed=seed, space__max_depth=5, space__max_params=budget)
+        unbounded = make_evaluator(tower_config(search__seed=seed, space__max_depth=5))
+        state = search(tmp_path / f"{told}-{seed}", config, settle=settle, described=described if told else None,
+                       evaluator=unbounded)
+        assert (state.tower_input == described) is told
+        return len(state.failed)
+
+    assert [failures(True, seed) for seed in range(3)] == [0, 0, 0]
+    assert sum(failures(False, seed) for seed in range(3)) > 0  # 19 here
 
 
 def test_a_cost_aware_beam_tries_fewer_costly_towers(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from engine.config import Config
-from engine.state import Epoch
+from engine.state import Epoch, TowerInput
 from engine.work import WorkItem
 
 Fetch = Callable[[str], bytes]
@@ -69,6 +69,10 @@ class Evaluator(ABC):
     def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
         """Evaluate one work item; ``fetch`` reads a cached blob (by digest) the item ``needs``, and
         ``report`` (if given) hears of each epoch trained, with its validation metrics."""
+
+    def describe(self) -> TowerInput | None:
+        """What this evaluator builds towers on, for the engine to count their weights (None: it builds none)."""
+        return None
 
 
 def stable_fraction(*parts: object) -> float:

@@ -26,7 +26,7 @@ from typing import Any
 from blocks.registry import use_paths
 from blocks.tower import CLASSIFICATION, BuildError, build_tower
 from engine.config import Config
-from engine.state import ENSEMBLE, Artifact, Epoch
+from engine.state import ENSEMBLE, Artifact, Epoch, TowerInput
 from engine.work import Teacher, WorkItem
 from trainers import checkpoints
 from trainers.datasets import load_dataset
@@ -103,6 +103,10 @@ class KerasEvaluator(Evaluator):
         distils = config.distillation.teacher != "none"
         keeps = distils or config.ensemble.strategy != "none"
         self.recorded_splits = (("train", "validation") if distils else ("validation",)) if keeps else ()
+
+    def describe(self) -> TowerInput:
+        spec = self.data.spec
+        return TowerInput(tuple(spec.input_shape), spec.outputs, spec.tokens, spec.task)
 
     def evaluate(self, work: WorkItem, fetch: Fetch, report: Report | None = None) -> Outcome:
         if work.kind == ENSEMBLE:

@@ -318,12 +318,32 @@ class BeamSearch(Searcher):
         return bool(self.max_params) and (trial.metrics or {}).get("params", 0) > self.max_params
 
     def _fit_chance(self, state: State, rows: list[tuple[str, Any, dict[str, Any]]]) -> np.ndarray:
-        """Each row's probability of having at most ``space.max_params`` parameters: known for an architecture
-        a trainer measured, else predicted by :func:`fit_chances` from the latest ``history`` measured
-        architectures (all ones without a budget). Size is the architecture's alone, so it reads no
-        hyperparameters."""
+        """Each row's probability of having at most ``space.max_params`` parameters (all ones without a budget):
+        0 or 1 where the space counts its weights (once a trainer described the data), else learned
+        (:meth:`_learned_fit_chance`)."""
+        chance = np.ones(len(rows))
         if not self.max_params:
-            return np.ones(len(rows))
+            return chance
+        uncounted = []
+        for i, (_, architecture, _) in enumerate(rows):
+            params = self._count(state, architecture)
+            if params is None:
+                uncounted.append(i)
+            else:
+                chance[i] = float(params <= self.max_params)
+        if uncounted:
+            chance[uncounted] = self._learned_fit_chance(state, [rows[i][1] for i in uncounted])
+        return chance
+
+    def _count(self, state: State, architecture: Any) -> int | None:
+        """A tower's weights counted from its blocks, or None (no description of the data yet, or a block that
+        cannot count its own)."""
+        return None if state.tower_input is None else self.space.count_params(architecture, state.tower_input)
+
+    def _learned_fit_chance(self, state: State, architectures: list[Any]) -> np.ndarray:
+        """Each architecture's probability of fitting the budget: known for one a trainer measured, else
+        predicted by :func:`fit_chances` from the latest ``history`` measured architectures (all ones before two
+        were). Size is the architecture's alone, so it reads no hyperparameters."""
         sizes: dict[str, tuple[Any, float]] = {}
         for trial in state.trials.values():
             params = (trial.metrics or {}).get("params")
@@ -333,14 +353,30 @@ class BeamSearch(Searcher):
                 sizes[name] = (trial.architecture, params)
         measured = list(sizes.values())[-self.options.history:]
         if len(measured) < 2:
-            return np.ones(len(rows))
+            return np.ones(len(architectures))
         chance = fit_chances([(self._size_features(architecture), params) for architecture, params in measured],
-                             [self._size_features(architecture) for _, architecture, _ in rows], self.max_params)
-        for i, (_, architecture, _) in enumerate(rows):
+                             [self._size_features(architecture) for architecture in architectures], self.max_params)
+        for i, architecture in enumerate(architectures):
             known = sizes.get(self.space.describe(architecture, {}))
             if known is not None:
                 chance[i] = float(known[1] <= self.max_params)
         return chance
+
+    def random_new(self, state: State, rng: random.Random, max_depth: int | None = None,
+                   attempts: int = 200) -> Proposal | None:
+        """A random member not tried before and not counted over ``space.max_params``, or None after ``attempts``
+        draws of others."""
+        for _ in range(attempts):
+            found = super().random_new(state, rng, max_depth, attempts=1)
+            if found is not None and not self._counted_over(state, found.architecture):
+                return found
+        return None
+
+    def _counted_over(self, state: State, architecture: Any) -> bool:
+        if not self.max_params:
+            return False
+        params = self._count(state, architecture)
+        return params is not None and params > self.max_params
 
     def _size_features(self, architecture: Any) -> SizeFeatures:
         """What the size model reads of an architecture, as ``search.beam.size_model`` says."""

@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, ClassVar
 
 from engine.space_options import SpaceOptions
+from engine.state import TowerInput
 
 Architecture = Any
 Hyperparameters = dict[str, Any]
@@ -119,6 +120,11 @@ class Space(ABC):
         """Features of an architecture for a model of its parameter count: its encoding here, without
         interactions; spaces whose sizes follow their structure say more."""
         return SizeFeatures(self.encode(architecture, {}), {})
+
+    def count_params(self, architecture: Architecture, built_on: TowerInput) -> int | None:
+        """An architecture's weights, counted without building it, on the input ``built_on`` describes; None where
+        the space cannot count them (a searcher then learns sizes from what trainers report)."""
+        return None
 
     def family(self, architecture: Architecture) -> str | None:
         """The family a member belongs to, for searchers that keep families apart (None: the space has none)."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from blocks import BlockError, lookup, use_paths
 from blocks.ordering import arrange, fits, problem
+from blocks.tower import BuildError, DataSpec, count_params
 from engine.options import ConfigError
 from engine.space_options import TowerOptions
 from engine.spaces.base import (
@@ -24,6 +25,7 @@ from engine.spaces.base import (
     Space,
     SpaceError,
 )
+from engine.state import TowerInput
 
 
 class TowerSpace(Space):
@@ -37,6 +39,7 @@ class TowerSpace(Space):
         self.min_depth: int = options.min_depth
         self._max_depth: int = options.max_depth
         self.draw: str = options.draw
+        self.head: str = options.head
         self.hparams: dict[str, list] = {k: list(v) for k, v in options.hparams.choices().items()}
         self._specs = {}
         for i, name in enumerate(self.blocks):
@@ -177,6 +180,16 @@ class TowerSpace(Space):
         for key, value in hyperparameters.items():
             features[f"{key}={value!r}"] = 1.0
         return features
+
+    def count_params(self, architecture: Architecture, built_on: TowerInput) -> int | None:
+        """The weights the tower builder makes of ``architecture``, counted by its blocks (``Block.count``) without
+        Keras; None where a block cannot count its own (a user block, a whole network) or the tower cannot be
+        built."""
+        data = DataSpec(built_on.shape, built_on.task, built_on.outputs, tokens=built_on.tokens)
+        try:
+            return count_params(architecture, data, self.head)
+        except BuildError:
+            return None
 
     def size_features(self, architecture: Architecture) -> SizeFeatures:
         """How many of each block a tower holds, and which block follows which (``^`` and ``$`` mark its ends).
