@@ -80,10 +80,11 @@ class BeamOptions:
     cost: float = option(0.0, "how much a candidate's predicted cost (seconds per epoch, learned from the times "
                          "the trials reported) discounts its promise: expected improvement / seconds**cost; "
                          "0 ignores cost, 1 is expected improvement per second", check=non_negative)
-    budget: str = option("learn", "how the surrogate treats space.max_params: learn (a model of the parameter "
-                         "counts trainers report, of failed towers too, gives each candidate its probability of "
-                         "fitting the budget, which weighs its promise) or ignore (towers over it fail when built "
-                         "and count as poor results)", ("learn", "ignore"))
+    budget: str = option("learn", "how the surrogate treats space.max_params: learn (once a trainer described the "
+                         "data, towers its blocks count over it are never proposed; for towers with a block that "
+                         "cannot count its own, a model of the parameter counts trainers report, of failed towers "
+                         "too, gives each its probability of fitting the budget, which weighs its promise) or "
+                         "ignore (towers over it fail when built and count as poor results)", ("learn", "ignore"))
     size_model: str = option("blocks", "what the size model of budget = learn reads of a tower: blocks (how many "
                              "of each block and which follows which, so a tower one block deeper is predicted near "
                              "its parent's size) or positions (which block sits at each depth, as before config v14)",

@@ -84,8 +84,9 @@ class TowerOptions:
                        "them so the tower builds (convolutions before dense blocks); 'positions' draws left to "
                        "right among the blocks that fit, which rarely puts many order-keeping blocks in a tower",
                        ("blocks", "positions"))
-    max_params: int = option(0, "most trainable parameters a candidate may have (0: no limit); trainers fail "
-                             "larger ones without training them", check=non_negative)
+    max_params: int = option(0, "most parameters a candidate may have, as Keras counts them (batch norm's "
+                             "statistics too; 0: no limit); trainers fail larger ones without training them",
+                             check=non_negative)
     head: str = option("flatten", "how a tower's last feature map meets its output layer: 'flatten' gives the "
                        "output layer a weight per position and channel (many weights on a large map), 'pool' "
                        "averages each channel over the positions first (global average pooling, as DS-CNN does: "

@@ -42,7 +42,10 @@ the best mean, divided the same way. Cheap towers are then tried before costly v
 promise, which matters when a few blocks (full-resolution convolutions on a CPU) cost ten times
 the others.
 
-Under ``space.max_params`` with ``search.beam.budget = "learn"`` (the default) a Bayesian linear
+Under ``space.max_params`` with ``search.beam.budget = "learn"`` (the default) a tower's size is counted where
+it can be: once a trainer described the data (a DataDescribed event, ``State.tower_input``), the space counts each
+candidate's weights from its blocks (``Space.count_params``, no Keras), and a tower counted over the budget is
+never proposed, random draws included. For towers with a block that cannot count its own, a Bayesian linear
 model of the log of the parameter counts trainers reported (towers that failed over the budget
 report theirs too) in the blocks gives each candidate its probability of fitting the budget. It reads
 how many of each block a tower holds and which block follows which (``search.beam.size_model =
@@ -82,7 +85,7 @@ from engine.searchers.surrogate import (
 )
 from engine.space_options import TowerOptions
 from engine.spaces import Neighbour, SizeFeatures
-from engine.state import TOWER, Blame, State, Trial
+from engine.state import TOWER, Blame, State, TowerInput, Trial
 
 TIE = 1e-9
 FIT_CHANCE = 0.5  # under space.max_params, the least probability of fitting a proposed tower must have
@@ -104,6 +107,7 @@ class BeamSearch(Searcher):
         self._features: dict[str, Features] = {}
         self._columns: dict[str, int] = {}
         self._rows: dict[str, np.ndarray] = {}  # key -> its features as a row over self._columns
+        self._counts: dict[tuple[TowerInput, tuple[str, ...]], int | None] = {}  # weights counted from blocks
 
     def depth_limit(self, state: State) -> int | None:
         """The deepest tower allowed now: grows by one every ``grow_every`` completed trials."""
@@ -227,11 +231,12 @@ class BeamSearch(Searcher):
 
     def _new_children(self, state: State, parents: Iterable[Trial], limit: int | None,
                       enough: int | None = None) -> list[tuple[Trial, Neighbour]]:
-        """Untried children of ``parents``, each key once, in parent then neighbour order."""
+        """Untried children of ``parents`` not counted over ``space.max_params``, each key once, in parent then
+        neighbour order."""
         found: dict[str, tuple[Trial, Neighbour]] = {}
         for parent in parents:
             for key, child in self._children(parent, limit):
-                if key not in state.keys and key not in found:
+                if key not in state.keys and key not in found and not self._counted_over(state, child.architecture):
                     found[key] = (parent, child)
             if enough is not None and len(found) >= enough:
                 break
@@ -338,7 +343,12 @@ class BeamSearch(Searcher):
     def _count(self, state: State, architecture: Any) -> int | None:
         """A tower's weights counted from its blocks, or None (no description of the data yet, or a block that
         cannot count its own)."""
-        return None if state.tower_input is None else self.space.count_params(architecture, state.tower_input)
+        if state.tower_input is None:
+            return None
+        key = (state.tower_input, tuple(architecture))
+        if key not in self._counts:
+            self._counts[key] = self.space.count_params(architecture, state.tower_input)
+        return self._counts[key]
 
     def _learned_fit_chance(self, state: State, architectures: list[Any]) -> np.ndarray:
         """Each architecture's probability of fitting the budget: known for one a trainer measured, else
