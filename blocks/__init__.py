@@ -4,6 +4,7 @@ from blocks.registry import (
     Block,
     BlockError,
     BlockSpec,
+    Count,
     function_block,
     layers,
     lookup,
@@ -12,5 +13,5 @@ from blocks.registry import (
     use_paths,
 )
 
-__all__ = ["Block", "BlockError", "BlockSpec", "function_block", "layers", "lookup", "names", "register",
+__all__ = ["Block", "BlockError", "BlockSpec", "Count", "function_block", "layers", "lookup", "names", "register",
            "use_paths"]

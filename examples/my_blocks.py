@@ -12,7 +12,7 @@ See examples/user_blocks.toml and examples/ensemble_networks.toml.
 
 from __future__ import annotations
 
-from blocks import Block, function_block, layers
+from blocks import Block, Count, function_block, layers
 from blocks.network import NetworkBlock
 
 
@@ -30,6 +30,12 @@ class SqueezeExcite(Block):
         weights = k.Dense(max(channels // 4, 4), activation="relu", name=f"{name}_reduce")(weights)
         weights = k.Dense(channels, activation="sigmoid", name=f"{name}_excite")(weights)
         return k.Multiply(name=f"{name}_scale")([x, k.Reshape((1, channels), name=f"{name}_expand")(weights)])
+
+    def count(self, shape):
+        """Its weights on input of ``shape`` (steps, channels), without building it: the two dense layers."""
+        channels = shape[-1]
+        reduced = max(channels // 4, 4)
+        return Count((channels + 1) * reduced + (reduced + 1) * channels, shape)
 
 
 @function_block(family="sequence", order_matters=True, keeps_order=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from support import ROOT
 
-from blocks import lookup, names
+from blocks import lookup, names, use_paths
 from blocks.tower import BuildError, DataSpec, Head, build_tower, count_params
 
 keras = pytest.importorskip("keras")
@@ -49,6 +50,14 @@ def test_a_keyword_tower_counts_as_keras_does() -> None:
     tower = ["stem_conv2d_64_k10x4", "ds_conv2d_64", "downsample_freq_conv2d_32", "nasa_cell_16", "maxpool2d",
              "ds_conv2d_128", "global_avg_pool2d", "lowrank_dense_128"]
     assert count_params(tower, data, Head.POOL) == keras_count(tower, data, Head.POOL)
+
+
+def test_a_user_block_that_counts_its_weights_counts_as_keras_does() -> None:
+    use_paths([str(ROOT / "examples")])
+    data = DataSpec((40,), "classification", 10)
+    for tower in (["conv1d_32_k3", "my_blocks:SqueezeExcite", "dense_64"], ["my_blocks:SqueezeExcite"]):
+        assert count_params(tower, data) == keras_count(tower, data, Head.FLATTEN), tower
+    assert count_params(["my_blocks:dilated_conv"], data) is None  # a function block says nothing
 
 
 def test_a_block_that_cannot_say_leaves_the_count_unknown() -> None:
