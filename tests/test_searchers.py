@@ -366,6 +366,29 @@ def test_a_beam_told_what_towers_are_built_on_proposes_none_over_max_params(tmp_
     assert sum(failures(False, seed) for seed in range(3)) > 0  # 19 here
 
 
+def test_a_description_that_measured_sizes_contradict_turns_counting_off(tmp_path: Path) -> None:
+    """A trainer that describes the data wrongly (here 25,000 times the features it trains on, so every tower is
+    counted over the budget) cannot end the search: the beam still proposes a tower, its trainer measures it,
+    and from the first size that contradicts the count the beam learns sizes instead, proposing what it would
+    have proposed without the description."""
+    data = DataSpec((40,), "classification", 10)
+    wrong = TowerInput((1_000_000,), 10, 0, "classification")
+
+    def settle(scheduler: Scheduler, item, metrics: dict[str, float]) -> None:
+        params = count_params(item.architecture, data)
+        if params > 20_000:
+            scheduler.fail(item.lease, "over", Blame.CANDIDATE, {"params": float(params)})
+        else:
+            scheduler.complete(item.lease, {**metrics, "params": float(params)}, {})
+
+    config = tower_config(search__trials=30, space__max_depth=5, space__max_params=20_000)
+    unbounded = make_evaluator(tower_config(space__max_depth=5))
+    misled = search(tmp_path / "misled", config, settle=settle, described=wrong, evaluator=unbounded)
+    untold = search(tmp_path / "untold", config, settle=settle, evaluator=unbounded)
+    assert misled.proposals == 30 and len(misled.completed) > 20
+    assert [t.key for t in misled.trials.values()] == [t.key for t in untold.trials.values()]
+
+
 def test_a_cost_aware_beam_tries_fewer_costly_towers(tmp_path: Path) -> None:
     """With ``search.beam.cost = 1`` the block whose towers report 20 times the seconds per epoch (the block that
     scores best, so the cost-blind beam seeks it out) is proposed far less often, at little loss of quality."""

@@ -42,25 +42,25 @@ the best mean, divided the same way. Cheap towers are then tried before costly v
 promise, which matters when a few blocks (full-resolution convolutions on a CPU) cost ten times
 the others.
 
-Under ``space.max_params`` with ``search.beam.budget = "learn"`` (the default) a tower's size is counted where
-it can be: once a trainer described the data (a DataDescribed event, ``State.tower_input``), the space counts each
-candidate's weights from its blocks (``Space.count_params``, no Keras), and a tower counted over the budget is
-never proposed, random draws included. For towers with a block that cannot count its own, a Bayesian linear
-model of the log of the parameter counts trainers reported (towers that failed over the budget
-report theirs too) in the blocks gives each candidate its probability of fitting the budget. It reads
-how many of each block a tower holds and which block follows which (``search.beam.size_model =
-"blocks"``, ``Space.size_features``): a block's weights depend on the channels before it, and an
-inserted block then changes few features. Reading which block sits at each depth (``"positions"``,
-runs before config v14) made every child of a keyword search's best tower that added a convolution
-look oversized, and that search never grew its best tower past 3,596 parameters of 14,599. Only
-candidates at least as likely to fit as not are eligible (a probabilistic constraint, Gelbart et
-al., 2014), and among them expected improvement is multiplied by that probability (constrained
-expected improvement, Gardner et al., 2014); a Thompson pick keeps the best sample among them. A
-size is nearly additive over blocks, which a linear model captures and a GP's kernel does not: on
-a synthetic run it gave towers that fit a mean chance of 0.77 and oversized ones 0.24, where a GP
-of the same features gave 0.67 against 0.45. Over-budget failures then no longer
-count as poor results: the size model explains them. Without it, 29-42% of a budgeted keyword
-search's towers were built only to fail.
+Under ``space.max_params`` with ``search.beam.budget = "learn"`` (the default) a tower's size is counted where it
+can be: once a trainer described the data (a DataDescribed event, ``State.tower_input``), the space counts each
+candidate's weights from its blocks (``Space.count_params``, no Keras), and a tower counted over the budget is never
+proposed, random draws included (unless every draw is: then its trainer measures one). A measured size that differs
+from the count turns counting off for the run. For towers with a block that cannot count its own (and once counting
+is off) a Bayesian linear model of the log of the parameter counts trainers reported (towers that failed over the
+budget report theirs too) in the blocks gives each candidate its probability of fitting the budget. It reads how
+many of each block a tower holds and which block follows which (``search.beam.size_model = "blocks"``,
+``Space.size_features``): a block's weights depend on the channels before it, and an inserted block then changes few
+features. Reading which block sits at each depth (``"positions"``, runs before config v14) made every child of a
+keyword search's best tower that added a convolution look oversized, and that search never grew its best tower past
+3,596 parameters of 14,599. Only candidates at least as likely to fit as not are eligible (a probabilistic
+constraint, Gelbart et al., 2014), and among them expected improvement is multiplied by that probability
+(constrained expected improvement, Gardner et al., 2014); a Thompson pick keeps the best sample among them. A size
+is nearly additive over blocks, which a linear model captures and a GP's kernel does not: on a synthetic run it gave
+towers that fit a mean chance of 0.77 and oversized ones 0.24, where a GP of the same features gave 0.67 against
+0.45. Over-budget failures then no longer count as poor results: the size model explains them. Without it, 29-42% of
+a budgeted keyword search's towers were built only to fail; with counts, none of two keyword searches' (counted
+from their blocks once the trainers described the data).
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ class BeamSearch(Searcher):
         self._columns: dict[str, int] = {}
         self._rows: dict[str, np.ndarray] = {}  # key -> its features as a row over self._columns
         self._counts: dict[tuple[TowerInput, tuple[str, ...]], int | None] = {}  # weights counted from blocks
+        self._checked: dict[TowerInput, set[int]] = {}  # trials whose measured size was compared with the count
+        self._miscounted: set[TowerInput] = set()  # descriptions a measured size contradicted
 
     def depth_limit(self, state: State) -> int | None:
         """The deepest tower allowed now: grows by one every ``grow_every`` completed trials."""
@@ -341,14 +343,39 @@ class BeamSearch(Searcher):
         return chance
 
     def _count(self, state: State, architecture: Any) -> int | None:
-        """A tower's weights counted from its blocks, or None (no description of the data yet, or a block that
-        cannot count its own)."""
-        if state.tower_input is None:
+        """A tower's weights counted from its blocks, or None (no description of the data yet, a block that cannot
+        count its own, or counts that a trainer's measurement contradicted)."""
+        if state.tower_input is None or not self._counts_hold(state):
             return None
-        key = (state.tower_input, tuple(architecture))
+        return self._counted(state.tower_input, architecture)
+
+    def _counted(self, built_on: TowerInput, architecture: Any) -> int | None:
+        key = (built_on, tuple(architecture))
         if key not in self._counts:
-            self._counts[key] = self.space.count_params(architecture, state.tower_input)
+            self._counts[key] = self.space.count_params(architecture, built_on)
         return self._counts[key]
+
+    def _counts_hold(self, state: State) -> bool:
+        """Whether every tower a trainer measured has the size its blocks count on the described input. One that
+        does not (a description that does not fit the data, a block that counts wrong) turns counting off for the
+        run: sizes are learned from the measurements instead, as they were before any description."""
+        built_on = state.tower_input
+        if built_on in self._miscounted:
+            return False
+        checked = self._checked.setdefault(built_on, set())
+        for trial_id in (*state.completed, *state.failed):
+            if trial_id in checked:
+                continue
+            checked.add(trial_id)
+            trial = state.trials[trial_id]
+            measured = (trial.metrics or {}).get("params")
+            if trial.kind != TOWER or not measured:
+                continue
+            counted = self._counted(built_on, trial.architecture)
+            if counted is not None and counted != measured:
+                self._miscounted.add(built_on)
+                return False
+        return True
 
     def _learned_fit_chance(self, state: State, architectures: list[Any]) -> np.ndarray:
         """Each architecture's probability of fitting the budget: known for one a trainer measured, else
@@ -374,13 +401,17 @@ class BeamSearch(Searcher):
 
     def random_new(self, state: State, rng: random.Random, max_depth: int | None = None,
                    attempts: int = 200) -> Proposal | None:
-        """A random member not tried before and not counted over ``space.max_params``, or None after ``attempts``
-        draws of others."""
+        """A random member not tried before and not counted over ``space.max_params``; where every new one drawn in
+        ``attempts`` is counted over, the first of them (its trainer then measures it), or None where none was new."""
+        over = None
         for _ in range(attempts):
             found = super().random_new(state, rng, max_depth, attempts=1)
-            if found is not None and not self._counted_over(state, found.architecture):
+            if found is None:
+                continue
+            if not self._counted_over(state, found.architecture):
                 return found
-        return None
+            over = over or found
+        return over
 
     def _counted_over(self, state: State, architecture: Any) -> bool:
         if not self.max_params:
