@@ -23,7 +23,7 @@ from typing import Any
 
 from blocks.embedding import DEFAULT_DIMENSIONS, EMBEDDING, TokenEmbedding
 from blocks.ordering import NETWORK, Problem, Reason
-from blocks.registry import BlockError, Shape, layers, lookup
+from blocks.registry import BlockError, BlockSpec, Shape, layers, lookup
 
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
@@ -121,6 +121,23 @@ def _adapt(x: Any, block: str, position: int, family: str, scope: str) -> Any:
     return layers().Reshape(taken, name=f"{scope}_as_{family}")(x)
 
 
+def _specs(architecture: Sequence[str]) -> list[BlockSpec]:
+    specs = []
+    for position, block in enumerate(architecture):
+        try:
+            specs.append(lookup(block))
+        except BlockError as exc:
+            raise BuildError(f"block {position}: {exc}") from None
+    return specs
+
+
+def _need_tokens(data: DataSpec, position: int, block: str, shape: Shape) -> None:
+    """Refuses an embedding block on data that is not token ids."""
+    if not data.tokens:
+        raise BuildError(f"block {position} ({block}) takes token ids (a csv text column), but gets "
+                         f"{InputKind.of_shape(shape)} of shape {shape}")
+
+
 def _head_params(features: int, data: DataSpec) -> int:
     return (features + 1) * data.outputs  # the output layer; the regression head's rescaling has no weights
 
@@ -135,12 +152,7 @@ def count_params(architecture: Sequence[str], data: DataSpec, head: Head | str =
         >>> count_params(["conv1d_32_k3", "maxpool1d", "dense_64"], DataSpec((40,), "classification", 10))
         41802
     """
-    specs = []
-    for position, block in enumerate(architecture):
-        try:
-            specs.append(lookup(block))
-        except BlockError as exc:
-            raise BuildError(f"block {position}: {exc}") from None
+    specs = _specs(architecture)
     shape, params = tuple(data.input_shape), 0
     if data.tokens and not (specs and specs[0].family == EMBEDDING):
         counted = TokenEmbedding(DEFAULT_DIMENSIONS).counted(shape, data.tokens)
@@ -148,9 +160,7 @@ def count_params(architecture: Sequence[str], data: DataSpec, head: Head | str =
     for position, (block, spec) in enumerate(zip(architecture, specs, strict=True)):
         shape = _taken(shape, block, position, spec.family)
         if spec.family == EMBEDDING:
-            if not data.tokens:
-                raise BuildError(f"block {position} ({block}) takes token ids (a csv text column), but gets "
-                                 f"{InputKind.of_shape(shape)} of shape {shape}")
+            _need_tokens(data, position, block, shape)
             counted = spec.create().counted(shape, data.tokens)
         else:
             counted = spec.create().count(shape)
@@ -170,12 +180,7 @@ def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any],
     k = keras.layers
     inputs = keras.Input(shape=data.input_shape, name="features")
     x = inputs
-    specs = []
-    for position, block in enumerate(architecture):
-        try:
-            specs.append(lookup(block))
-        except BlockError as exc:
-            raise BuildError(f"block {position}: {exc}") from None
+    specs = _specs(architecture)
     if data.tokens and not (specs and specs[0].family == EMBEDDING):
         x = TokenEmbedding(DEFAULT_DIMENSIONS).embed(x, "tokens", data.tokens)
     for position, (block, spec) in enumerate(zip(architecture, specs, strict=True)):
@@ -183,9 +188,7 @@ def build_tower(architecture: Sequence[str], hyperparameters: Mapping[str, Any],
         x = _adapt(x, block, position, spec.family, scope)
         before = _shape(x)
         if spec.family == EMBEDDING:
-            if not data.tokens:
-                raise BuildError(f"block {position} ({block}) takes token ids (a csv text column), but gets "
-                                 f"{InputKind.of_shape(before)} of shape {before}")
+            _need_tokens(data, position, block, before)
             x = spec.create().embed(x, scope, data.tokens)
             continue
         try:
