@@ -32,7 +32,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from engine.limits import Limits, MessageBuckets, UploadLedger
 from engine.log import EventLog
 from engine.runs import remove_endpoints, started_at, write_endpoints
 from engine.scheduler import Scheduler
+from engine.sessions import Peer, Session
 from engine.state import State
 from engine.watch import Watch
 
@@ -60,35 +60,6 @@ RETRY_SECONDS = 0.2
 REPLY_QUEUE = 64  # replies queued for one peer before more are dropped (ZeroMQ's send high-water mark)
 HOUSEKEEPING_SECONDS = 1.0
 RETURN_GRACE = 20.0  # trainers retry at least every 5 s (trainers.daemon.MAX_BACKOFF): 20 s reaches them all
-
-
-@dataclass
-class Session:
-    """A trainer connection that said hello, bound to its routing identity (the dict key) and to
-    ``holder``, the hash of its secret and CurveZMQ public key (:func:`protocol.proof_of`)."""
-
-    name: str
-    holder: str
-    heard: float
-    account: str  # whose uploads these are: its CurveZMQ key, or without keys its holder
-    told_done: bool = False
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Who sent a message: its routing identity, and the frame ZeroMQ tells its address and key by."""
-
-    identity: bytes
-    frame: zmq.Frame | None = None
-
-    @property
-    def address(self) -> str:
-        return _property(self.frame, "Peer-Address", "?")
-
-    @property
-    def key(self) -> str:
-        """Its CurveZMQ public key (Z85), empty without keys."""
-        return _property(self.frame, "User-Id", "")
 
 
 class EngineServer:
@@ -497,11 +468,3 @@ def _give_memory_back() -> None:
 
 def _hex(identity: bytes) -> str:
     return identity.hex()[:16]
-
-
-def _property(frame: zmq.Frame | None, name: str, default: str) -> str:
-    """A ZeroMQ message property (``Peer-Address``; ``User-Id``, the CurveZMQ key, where keys are on)."""
-    try:
-        return frame.get(name) if frame is not None else default
-    except zmq.ZMQError:  # not set on this connection
-        return default

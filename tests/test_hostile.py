@@ -29,7 +29,7 @@ from engine.runs import read_endpoints
 from engine.scheduler import Scheduler
 from engine.searchers import Proposer
 from engine.server import EngineServer
-from engine.server import Peer as Sender
+from engine.sessions import Peer as Sender
 from replay import verify
 from trainers.client import EngineClient, EngineGone
 

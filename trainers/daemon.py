@@ -225,8 +225,7 @@ class TrainerDaemon:
             if time.monotonic() - welcomed < welcome["lease_timeout"] / 2:
                 break
         self._backoff = FIRST_BACKOFF
-        described = self._setup.evaluator.describe() if self._setup.evaluator is not None else None
-        if described is not None:  # what the engine counts towers' weights from
+        if (described := self._setup.described()) is not None:  # what the engine counts towers' weights from
             self.client.send("data", {"input": described.as_dict()})
         for held in self._leases.values():
             held.sent = 0  # the engine may have missed some: it keeps only epochs after the last it recorded

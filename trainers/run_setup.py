@@ -18,6 +18,7 @@ from typing import Any
 
 from engine.bundle import localise, unpack
 from engine.config import Config
+from engine.state import TowerInput
 from engine.stopping import rungs
 from trainers.client import EngineGone, EngineRefused
 from trainers.datasets import DataError
@@ -33,6 +34,10 @@ class RunSetup:
     evaluator: Evaluator | None = None
     unusable: str | None = None
     rungs: frozenset[int] = frozenset()  # epochs the run's stopping rule judges trials at (asha)
+
+    def described(self) -> TowerInput | None:
+        """What this trainer builds towers on, for the engine to count their weights (None: nothing to say)."""
+        return self.evaluator.describe() if self.evaluator is not None else None
 
 
 def set_up(trainer: str, config: Mapping[str, Any], bundle: str | None, bundles: Path,
