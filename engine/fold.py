@@ -283,7 +283,7 @@ def _lost(state: State, p: dict[str, Any], seq: int) -> None:
 
 def _described(state: State, p: dict[str, Any], seq: int) -> None:
     if state.tower_input is None:  # the first description stands: every trainer reads the same data
-        state.tower_input = TowerInput(tuple(p["shape"]), p["outputs"], p["tokens"], p["task"])
+        state.tower_input = TowerInput.from_dict(p)
 
 
 def _finished(state: State, p: dict[str, Any], seq: int) -> None:

@@ -105,6 +105,15 @@ class TowerInput:
         """As a DataDescribed event records it and a trainer sends it."""
         return {"shape": list(self.shape), "outputs": self.outputs, "tokens": self.tokens, "task": self.task}
 
+    @classmethod
+    def from_dict(cls, recorded: dict[str, Any]) -> TowerInput:
+        """From what ``as_dict`` wrote (validated where it came in: the protocol's ``data`` message)."""
+        return cls(tuple(recorded["shape"]), recorded["outputs"], recorded["tokens"], recorded["task"])
+
+    def __str__(self) -> str:
+        tokens = f", {self.tokens} token ids" if self.tokens else ""
+        return f"{'x'.join(map(str, self.shape))} in, {self.outputs} outputs{tokens}, {self.task}"
+
 
 PAUSE = "pause"  # the Stop rule of a trial paused at a rung (search.stopping = asha-promote)
 

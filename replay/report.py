@@ -15,7 +15,7 @@ from typing import Any
 
 from engine import events as ev
 from engine.config import Config
-from engine.state import ENSEMBLE, PAUSE, State, Trial
+from engine.state import ENSEMBLE, PAUSE, State, TowerInput, Trial
 
 
 def _trial_dict(trial: Trial) -> dict[str, Any]:
@@ -195,6 +195,8 @@ def render_event(event: ev.Event) -> str:
         gist = f"run {p['run_id']} forked from {p['parent_path']} at {p['parent_seq']}: {p['overrides']}"
     elif event.type == ev.SEARCH_RESUMED:
         gist = f"resumed {p['overrides'] or ''}".rstrip()
+    elif event.type == ev.DATA_DESCRIBED:
+        gist = f"towers are built on {TowerInput.from_dict(p)}"
     else:
         gist = json.dumps(p, sort_keys=True)
     return f"{event.seq:>8}  {stamp}  {event.type:<17} {gist}"

@@ -277,3 +277,5 @@ epochs = 1
     for trial in state.trials.values():
         assert trial.metrics["params"] == count_params(trial.architecture, data) <= 15_000
     assert "reproduce exactly" in engine_here("replay", "--run", str(tmp_path / "run"), "--verify").stdout
+    described = engine_here("log", "--run", str(tmp_path / "run"), "--type", ev.DATA_DESCRIBED).stdout
+    assert "towers are built on 40 in, 10 outputs, classification" in described
