@@ -119,9 +119,11 @@ class AshaOptions:
     eta: int = option(3, "rungs at min_epochs * eta**k; a trial goes past a rung only in the top 1/eta of the trials "
                       "that reached it", check=lambda v: None if v >= 2 else f"must be 2 or more, not {v}")
     children: str = option("population", "how stopping = asha judges a mutated tower at a rung: population (in the "
-                           "top 1/eta of all trials there, like any trial) or parent (it also goes on while its value "
+                           "top 1/eta of all trials there, like any trial), parent (it also goes on while its value "
                            "there is within parent_margin of its parent's value at the same rung, so a good tower's "
-                           "children are not stopped for the noise of early epochs)", ("population", "parent"))
+                           "children are not stopped for the noise of early epochs) or beam (a child of one of the "
+                           "search.beam.k best towers goes past the first rung whatever its value there, and later "
+                           "rungs judge it like any trial)", ("population", "parent", "beam"))
     parent_margin: float = option(0.2, "with children = parent: how far below its parent's value at a rung a child "
                                   "may be and go on, as a fraction of the parent's value", check=non_negative)
 

@@ -105,6 +105,28 @@ def test_a_child_within_the_margin_of_its_parent_at_a_rung_goes_on_below_the_cut
     assert trials[adopted.trial].stop is not None
 
 
+@pytest.mark.parametrize("children", ["beam", "population"])
+def test_a_child_of_the_beam_goes_past_the_first_rung_and_is_judged_at_the_next(children: str) -> None:
+    scheduler = scheduler_for("asha", search__asha__min_epochs=2, search__asha__eta=2,
+                              search__asha__children=children, search__beam__k=1)
+    best, other, child, cousin = scheduler.assign("t1", 4)
+    trials = scheduler.state.trials
+    for item, value in ((best, 0.9), (other, 0.8)):
+        scheduler.progress(item.lease, points(value, value, value, value))
+        scheduler.complete(item.lease, {"val_accuracy": value, "val_loss": 1.0, "epochs": 4}, {})
+    assert scheduler.state.top == [best.trial]  # a beam of one: the other completed tower is not in it
+    trials[child.trial].parent, trials[cousin.trial].parent = best.trial, other.trial
+    scheduler.progress(child.lease, points(0.2, 0.3))  # far below the cutoff (0.9) at the first rung
+    scheduler.progress(cousin.lease, points(0.2, 0.3))
+    assert (trials[child.trial].stop is None) == (children == "beam")
+    assert trials[cousin.trial].stop is not None and trials[cousin.trial].stop.epoch == 2
+    if children == "beam":
+        scheduler.progress(child.lease, points(0.2, 0.3, 0.4, 0.5))  # the next rung judges it like any trial
+        stop = trials[child.trial].stop
+        assert stop is not None and stop.figures == {"rung": 4, "value": 0.5, "cutoff": 0.9, "trials": 3,
+                                                     "promoted": 1}
+
+
 def test_the_median_rule_stops_a_trial_whose_best_so_far_is_below_the_others_median() -> None:
     scheduler = scheduler_for("median", search__median__warmup=1, search__median__min_trials=3)
     *others, slow, late = scheduler.assign("t1", 5)
