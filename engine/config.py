@@ -182,6 +182,9 @@ class TrainingOptions:
     epochs: int = option(20, "most epochs a candidate trains for", check=positive)
     patience: int = option(5, "epochs without validation improvement before stopping (0: never early)",
                            check=non_negative)
+    schedule: str = option("constant", "learning rate over a candidate's epochs: constant (the trial's rate "
+                           "throughout) or cosine (from the trial's rate down towards 0 at `training.epochs`)",
+                           ("constant", "cosine"))
     threads: int = option(1, "CPU threads each trainer's TensorFlow uses", check=positive)
     tensorboard: str = option("", "folder for per-trial TensorBoard logs ('' = none)")
 

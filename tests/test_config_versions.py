@@ -78,28 +78,33 @@ def test_a_version_11_tower_log_flattens_its_last_feature_map(tmp_path: Path) ->
     assert config.space.head == "flatten" and config.version == CONFIG_VERSION
 
 
-# Search options each version added: (the version before it, the section of search, the option, what older runs
-# did, the default).
-SEARCH_OPTIONS = [
-    (12, "beam", "budget", "ignore", "learn"),         # the beam ignored space.max_params
-    (13, "beam", "size_model", "positions", "blocks"),  # the size model read which block sat at each depth
-    (14, "beam", "niches", 0, 0),                      # every exploring proposal was a fresh random tower
-    (15, "beam", "founding", "screened", "fewest"),    # the surrogate chose which family a founding proposal started
-    (16, "asha", "children", "population", "population"),  # ASHA judged a mutated tower against all trials
+# Options each version added: (the version before it, the table it sits in, the option, what older runs did, the
+# default).
+OPTIONS = [
+    (12, "search.beam", "budget", "ignore", "learn"),         # the beam ignored space.max_params
+    (13, "search.beam", "size_model", "positions", "blocks"),  # the size model read which block sat at each depth
+    (14, "search.beam", "niches", 0, 0),                      # every exploring proposal was a fresh random tower
+    (15, "search.beam", "founding", "screened", "fewest"),    # the surrogate chose a founding proposal's family
+    (16, "search.asha", "children", "population", "population"),  # ASHA judged a mutated tower against all trials
+    (17, "training", "schedule", "constant", "constant"),      # a candidate trained at one learning rate
 ]
 
 
-@pytest.mark.parametrize(("version", "section", "option", "before", "default"), SEARCH_OPTIONS,
-                         ids=[o[2] for o in SEARCH_OPTIONS])
-def test_a_log_stored_before_a_search_option_keeps_the_behaviour_it_ran_with(tmp_path: Path, version: int,
-                                                                            section: str, option: str, before,
-                                                                            default) -> None:
+def _table(tree, path: str):
+    for name in path.split("."):
+        tree = tree[name] if isinstance(tree, dict) else getattr(tree, name)
+    return tree
+
+
+@pytest.mark.parametrize(("version", "path", "option", "before", "default"), OPTIONS, ids=[o[2] for o in OPTIONS])
+def test_a_log_stored_before_an_option_keeps_the_behaviour_it_ran_with(tmp_path: Path, version: int, path: str,
+                                                                      option: str, before, default) -> None:
     stored = tower_config(space__max_params=20_000, search__beam__niches=2).to_dict()
-    del stored["search"][section][option]
+    del _table(stored, path)[option]
     stored["version"] = version
     config = _replayed(tmp_path, _versioned_record(stored))
-    assert getattr(getattr(config.search, section), option) == before and config.version == CONFIG_VERSION
-    assert getattr(getattr(tower_config().search, section), option) == default
+    assert getattr(_table(config, path), option) == before and config.version == CONFIG_VERSION
+    assert getattr(_table(tower_config(), path), option) == default
 
 
 def test_a_version_1_log_gets_every_option_added_since_at_its_old_behaviour(tmp_path: Path) -> None:

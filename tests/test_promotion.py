@@ -246,6 +246,32 @@ def test_a_keras_tower_paused_and_resumed_trains_like_one_that_was_not(tmp_path:
         evaluator.evaluate(item(4, resume=Resume(2, digest("c"))), fetch=lambda _: b"not a checkpoint")
 
 
+def test_a_cosine_schedule_lowers_the_rate_each_epoch_and_a_resumed_trial_goes_on_down_it() -> None:
+    pytest.importorskip("keras")
+    from trainers.evaluator import make_evaluator
+    from trainers.keras_trainer import cosine_rate
+
+    config = tower_config(evaluator__kind="keras", data__samples=600, training__epochs=4, training__patience=3,
+                          training__schedule="cosine", search__stopping="asha-promote", search__asha__min_epochs=2)
+    evaluator = make_evaluator(config)
+    hyperparameters = {"learning_rate": 0.003, "dropout": 0.0, "batch_size": 32, "optimizer": "adam"}
+
+    def item(lease: int, **fields: object):
+        return tower_item(lease, ["conv1d_16_k3", "dense_32"], trial=1, hyperparameters=hyperparameters, **fields)
+
+    def rate(outcome) -> float:  # the optimizer's learning rate as the checkpoint holds it
+        return float(np.load(io.BytesIO(outcome.artifacts[Artifact.CHECKPOINT]))["optimizer/1"])
+
+    first = evaluator.evaluate(item(1, until=2), fetch=None)
+    resumed = evaluator.evaluate(item(2, until=3, resume=Resume(2, digest("c"))),
+                                 fetch={digest("c"): first.artifacts[Artifact.CHECKPOINT]}.__getitem__)
+    whole = evaluator.evaluate(item(3, until=3), fetch=None)
+    assert [cosine_rate(0.003, 4, epoch) for epoch in range(4)] == pytest.approx([0.003, 0.00256, 0.0015, 0.00044],
+                                                                                 abs=1e-5)
+    assert rate(first) == pytest.approx(cosine_rate(0.003, 4, 1))  # the second epoch's rate
+    assert rate(resumed) == rate(whole) == pytest.approx(cosine_rate(0.003, 4, 2))
+
+
 def test_a_search_with_asha_promote_pauses_and_resumes_real_trainings(tmp_path: Path, engine_cli, engine_here) -> None:
     pytest.importorskip("keras")
     config = stopping_search(tmp_path / "promote.toml", "asha-promote", trials=6, epochs=4, samples=1200)

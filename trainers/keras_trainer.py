@@ -20,6 +20,7 @@ import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,12 @@ def make_optimizer(name: str, learning_rate: float) -> Any:
     if name not in factories:
         raise EvaluationError(f"unknown optimizer {name!r}; use one of {list(OPTIMIZERS)}")
     return factories[name](learning_rate)
+
+
+def cosine_rate(learning_rate: float, epochs: int, epoch: int, _current: float = 0.0) -> float:
+    """The learning rate of epoch ``epoch`` (from 0) on a cosine from ``learning_rate`` down towards 0 at
+    ``epochs``: ``cosine_rate(0.003, 20, 10) == 0.0015``."""
+    return learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
 
 
 def compile_tower(model: Any, hyperparameters: Mapping[str, Any], task: str) -> None:
@@ -130,7 +137,8 @@ class KerasEvaluator(Evaluator):
             student, train_targets, validation_targets = self._distil(model, hyperparameters, work.teacher, fetch)
         else:
             compile_tower(model, hyperparameters, self.data.task)
-        callbacks, stopper = self._callbacks(work.trial, report, distilled=student is not model)
+        callbacks, stopper = self._callbacks(work.trial, hyperparameters.get("learning_rate", 1e-3), report,
+                                             distilled=student is not model)
         restored = None
         if work.resume:
             restored = checkpoints.restore(student, fetch(work.resume.checkpoint))
@@ -171,11 +179,16 @@ class KerasEvaluator(Evaluator):
         except BuildError as exc:
             raise EvaluationError(f"the tower cannot be built: {exc}") from None
 
-    def _callbacks(self, trial: int, report: Report | None = None, distilled: bool = False) -> tuple[list[Any], Any]:
+    def _callbacks(self, trial: int, learning_rate: float, report: Report | None = None,
+                   distilled: bool = False) -> tuple[list[Any], Any]:
         """The callbacks of ``fit``, and the early-stopping one among them (None without patience)."""
         import keras
 
         callbacks = [keras.callbacks.TerminateOnNaN()]
+        if self.training.schedule == "cosine":
+            # A function of the epoch alone, so a trial resumed at a rung goes on at the rate it paused with.
+            callbacks.append(keras.callbacks.LearningRateScheduler(
+                partial(cosine_rate, learning_rate, self.training.epochs)))
         if report is not None:
             # A student's val_loss is its distillation loss: not comparable with other trials', so not reported.
             reported = {"val_accuracy", "val_mae"} if distilled else {"val_accuracy", "val_mae", "val_loss"}
