@@ -41,7 +41,7 @@ from race import ROOT, search_config, test_accuracy
 
 from engine.config import Config
 from engine.state import TOWER, Artifact
-from engine.work import WorkItem
+from engine.work import Teacher, WorkItem
 
 SPECTROGRAMS = {
     "ds-cnn": (["stem_conv2d_64_k10x4", "ds_conv2d_64", "ds_conv2d_64", "ds_conv2d_64", "ds_conv2d_64",
@@ -55,9 +55,13 @@ TOKENS = {
 BASELINES = {"keywords": SPECTROGRAMS, "spoken-languages": SPECTROGRAMS, "languages": TOKENS, "topics": TOKENS}
 
 
-def train(config: Config, architecture: list[str], dropout: dict[str, float], seed: int) -> dict[str, Any]:
+def train(config: Config, architecture: list[str], dropout: dict[str, float], seed: int,
+          teacher: Teacher | None = None, outputs: bytes = b"", capture: dict[str, bytes] | None = None
+          ) -> dict[str, Any]:
     """One baseline trained with ``config``'s training settings, at each of its learning rates: the figures of
-    the one with the best validation accuracy (a baseline's learning rate is tuned as a search's is)."""
+    the one with the best validation accuracy (a baseline's learning rate is tuned as a search's is). With a
+    ``teacher``, it learns from the teacher's recorded ``outputs`` as a search's student does; ``capture`` gets the
+    chosen training's artifacts."""
     from trainers.evaluator import make_evaluator
 
     choices = config.space.hparams
@@ -66,15 +70,17 @@ def train(config: Config, architecture: list[str], dropout: dict[str, float], se
         hyperparameters = {"learning_rate": learning_rate, "batch_size": choices.batch_size[0],
                            "optimizer": choices.optimizer[0], **dropout}
         work = WorkItem(lease=seed + 1, trial=seed + 1, key="|".join(architecture), kind=TOWER,
-                        architecture=tuple(architecture), hyperparameters=hyperparameters, seed=seed)
+                        architecture=tuple(architecture), hyperparameters=hyperparameters, seed=seed, teacher=teacher)
         started = time.perf_counter()
-        outcome = make_evaluator(config).evaluate(work, fetch=None)
+        outcome = make_evaluator(config).evaluate(work, fetch=lambda _: outputs)
         if best is None or outcome.metrics["val_accuracy"] > best["val_accuracy"]:
             best = {"seed": seed, "learning_rate": learning_rate, "val_accuracy": outcome.metrics["val_accuracy"],
                     "params": int(outcome.metrics["params"]), "epochs": outcome.metrics["epochs"],
                     "seconds": time.perf_counter() - started,
                     "test_accuracy": test_accuracy(config, architecture, hyperparameters,
                                                    outcome.artifacts[Artifact.WEIGHTS])}
+            if capture is not None:
+                capture.update(outcome.artifacts)
     return best
 
 
