@@ -1,6 +1,6 @@
 """Keyword spotting in 30 minutes: Lineage beside Optuna's TPE and KerasTuner on this machine (see ``budget_race``).
 
-The space and training of ``examples/keywords.toml`` (2-D blocks over the MFCCs of one-second clips: 10 words,
+The space and training of ``examples/keywords.toml`` (2-D and 1-D blocks over the MFCCs of one-second clips: 10 words,
 unknown words and silence, spoken by ``espeak-ng``), on the clips ``make_keywords.py`` makes (it is run
 first when they are missing). Reports the test accuracy of the model each system would hand back at each quarter
 of the budget and the time to the first 90% validation accuracy; ``baselines.py --set keywords`` trains the

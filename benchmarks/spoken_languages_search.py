@@ -1,7 +1,7 @@
 """Spoken language identification in 30 minutes: Lineage beside Optuna's TPE and KerasTuner (see ``budget_race``).
 
-The space and training of ``examples/spoken_languages.toml`` (2-D blocks over the MFCCs of three-second clips of
-``espeak-ng`` reading fortunes in 8 languages), on the clips ``make_spoken_languages.py`` makes (it is run first
+The space and training of ``examples/spoken_languages.toml`` (2-D and 1-D blocks over the MFCCs of three-second clips
+of ``espeak-ng`` reading fortunes in 8 languages), on the clips ``make_spoken_languages.py`` makes (it is run first
 when they are missing). Reports the test accuracy of the model each system would hand back at each quarter of
 the budget and the time to the first 80% validation accuracy; ``baselines.py --set spoken-languages`` trains the
 hand-designed DS-CNN and the TensorFlow tutorial's CNN with the same settings.
