@@ -20,7 +20,6 @@ import math
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +50,16 @@ def configure_threads(threads: int) -> None:
         pass
 
 
-def make_optimizer(name: str, learning_rate: float) -> Any:
+def learning_rate_of(hyperparameters: Mapping[str, Any]) -> float:
+    """A trial's (initial) learning rate."""
+    return hyperparameters.get("learning_rate", 1e-3)
+
+
+def make_optimizer(hyperparameters: Mapping[str, Any]) -> Any:
+    """The optimizer a trial's hyperparameters name, at its learning rate."""
     import keras
 
+    name, learning_rate = hyperparameters.get("optimizer", "adam"), learning_rate_of(hyperparameters)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9)
     factories = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
@@ -62,14 +68,14 @@ def make_optimizer(name: str, learning_rate: float) -> Any:
     return factories[name](learning_rate)
 
 
-def cosine_rate(learning_rate: float, epochs: int, epoch: int, _current: float = 0.0) -> float:
+def cosine_rate(learning_rate: float, epochs: int, epoch: int) -> float:
     """The learning rate of epoch ``epoch`` (from 0) on a cosine from ``learning_rate`` down towards 0 at
     ``epochs``: ``cosine_rate(0.003, 20, 10) == 0.0015``."""
     return learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
 
 
 def compile_tower(model: Any, hyperparameters: Mapping[str, Any], task: str) -> None:
-    optimizer = make_optimizer(hyperparameters.get("optimizer", "adam"), hyperparameters.get("learning_rate", 1e-3))
+    optimizer = make_optimizer(hyperparameters)
     if task == CLASSIFICATION:
         model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     else:
@@ -137,7 +143,7 @@ class KerasEvaluator(Evaluator):
             student, train_targets, validation_targets = self._distil(model, hyperparameters, work.teacher, fetch)
         else:
             compile_tower(model, hyperparameters, self.data.task)
-        callbacks, stopper = self._callbacks(work.trial, hyperparameters.get("learning_rate", 1e-3), report,
+        callbacks, stopper = self._callbacks(work.trial, learning_rate_of(hyperparameters), report,
                                              distilled=student is not model)
         restored = None
         if work.resume:
@@ -187,8 +193,9 @@ class KerasEvaluator(Evaluator):
         callbacks = [keras.callbacks.TerminateOnNaN()]
         if self.training.schedule == "cosine":
             # A function of the epoch alone, so a trial resumed at a rung goes on at the rate it paused with.
+            epochs = self.training.epochs
             callbacks.append(keras.callbacks.LearningRateScheduler(
-                partial(cosine_rate, learning_rate, self.training.epochs)))
+                lambda epoch, _rate: cosine_rate(learning_rate, epochs, epoch)))
         if report is not None:
             # A student's val_loss is its distillation loss: not comparable with other trials', so not reported.
             reported = {"val_accuracy", "val_mae"} if distilled else {"val_accuracy", "val_mae", "val_loss"}
@@ -225,7 +232,7 @@ class KerasEvaluator(Evaluator):
             raise EvaluationError(f"the teacher, trial {teacher.trial}, has no recorded outputs on the train split "
                                   "(a search without distillation recorded it): distillation needs them")
         student = keras.Model(model.inputs, model.get_layer("head_logits").output)  # config: classification only
-        optimizer = make_optimizer(hyperparameters.get("optimizer", "adam"), hyperparameters.get("learning_rate", 1e-3))
+        optimizer = make_optimizer(hyperparameters)
         student.compile(optimizer=optimizer,
                         loss=distillation_loss(teacher.loss, teacher.temperature, teacher.weight),
                         metrics=[packed_accuracy()])
