@@ -47,9 +47,18 @@ from engine.options import (
     section,
     thaw,
 )
-from engine.space_options import SPACE_KINDS, SpaceOptions, TowerOptions, space_options
+from engine.space_options import SPACE_KINDS, HparamChoices, SpaceOptions, TowerOptions, space_options
 
 # -- [search] --------------------------------------------------------------------------------------------
+
+
+def _check_sweep(names: tuple) -> str | None:
+    known = [f.name for f in fields(HparamChoices)]
+    for i, name in enumerate(names):
+        if name not in known:
+            return f"[{i}] must be one of {known}, not {name!r}"
+    twice = sorted({name for name in names if names.count(name) > 1})
+    return f"lists {twice[0]!r} twice" if twice else None
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,10 @@ class BeamOptions:
                            "with the fewest towers so far, uniformly, so every first block is tried from the beam "
                            "early; the surrogate picks the child within it) or screened (any family other than the "
                            "best tower's, the surrogate's pick, as before config v16)", ("fewest", "screened"))
+    sweep: tuple[str, ...] = option(["learning_rate"], "hyperparameters whose every value is tried on each new best "
+                                    "tower before anything else is proposed (the surrogate orders them), so a "
+                                    "lineage cannot keep the value its first tower was drawn with ([]: none, as "
+                                    "before config v19)", check=_check_sweep)
     screen: str = option("gp", "how to choose among the beam's mutations: gp (a Gaussian-process surrogate ranks "
                          "them by expected improvement) or none (uniform)", ("gp", "none"))
     cost: float = option(0.0, "how much a candidate's predicted cost (seconds per epoch, learned from the times "

@@ -16,7 +16,7 @@ from typing import Any
 from engine.options import ConfigError
 
 #: The version of the config :meth:`Config.to_dict` writes; configs of earlier versions are migrated on read.
-CONFIG_VERSION = 18
+CONFIG_VERSION = 19
 
 
 def _legacy(table: Mapping[str, Any], path: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
@@ -136,12 +136,18 @@ def _v17_to_v18(config: dict[str, Any]) -> dict[str, Any]:
     return _legacy(config, ("training",), {"schedule": "constant"})
 
 
+def _v18_to_v19(config: dict[str, Any]) -> dict[str, Any]:
+    """v19 configs always hold search.beam.sweep; before it, a new best tower's hyperparameters changed only when
+    the surrogate picked such a mutation."""
+    return _legacy(config, ("search", "beam"), {"sweep": []})
+
+
 #: ``MIGRATIONS[n]`` lifts a version-``n`` config to version ``n + 1``. Configs up to version 7 were stored
 #: by events of the same version, which say so on read (engine/events.py).
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
     1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7, 7: _v7_to_v8, 8: _v8_to_v9,
     9: _v9_to_v10, 10: _v10_to_v11, 11: _v11_to_v12, 12: _v12_to_v13, 13: _v13_to_v14, 14: _v14_to_v15,
-    15: _v15_to_v16, 16: _v16_to_v17, 17: _v17_to_v18,
+    15: _v15_to_v16, 16: _v16_to_v17, 17: _v17_to_v18, 18: _v18_to_v19,
 }
 
 

@@ -54,6 +54,8 @@ def test_overrides_are_read_as_toml_values(tmp_path: Path) -> None:
     ("[engine]\nheartbeat = 40\n[space]\nkind = 'nb201'", "engine.heartbeat"),
     ("[space]\nkind = 'tower'\n[space.hparams]\ndropout = [0.1, 1.5]", "space.hparams.dropout"),
     ("[space]\nkind = 'tower'\n[space.hparams]\nmomentum = [0.9]", "space.hparams.momentum"),
+    ("[search.beam]\nsweep = ['learning_rates']\n[space]\nkind = 'tower'", "search.beam.sweep[0] 'learning_rates'"),
+    ("[search.beam]\nsweep = ['dropout', 'dropout']\n[space]\nkind = 'tower'", "search.beam.sweep 'dropout' twice"),
 ])
 def test_bad_configs_name_the_key(tmp_path: Path, text: str, named: str) -> None:
     path = write_toml(tmp_path / "bad.toml", text)

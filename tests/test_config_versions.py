@@ -87,6 +87,7 @@ OPTIONS = [
     (15, "search.beam", "founding", "screened", "fewest"),    # the surrogate chose a founding proposal's family
     (16, "search.asha", "children", "population", "population"),  # ASHA judged a mutated tower against all trials
     (17, "training", "schedule", "constant", "constant"),      # a candidate trained at one learning rate
+    (18, "search.beam", "sweep", (), ("learning_rate",)),      # a new best tower kept its rate unless screened
 ]
 
 

@@ -98,7 +98,7 @@ def test_beam_niches_mutate_the_best_towers_of_families_the_beam_left_behind(tmp
     tower's (first block), among that family's best, and keep the family; the rest are children of the beam that
     leave the best tower's family."""
     config = tower_config(search__trials=60, search__beam__initial=6, search__beam__explore=1.0,
-                          search__beam__niches=2, search__beam__k=3, space__max_depth=4)
+                          search__beam__niches=2, search__beam__k=3, space__max_depth=4, search__beam__sweep=[])
     at_proposal: dict[int, tuple[str, list[int], list[list[int]]]] = {}
 
     def remember(state: State) -> None:
@@ -156,6 +156,39 @@ def test_beam_founds_the_families_with_the_fewest_towers_first(tmp_path: Path) -
         assert towers.get(trial.architecture[0], 0) == min(towers.get(family, 0) for family in reachable), trial.id
         founded.append(trial.architecture[0])
     assert len(founded) >= 10 and len(set(founded)) >= 5, founded
+
+
+@pytest.mark.parametrize("sweep", [["learning_rate"], []])
+def test_beam_tries_every_learning_rate_of_each_new_best_tower_first(tmp_path: Path, sweep: list[str]) -> None:
+    """With ``sweep = ["learning_rate"]`` (the default) every proposal after the initial ones, while the best tower
+    has a learning rate untried, is one of them; exploring proposals (here half of all) wait. Without it they are
+    left to the surrogate and to exploring."""
+    config = tower_config(search__trials=40, search__beam__initial=4, search__beam__explore=0.5,
+                          search__beam__sweep=sweep)
+    space = make_space(config.space)
+    at_proposal: dict[int, tuple[int | None, set[str]]] = {}
+
+    def remember(state: State) -> None:
+        at_proposal[state.seq + 1] = (state.top[0] if state.top else None, set(state.keys))
+
+    state = search(tmp_path, config, check=remember)
+    rates = config.space.hparams.learning_rate
+    owed, swept = 0, 0
+    for trial in state.trials.values():
+        leader, tried = at_proposal[trial.id]
+        if trial.position < 4 or leader is None:
+            continue
+        best = state.trials[leader]
+        untried = {space.describe(best.architecture, {**best.hyperparameters, "learning_rate": rate})
+                   for rate in rates} - tried
+        if untried:
+            owed += 1
+            swept += trial.key in untried and trial.parent == leader
+    assert owed >= 4
+    if sweep:
+        assert swept == owed, (swept, owed)
+    else:
+        assert swept < owed / 2, (swept, owed)
 
 
 def test_beam_without_screening_draws_mutations_by_their_weights(tmp_path: Path) -> None:
@@ -321,7 +354,7 @@ def test_a_budget_aware_beam_builds_fewer_towers_over_max_params_or_finds_better
     def run(budget: str, size_model: str, seed: int) -> tuple[int, float]:
         config = tower_config(search__trials=60, search__seed=seed, search__beam__budget=budget,
                               search__beam__size_model=size_model, search__beam__explore=0.3, space__max_depth=5,
-                              space__max_params=40_000)
+                              space__max_params=40_000, search__beam__sweep=[])
         state = search(tmp_path / f"{budget}-{size_model}-{seed}", config)
         late = [t for t in state.trials.values() if t.position >= 20]
         assert all(t.metrics["params"] == synthetic_params(t.architecture) for t in late if t.metrics), \
@@ -437,7 +470,8 @@ def explored(tmp_path: Path, pick: str, draws: int, seed: int) -> tuple[float, f
     from trainers.synthetic import synthetic_accuracy
 
     config = tower_config(search__trials=40, search__seed=seed, search__beam__initial=5, search__beam__explore=1.0,
-                          search__beam__explore_draws=draws, search__beam__explore_pick=pick)
+                          search__beam__explore_draws=draws, search__beam__explore_pick=pick,
+                          search__beam__sweep=[])
     state = search(tmp_path / f"{pick}-{draws}-{seed}", config)
     fresh = [t for t in state.trials.values() if t.position >= 10]
     assert all(t.parent is None for t in fresh), "explorations are fresh members, not mutations"
