@@ -13,12 +13,11 @@ by ``search.beam.screen``:
 The first ``search.beam.initial`` proposals are random members, the beam's seeds. After them, each new best tower
 first has every value of the hyperparameters ``search.beam.sweep`` names tried (one at a time, the others kept;
 the surrogate orders them). A lineage otherwise keeps the rate its first tower was drawn with: in a spoken-language
-search a recurrent tower drawn at a learning rate of 0.001 took the lead early and none of its 77 descendants tried
+search a recurrent tower drawn at a learning rate of 0.001 took the lead early and none of its descendants tried
 0.003, which every other run of that space handed back; the surrogate, never shown the rate mattering, ranked
 that child among near-equals. Of the other proposals, a share ``search.beam.explore`` are fresh members of the
 whole space: on a space where many families do well (MNIST-1D), a greedy beam otherwise fills its top-K with one
-lineage. An
-exploring proposal draws ``search.beam.explore_draws`` random members and keeps one by the same
+lineage. An exploring proposal draws ``search.beam.explore_draws`` random members and keeps one by the same
 surrogate, as ``search.beam.explore_pick`` says:
 
 - ``thompson`` (default): the draw that is best under one sample of the GP's posterior. Likely
